@@ -1,0 +1,3 @@
+from mailcase.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""The long-running loop: sync every mailbox, run the stages, repeat.
+
+``schedule`` is only the metronome; what has been done lives in the
+database, so a restart loses nothing and repeats nothing.  One mailbox
+failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import schedule
+from sqlalchemy.engine import Engine
+
+from mailcase.clock import Clock
+from mailcase.config import Config
+from mailcase.errors import MailcaseError
+from mailcase.fetch import SyncResult, record_failure, sync_mailbox
+from mailcase.log import kv
+from mailcase.stages import StageResult, run_headers_stage, run_parse_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    syncs: list[SyncResult] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    parsed: StageResult = field(default_factory=StageResult)
+
+
+def run_pass(engine: Engine, config: Config, clock: Clock) -> PassResult:
+    """One round: every enabled mailbox, then the stages."""
+    result = PassResult()
+    for cfg in config.mailboxes:
+        if not cfg.enabled:
+            continue
+        now = clock.now()
+        try:
+            sync = sync_mailbox(engine, config, cfg, now)
+        except MailcaseError as exc:
+            result.failures[cfg.name] = str(exc)
+            log.warning("event=sync-failed mailbox=%s error=%s", cfg.name, kv(exc))
+            try:
+                record_failure(engine, cfg.name, str(exc), now)
+            except MailcaseError:
+                pass
+            continue
+        result.syncs.append(sync)
+        t = sync.tally
+        if t.seen:
+            log.info(
+                "event=synced mailbox=%s new=%d duplicate=%d historical=%d quarantined=%d",
+                cfg.name, t.new, t.duplicate + t.copies, t.historical, t.quarantined,
+            )
+    now = clock.now()
+    result.parsed += run_headers_stage(engine, now)
+    result.parsed += run_parse_stage(engine, now)
+    return result
+
+
+class Daemon:
+    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.stopping = threading.Event()
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def tick(self) -> None:
+        try:
+            run_pass(self.engine, self.config, self.clock)
+        except MailcaseError as exc:
+            log.error("event=pass-failed error=%s", kv(exc))
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        scheduler = schedule.Scheduler()
+        scheduler.every(self.config.daemon.poll_seconds).seconds.do(self.tick)
+        self.tick()
+        if on_ready:
+            on_ready()
+        while not self.stopping.is_set():
+            scheduler.run_pending()
+            idle = scheduler.idle_seconds
+            self.stopping.wait(min(max(idle or 0.5, 0.05), 1.0))
+        log.info("event=stopped")
+        return 0
+

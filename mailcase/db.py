@@ -1,0 +1,160 @@
+"""Database: an engine from a URL, transactions, schema versions.
+
+SQLite (the default) runs in WAL mode with foreign keys on, ``synchronous=FULL``
+(a commit must survive a power cut: after it we delete mail on the server) and
+``BEGIN IMMEDIATE`` for every transaction, so a writer takes the write lock up
+front instead of failing to upgrade a read lock half-way.  PostgreSQL is used
+through psycopg 3 (``postgresql+psycopg://``).
+
+The schema is versioned with alembic (``mailcase/migrations``).  A database
+with no tables is created on first use; one at an older version is refused
+until ``mailcase db upgrade`` runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from mailcase import models  # noqa: F401  (registers the tables)
+from mailcase.errors import ConfigError, TransientError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"database.url: not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False},
+        )
+        _sqlite_events(engine, busy_timeout_seconds)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    raise ConfigError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def _sqlite_events(engine: Engine, busy_timeout_seconds: float) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # take transaction control from the driver: we issue BEGIN IMMEDIATE
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; database outages become TransientError."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except sa.exc.OperationalError as exc:
+        raise TransientError(f"database: {_short(exc)}") from exc
+
+
+def _short(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+
+
+def _alembic_config(conn: Connection | None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise TransientError(f"database: {_short(exc)}") from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to ``revision``; returns (before, after)."""
+    before = current_revision(engine)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), revision)
+    except sa.exc.OperationalError as exc:
+        raise TransientError(f"database: {_short(exc)}") from exc
+    return before, current_revision(engine) or ""
+
+
+def open_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
+    """An engine on a database at the current schema; creates a fresh one."""
+    engine = make_engine(url, busy_timeout_seconds)
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return engine
+    if current is None:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+        if not tables:
+            upgrade(engine)
+            return engine
+        raise ConfigError(
+            f"database {engine.url.render_as_string(hide_password=True)}: "
+            "has tables but no mailcase schema version; is it another application's database?"
+        )
+    raise ConfigError(
+        f"database schema is at {current}, this mailcase needs {head}: run `mailcase db upgrade`"
+    )
+
+
+def insert_ignore(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    if is_postgres(conn):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(index_elements=keys), rows)

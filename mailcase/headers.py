@@ -1,0 +1,286 @@
+"""Reading a mail's header block: the fast, durable step of ingestion.
+
+Enough to store the mail under its logical identity and to run the
+ingest-time rules (loops, bounces, threading); the full parse (parse.py)
+runs later.  Works on raw bytes and never raises on odd input: every oddity
+becomes a defect string.
+
+Logical identity (issue 2 decision): one logical mail is identified by its
+Message-ID plus From, Date and a hash of the body with line ends normalised.
+Raw copies of one mail differ (CRLF from IMAP, LF from a Maildir, extra
+Received: lines at a second support address) but share all four; a forged
+mail re-using a real Message-ID differs in the others and so cannot pre-empt
+the real one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from dateutil import parser as date_parser
+
+from mailcase.addresses import AddressList, parse_address_list
+from mailcase.charsets import decode_8bit_header, decode_encoded_words
+
+# RFC 5322 field-name: printable US-ASCII except colon
+_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_BARE_MSGID = re.compile(r"^[^<>\s@]+@[^<>\s@]+$")
+_MAX_IDS = 200
+_MAX_HEADER_FIELDS = 5000
+
+DERIVED_MSGID_DOMAIN = "derived.mailcase.invalid"
+
+
+@dataclass(frozen=True)
+class HeaderBlock:
+    """The header fields in order, as (lower-case name, unfolded raw value)."""
+
+    fields: tuple[tuple[str, bytes], ...]
+    body_offset: int
+    defects: tuple[str, ...]
+
+    def raw_values(self, name: str) -> list[bytes]:
+        name = name.lower()
+        return [v for n, v in self.fields if n == name]
+
+    def values(self, name: str) -> list[str]:
+        """Every value of ``name``, 8-bit bytes decoded, encoded-words left alone."""
+        charset = self.declared_charset
+        return [decode_8bit_header(v, charset).strip() for v in self.raw_values(name)]
+
+    def first(self, name: str) -> str | None:
+        raw = self.raw_values(name)
+        return decode_8bit_header(raw[0], self.declared_charset).strip() if raw else None
+
+    def text(self, name: str) -> str | None:
+        """The first value of ``name`` as display text (encoded-words decoded)."""
+        value = self.first(name)
+        if value is None:
+            return None
+        return " ".join(decode_encoded_words(value).split())
+
+    def has(self, name: str) -> bool:
+        name = name.lower()
+        return any(n == name for n, _ in self.fields)
+
+    @property
+    def declared_charset(self) -> str | None:
+        for n, v in self.fields:
+            if n == "content-type":
+                m = re.search(rb'charset\s*=\s*"?([A-Za-z0-9_.:+-]+)', v, re.I)
+                return m.group(1).decode("ascii") if m else None
+        return None
+
+
+def split_headers(raw: bytes) -> HeaderBlock:
+    """Split ``raw`` into header fields and the offset where the body starts."""
+    fields: list[tuple[str, bytearray]] = []
+    defects: list[str] = []
+    pos = 0
+    n = len(raw)
+    if raw.startswith(b"From "):  # mbox envelope line, not a header
+        nl = raw.find(b"\n")
+        pos = n if nl < 0 else nl + 1
+    body_offset = n
+    skipped_junk = False
+    while pos < n:
+        eol = raw.find(b"\n", pos)
+        nxt = n if eol < 0 else eol + 1
+        line = raw[pos : (n if eol < 0 else eol)]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            body_offset = nxt
+            break
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1][1].extend(b" " + line.strip())
+            else:
+                defects.append("continuation line before the first header")
+            pos = nxt
+            continue
+        colon = line.find(b":")
+        name = line[:colon].rstrip(b" \t") if colon > 0 else b""
+        if colon > 0 and _FIELD_NAME.match(name):
+            if len(fields) >= _MAX_HEADER_FIELDS:
+                defects.append(f"more than {_MAX_HEADER_FIELDS} header fields; rest ignored")
+                body_offset = pos
+                break
+            fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :].strip())))
+            pos = nxt
+            continue
+        if not fields and not skipped_junk and _headers_follow(raw, nxt):
+            # text before the first header (seen in real mail): skip one line
+            defects.append("text before the first header")
+            skipped_junk = True
+            pos = nxt
+            continue
+        defects.append("no blank line between header and body")
+        body_offset = pos
+        break
+    return HeaderBlock(
+        fields=tuple((k, bytes(v)) for k, v in fields),
+        body_offset=body_offset,
+        defects=tuple(defects),
+    )
+
+
+def _headers_follow(raw: bytes, pos: int) -> bool:
+    """Do the next two lines look like header fields?"""
+    count = 0
+    for _ in range(2):
+        eol = raw.find(b"\n", pos)
+        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r")
+        colon = line.find(b":")
+        if colon <= 0 or not _FIELD_NAME.match(line[:colon]):
+            return False
+        count += 1
+        if eol < 0:
+            break
+        pos = eol + 1
+    return count > 0
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    """Every ``<id>`` in a Message-ID / In-Reply-To / References value."""
+    if not value:
+        return ()
+    ids = tuple(f"<{m}>" for m in _MSGID.findall(value))
+    if not ids:
+        bare = value.strip()
+        if _BARE_MSGID.match(bare):
+            ids = (f"<{bare}>",)
+    if len(ids) > _MAX_IDS:
+        # keep the root and the most recent ancestors (RFC 5322 §3.6.4 trims the middle)
+        ids = ids[:1] + ids[-(_MAX_IDS - 1) :]
+    return ids
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """An aware UTC datetime from a Date:-like value, or None."""
+    if not value:
+        return None
+    value = " ".join(value.split())
+    result: datetime | None
+    try:
+        result = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            result = date_parser.parse(value, fuzzy=True)
+        except (ValueError, OverflowError, TypeError):
+            return None
+    if result is None:
+        return None
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=UTC)  # "-0000": zone unknown, RFC 5322 §3.3
+    try:
+        result = result.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    if not 1970 <= result.year <= 2200:
+        return None
+    return result
+
+
+def normalised_body(raw: bytes, body_offset: int) -> bytes:
+    """The body with CRLF -> LF and trailing blank space removed."""
+    return raw[body_offset:].replace(b"\r\n", b"\n").rstrip(b"\n\r\t ")
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    message_id: str
+    message_id_derived: bool
+    from_list: AddressList
+    subject: str
+    date_at: datetime | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    identity: str
+    defects: tuple[str, ...] = field(default=())
+
+    @property
+    def from_addr(self) -> str | None:
+        a = self.from_list.addresses
+        return a[0].addr if a else None
+
+    @property
+    def from_name(self) -> str | None:
+        a = self.from_list.addresses
+        return a[0].name or None if a else None
+
+    @property
+    def from_strict(self) -> bool:
+        return self.from_list.single is not None
+
+
+def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
+    block = block or split_headers(raw)
+    from_list = parse_address_list(block.first("from"))
+    subject = block.text("subject") or ""
+    date_value = block.first("date")
+    date_at = parse_date(date_value)
+    body_hash = hashlib.sha256(normalised_body(raw, block.body_offset)).hexdigest()
+    from_key = from_list.addresses[0].addr if from_list.addresses else (block.first("from") or "")
+    date_key = date_at.isoformat() if date_at else " ".join((date_value or "").split())
+
+    ids = message_ids(block.first("message-id"))
+    derived = not ids
+    if ids:
+        message_id = ids[0][:998]
+    else:
+        seed = "\0".join((from_key, date_key, subject, body_hash)).encode("utf-8", "surrogatepass")
+        message_id = f"<{hashlib.sha256(seed).hexdigest()[:40]}@{DERIVED_MSGID_DOMAIN}>"
+
+    identity_src = "\0".join((message_id, from_key, date_key, body_hash))
+    identity = hashlib.sha256(identity_src.encode("utf-8", "surrogatepass")).hexdigest()
+    defects = list(block.defects) + [f"From: {d}" for d in from_list.defects]
+    if derived:
+        defects.append("no Message-ID; derived one")
+    if date_value and date_at is None:
+        defects.append("unparseable Date")
+    return HeaderInfo(
+        message_id=message_id,
+        message_id_derived=derived,
+        from_list=from_list,
+        subject=subject,
+        date_at=date_at,
+        in_reply_to=message_ids(block.first("in-reply-to")),
+        references=message_ids(" ".join(block.values("references"))),
+        identity=identity,
+        defects=tuple(defects),
+    )
+
+
+_RECEIVED_BY = re.compile(r"\bby\s+([A-Za-z0-9.\-\[\]:]+)", re.I)
+
+
+def received_header_time(
+    block: HeaderBlock, receiving_hosts: tuple[str, ...] = ()
+) -> datetime | None:
+    """The time on the topmost Received: our own server added.
+
+    With ``receiving_hosts`` empty the topmost Received: counts (the last hop,
+    which delivered the file to us); otherwise the topmost whose ``by`` host
+    is one of them.  Anything lower down is the sender's to write.
+    """
+    hosts = {h.lower().rstrip(".") for h in receiving_hosts}
+    for value in block.values("received"):
+        if hosts:
+            m = _RECEIVED_BY.search(value)
+            if not m or m.group(1).lower().rstrip(".") not in hosts:
+                continue
+        _, semi, when = value.rpartition(";")
+        if not semi:
+            if hosts:
+                return None
+            continue
+        at = parse_date(when)
+        if at is not None or hosts:
+            return at
+    return None

@@ -1,0 +1,27 @@
+"""Alembic environment: runs on the connection mailcase hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlmodel import SQLModel
+
+from mailcase import models  # noqa: F401  (registers the tables)
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:
+    from mailcase.db import make_engine
+
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url or pass a connection")
+    connection = make_engine(url).connect()
+
+context.configure(
+    connection=connection,
+    target_metadata=SQLModel.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

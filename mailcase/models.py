@@ -1,0 +1,186 @@
+"""All tables (SQLModel).  Hot paths use SQLAlchemy Core on these tables.
+
+Timestamps are aware UTC and end in ``_at``; :class:`UTCDateTime` refuses a
+naive datetime on the way in and restores UTC on the way out (SQLite keeps no
+zone).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from mailcase.states import MessageState, ReceivedSource
+
+# named constraints: SQLite migrations (batch mode) can only alter what has a name
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: mailcase stores aware UTC only")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _enum(enum: type, default: Any, index: bool = False) -> Any:
+    # stored as its string value; a CHECK-less VARCHAR keeps migrations simple
+    return Field(default=default, sa_column=sa.Column(sa.String(32), nullable=False, index=index))
+
+
+class Blob(SQLModel, table=True):
+    """Raw bytes, content-addressed: the source of truth for every mail."""
+
+    __tablename__ = "blob"
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    data: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+
+
+class Message(SQLModel, table=True):
+    """One logical mail: every raw copy of it points here."""
+
+    __tablename__ = "message"
+    id: int | None = Field(default=None, primary_key=True)
+    #: sha256 over Message-ID, From, Date and the line-ending-normalised body
+    identity: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    message_id: str = Field(max_length=998, index=True)
+    message_id_derived: bool = False
+    from_addr: str | None = Field(default=None, max_length=320, index=True)
+    from_name: str | None = None
+    #: False when From is not exactly one well-formed mailbox: never trusted
+    from_strict: bool = False
+    subject: str | None = None
+    date_at: datetime | None = _ts()
+    in_reply_to: str | None = None
+    refs: str | None = None
+    received_at: datetime | None = _ts(index=True)
+    received_source: str = _enum(ReceivedSource, ReceivedSource.FILE_TIME)
+    state: str = _enum(MessageState, MessageState.STORED, index=True)
+    historical: bool = False
+    stored_at: datetime | None = _ts(nullable=False)
+    state_changed_at: datetime | None = _ts(nullable=False)
+    #: the raw copy the later stages read
+    primary_sha256: str = Field(max_length=64, foreign_key="blob.sha256")
+
+
+class RawCopy(SQLModel, table=True):
+    """One raw copy of a mail as one source delivered it."""
+
+    __tablename__ = "raw_copy"
+    __table_args__ = (sa.UniqueConstraint("source", "source_key", name="uq_raw_copy_source_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    #: "imap:<mailbox>", "maildir:<path>", "mbox:<path>" or "eml:<path>"
+    source: str = Field(max_length=1024)
+    #: "<uidvalidity>:<uid>" for IMAP, "sha256:<hex>" for files
+    source_key: str = Field(max_length=128)
+    mailbox: str | None = Field(default=None, max_length=64, index=True)
+    uidvalidity: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    uid: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    sha256: str = Field(max_length=64, foreign_key="blob.sha256", index=True)
+    size: int
+    #: server-side size when only the headers were kept (over the size limit)
+    truncated_from: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    received_at: datetime | None = _ts()
+    received_source: str = _enum(ReceivedSource, ReceivedSource.FILE_TIME)
+    stored_at: datetime | None = _ts(nullable=False)
+    #: post-action owed on the server ("seen", "move:<folder>"); persisted so a
+    #: crash between commit and action is repaired on the next sync
+    post_action: str | None = Field(default=None, max_length=300)
+    post_action_done_at: datetime | None = _ts()
+
+
+class ParsedMail(SQLModel, table=True):
+    """The full parse of a message's primary raw copy."""
+
+    __tablename__ = "parsed_mail"
+    message_pk: int = Field(primary_key=True, foreign_key="message.id")
+    parser: str = Field(max_length=32)
+    to_addrs: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    cc_addrs: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    reply_to: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    text_body: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    body_from_html: bool = False
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
+    defects: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    parsed_at: datetime | None = _ts(nullable=False)
+
+
+class Quarantine(SQLModel, table=True):
+    """A mail that failed at some stage, with the error; retry puts it back."""
+
+    __tablename__ = "quarantine"
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    stage: str = Field(max_length=32)
+    error_type: str = Field(max_length=200)
+    error: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    traceback: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    created_at: datetime | None = _ts(nullable=False)
+    attempts: int = 1
+    resolved_at: datetime | None = _ts(index=True)
+
+
+class MailboxState(SQLModel, table=True):
+    """Sync position of one configured mailbox."""
+
+    __tablename__ = "mailbox_state"
+    name: str = Field(primary_key=True, max_length=64)
+    uidvalidity: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    #: highest UID committed (the high-water mark)
+    last_uid: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    #: UIDs at or below this are historical (resolved from start_at on first sync)
+    historical_below_uid: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False)
+    )
+    historical_before: datetime | None = _ts()
+    last_sync_started_at: datetime | None = _ts()
+    last_sync_ok_at: datetime | None = _ts()
+    #: start time of the last sync that completed: a cutoff before it has all its mail
+    last_sync_ok_started_at: datetime | None = _ts()
+    last_error: str | None = None
+    last_error_at: datetime | None = _ts()
+
+
+class Lease(SQLModel, table=True):
+    """Who owns a mailbox (or another singleton job) right now."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str = Field(max_length=300)
+    host: str = Field(max_length=255)
+    pid: int
+    acquired_at: datetime | None = _ts(nullable=False)
+    expires_at: datetime | None = _ts(nullable=False)

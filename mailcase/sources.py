@@ -1,0 +1,151 @@
+"""Local mail sources: a Maildir, an mbox file, or a folder of .eml files.
+
+Each yields :class:`~mailcase.ledger.Incoming` copies with a stable
+``source_key`` so re-reading the same source stores nothing twice:
+
+* Maildir: ``file:<unique name>`` -- the part of the file name before the
+  ``:2,`` flags, which the Maildir spec keeps stable when flags change;
+* mbox and .eml: ``sha256:<hex of the raw bytes>``.
+
+``received_at`` comes from the topmost Received: our own server added, else
+Date:, else the file's modification time, and the source records which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mailbox
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from mailcase.errors import UsageError
+from mailcase.headers import parse_date, received_header_time, split_headers
+from mailcase.ledger import Incoming
+from mailcase.states import ReceivedSource
+
+
+class FileKind(StrEnum):
+    MAILDIR = "maildir"
+    MBOX = "mbox"
+    EML = "eml"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    key: str
+    raw: bytes
+    mtime: float
+
+
+def detect(path: Path) -> FileKind:
+    if path.is_dir():
+        if (path / "cur").is_dir() and (path / "new").is_dir():
+            return FileKind.MAILDIR
+        return FileKind.EML
+    if path.is_file():
+        with path.open("rb") as fh:
+            head = fh.read(5)
+        if head == b"From ":
+            return FileKind.MBOX
+        return FileKind.EML
+    raise UsageError(f"{path}: no such mailbox, Maildir, mbox file or folder")
+
+
+def received_at(
+    raw: bytes, mtime: float | None, receiving_hosts: tuple[str, ...]
+) -> tuple[datetime | None, ReceivedSource]:
+    block = split_headers(raw)
+    at = received_header_time(block, receiving_hosts)
+    if at is not None:
+        return at, ReceivedSource.RECEIVED_HEADER
+    at = parse_date(block.first("date"))
+    if at is not None:
+        return at, ReceivedSource.DATE_HEADER
+    if mtime is not None:
+        return datetime.fromtimestamp(mtime, UTC), ReceivedSource.FILE_TIME
+    return None, ReceivedSource.FILE_TIME
+
+
+def maildir_key(name: str) -> str:
+    return "file:" + name.split(":2,", 1)[0].split("!2,", 1)[0]
+
+
+def maildir_files(path: Path) -> Iterator[tuple[str, Path]]:
+    """(key, file) for every mail in new/ and cur/, oldest first."""
+    entries: list[tuple[float, str, Path]] = []
+    for sub in ("new", "cur"):
+        folder = path / sub
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                entries.append((entry.stat().st_mtime, entry.name, Path(entry.path)))
+    entries.sort()
+    for _, name, file in entries:
+        yield maildir_key(name), file
+
+
+def read_files(path: Path, kind: FileKind, skip_keys: set[str] | None = None) -> Iterator[RawFile]:
+    """Every mail in the source; Maildir files whose key is in ``skip_keys`` are not read."""
+    if kind is FileKind.MAILDIR:
+        for key, file in maildir_files(path):
+            if skip_keys is not None and key in skip_keys:
+                continue
+            try:
+                yield RawFile(key, file.read_bytes(), file.stat().st_mtime)
+            except FileNotFoundError:  # moved by its MUA meanwhile: seen next time
+                continue
+    elif kind is FileKind.MBOX:
+        box = mailbox.mbox(str(path), create=False)
+        mtime = path.stat().st_mtime
+        try:
+            for key in box.iterkeys():
+                raw = box.get_bytes(key)
+                yield RawFile("sha256:" + hashlib.sha256(raw).hexdigest(), raw, mtime)
+        finally:
+            box.close()
+    else:
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+        for file in files:
+            if file.name.startswith("."):
+                continue
+            raw = file.read_bytes()
+            yield RawFile(
+                "sha256:" + hashlib.sha256(raw).hexdigest(), raw, file.stat().st_mtime
+            )
+
+
+def incoming_from_files(
+    path: Path,
+    source: str,
+    *,
+    historical: bool,
+    receiving_hosts: tuple[str, ...],
+    kind: FileKind | None = None,
+    historical_before: datetime | None = None,
+    mailbox_name: str | None = None,
+    skip_keys: set[str] | None = None,
+) -> Iterator[Incoming]:
+    kind = kind or detect(path)
+    for rf in read_files(path, kind, skip_keys):
+        if skip_keys is not None and rf.key in skip_keys:
+            continue
+        at, how = received_at(rf.raw, rf.mtime, receiving_hosts)
+        is_historical = historical or (
+            historical_before is not None and (at is None or at < historical_before)
+        )
+        yield Incoming(
+            source=source,
+            source_key=rf.key,
+            raw=rf.raw,
+            received_at=at,
+            received_source=how,
+            historical=is_historical,
+            mailbox=mailbox_name,
+        )
