@@ -101,7 +101,7 @@ def parse_address_list(value: str | None) -> AddressList:
     text = _requote_encoded_words(value).replace("\r", " ").replace("\n", " ")
     try:
         header = default_policy.header_factory("To", text)
-        parsed = header.addresses  # type: ignore[attr-defined]
+        parsed = header.addresses
         defects = tuple(
             str(d) for d in header.defects if isinstance(d, email_errors.InvalidHeaderDefect)
         )

@@ -85,7 +85,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         scheduler = schedule.Scheduler()
-        scheduler.every(self.config.daemon.poll_seconds).seconds.do(self.tick)
+        scheduler.every(max(1, round(self.config.daemon.poll_seconds))).seconds.do(self.tick)
         self.tick()
         if on_ready:
             on_ready()

@@ -17,6 +17,7 @@ not seen before.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ from mailcase.config import Config, MailboxConfig
 from mailcase.db import insert_ignore, transaction
 from mailcase.imap import session
 from mailcase.lease import Lease
+from mailcase.errors import MessageError
 from mailcase.ledger import (
+    BLOB,
+    MESSAGE,
     RAW_COPY,
     Incoming,
     Outcome,
@@ -43,7 +47,8 @@ from mailcase.ledger import (
 )
 from mailcase.models import MailboxState
 from mailcase.sources import FileKind, incoming_from_files, maildir_files
-from mailcase.states import PostAction, ReceivedSource
+from mailcase.quarantine import quarantine
+from mailcase.states import MessageState, PostAction, ReceivedSource, Stage
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +309,7 @@ def sync_imap(
             owed = _owed_post_actions(conn, cfg.name, uidvalidity)
         # repair: post-actions a crash left undone
         result.post_actions_done += _apply_post_actions(engine, client, cfg, owed, now)
+        _refetch_released(engine, client, cfg, uidvalidity, post_action, now)
 
         last_uid = int(state["last_uid"])
         below = int(state["historical_below_uid"])
@@ -337,6 +343,58 @@ def sync_imap(
                 last_error=None, last_error_at=None,
             )
     return result
+
+
+def _refetch_released(
+    engine: Engine,
+    client: imapclient.IMAPClient,
+    cfg: MailboxConfig,
+    uidvalidity: int,
+    post_action: str | None,
+    now: datetime,
+) -> None:
+    """Fetch in full the over-size mails an operator put back for retry.
+
+    ``quarantine retry`` of a fetch-stage entry returns the message to
+    ``stored``; here its bytes are fetched again under the current size
+    limit.  Still too large: quarantined again with the reason.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(RAW_COPY.c.id, RAW_COPY.c.uid, RAW_COPY.c.message_pk)
+            .join(MESSAGE, MESSAGE.c.id == RAW_COPY.c.message_pk)
+            .where(
+                RAW_COPY.c.source == mailbox_source(cfg.name),
+                RAW_COPY.c.uidvalidity == uidvalidity,
+                RAW_COPY.c.truncated_from.is_not(None),
+                MESSAGE.c.state == MessageState.STORED.value,
+            )
+        ).all()
+    for copy_id, uid, pk in rows:
+        data = client.fetch([uid], ["RFC822.SIZE", "BODY.PEEK[]"]).get(uid)
+        with transaction(engine) as conn:
+            if data is None:
+                quarantine(conn, pk, Stage.FETCH, MessageError(
+                    f"UID {uid} is no longer on the server; headers kept"), now)
+                continue
+            size = int(data.get(b"RFC822.SIZE", 0))
+            raw = data.get(b"BODY[]")
+            if size > cfg.max_message_bytes or not isinstance(raw, bytes):
+                quarantine(conn, pk, Stage.FETCH, MessageError(
+                    f"message is {size} bytes, over max_message_bytes {cfg.max_message_bytes}:"
+                    " headers kept, mail left on the server"), now)
+                continue
+            sha = hashlib.sha256(raw).hexdigest()
+            insert_ignore(conn, BLOB, [{"sha256": sha, "size": len(raw), "data": raw}], ["sha256"])
+            conn.execute(
+                sa.update(RAW_COPY).where(RAW_COPY.c.id == copy_id).values(
+                    sha256=sha, size=len(raw), truncated_from=None, post_action=post_action,
+                )
+            )
+            conn.execute(
+                sa.update(MESSAGE).where(MESSAGE.c.id == pk).values(primary_sha256=sha)
+            )
+        log.info("event=refetched mailbox=%s uid=%s bytes=%d", cfg.name, uid, len(raw))
 
 
 def _start_point(

@@ -168,8 +168,8 @@ def store(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[St
             ),
             new_rows,
         ).all()
-        for (pk, ident), row in zip(inserted, new_rows, strict=True):
-            known[ident] = (pk, bool(row["historical"]))
+        for (pk, ident), new_row in zip(inserted, new_rows, strict=True):
+            known[ident] = (pk, bool(new_row["historical"]))
     created = set(new_identities)
 
     # 4. raw copies, quarantine rows

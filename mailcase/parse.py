@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message as EmailMessage
 from email.policy import compat32
+from typing import Any
 
 from mailcase.addresses import parse_address_list
 from mailcase.charsets import decode_encoded_words, decode_text
@@ -76,7 +77,7 @@ def html_to_text(html: str) -> str:
     from inscriptis import get_text
 
     try:
-        return get_text(html).strip()
+        return str(get_text(html)).strip()
     except Exception:  # inscriptis/lxml on pathological markup
         return re.sub(r"<[^>]+>", " ", html).strip()
 
@@ -216,7 +217,7 @@ def _walk(part: EmailMessage, w: _Walk, depth: int = 0) -> None:
     (w.html if ctype == "text/html" else w.plain).append(text)
 
 
-def _walk_alternative(children: list[object], w: _Walk, depth: int) -> None:
+def _walk_alternative(children: list[Any], w: _Walk, depth: int) -> None:
     plain = [c for c in children if isinstance(c, EmailMessage) and c.get_content_type() == "text/plain"]
     chosen: EmailMessage | None = None
     for c in plain:

@@ -1,0 +1,1 @@
+"""Throwaway servers for the tests: Dovecot (IMAP), PostgreSQL databases, an SMTP sink."""

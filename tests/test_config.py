@@ -1,0 +1,111 @@
+"""Configuration: the example documents every key; mistakes name the key and the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from helpers import ROOT
+from mailcase.config import Config, Secret, load_config, parse_config
+from mailcase.errors import ConfigError
+
+EXAMPLE = ROOT / "config" / "mailcase.example.toml"
+
+
+def _keys(model: type[BaseModel]) -> set[str]:
+    return {k for k in model.model_fields if k != "source"}
+
+
+def test_example_loads() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.mailboxes[0].name == "support"
+    assert cfg.mailboxes[0].password == Secret(file="/etc/mailcase/imap-password")
+
+
+def test_example_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
+    sections = set(re.findall(r"^\[+([a-z_]+)\]+", text, re.M))
+    for section, model in Config.model_fields.items():
+        if section == "source":
+            continue
+        ann = model.annotation
+        inner = getattr(ann, "__args__", (ann,))[0] if section == "mailboxes" else ann
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            assert section in sections, section
+            missing = _keys(inner) - documented
+            assert not missing, f"[{section}] keys not in the example: {missing}"
+        else:
+            assert section in documented, section
+
+
+def test_defaults_in_example_match_code() -> None:
+    """Every key the example sets uncommented carries the code's default (except the mailbox)."""
+    cfg = load_config(EXAMPLE)
+    assert cfg.database == Config().database
+    assert cfg.ingest == Config().ingest
+    assert cfg.daemon == Config().daemon
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"databse": {}}, "databse: unknown key"),
+        ({"mailboxes": [{"name": "a", "kind": "imap", "host": "h", "username": "u", "password": {"env": "X"}, "sekurity": "tls"}]}, "mailboxes[0].sekurity: unknown key"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "security": "plain"}]}, "mailboxes[0].security: plain IMAP is allowed to 127.0.0.1 only"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u"}]}, "mailboxes[0].password: required for an imap mailbox"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X", "file": "y"}}]}, "mailboxes[0].password: give exactly one of file, env, credential"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "post_action": "move"}]}, "mailboxes[0].move_to: required when post_action = move"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "post_action": "delete"}]}, "mailboxes[0].post_action: Input should be"),
+        ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "start_at": "yesterday"}]}, "mailboxes[0].start_at: use now, all, uid:N or an ISO date"),
+        ({"mailboxes": [{"name": "a", "kind": "maildir", "path": "/x"}, {"name": "a", "kind": "maildir", "path": "/y"}]}, "mailboxes: duplicate name 'a'"),
+        ({"ingest": {"parse_workers": 0}}, "ingest.parse_workers: Input should be greater than or equal to 1"),
+        ({"daemon": {"poll_seconds": "60"}}, "daemon.poll_seconds: Input should be a valid number"),
+    ],
+)
+def test_mistakes_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "/etc/mailcase/mailcase.toml")
+    text = str(err.value)
+    assert text.startswith("/etc/mailcase/mailcase.toml: "), text
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[database\nurl = 1\n")
+    with pytest.raises(ConfigError, match=r"c.toml: invalid TOML: .*line 1"):
+        load_config(f)
+
+
+def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "s"
+    f.write_text("from-file\n")
+    assert Secret(file=str(f)).read() == "from-file"
+    monkeypatch.setenv("MC_SECRET", "from-env")
+    assert Secret(env="MC_SECRET").read() == "from-env"
+    (tmp_path / "imap-password").write_text("from-cred")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert Secret(credential="imap-password").read() == "from-cred"
+    monkeypatch.delenv("MC_SECRET")
+    with pytest.raises(ConfigError, match="MC_SECRET is not set"):
+        Secret(env="MC_SECRET").read()
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "sub" / "c.toml"
+    f.parent.mkdir()
+    f.write_text('data_dir = "state"\n[[mailboxes]]\nname = "m"\nkind = "maildir"\npath = "mail"\n')
+    cfg = load_config(f)
+    assert cfg.data_dir == str(f.parent / "state")
+    assert cfg.mailboxes[0].path == str(f.parent / "mail")
+
+
+def test_config_is_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.data_dir = "x"  # type: ignore[misc]
