@@ -162,18 +162,15 @@ def fetch(c: Ctx, mailboxes: tuple[str, ...]) -> None:
 @pass_ctx
 def parse(c: Ctx, workers: int | None) -> None:
     """Run the parse stage over stored mail that is not parsed yet."""
-    from mailcase.stages import run_headers_stage, run_parse_stage
+    from mailcase.stages import BackgroundParser, run_headers_stage, run_parse_stage
 
     n = workers or c.config.ingest.parse_workers
-    now = c.clock.now()
-    headers = run_headers_stage(c.engine, now)
+    headers = run_headers_stage(c.engine, c.clock.now())
     if n > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(n) as pool:
-            result = run_parse_stage(c.engine, now, pool)
+        with BackgroundParser(c.engine, c.clock, workers=n) as parser:
+            result = parser.drain()
     else:
-        result = run_parse_stage(c.engine, now)
+        result = run_parse_stage(c.engine, c.clock.now())
     click.echo(
         f"parsed {result.done}, quarantined {result.quarantined + headers.quarantined}"
         + (f", headers re-read {headers.done}" if headers.done else "")

@@ -22,7 +22,7 @@ from mailcase.config import Config
 from mailcase.errors import MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
 from mailcase.log import kv
-from mailcase.stages import StageResult, run_headers_stage, run_parse_stage
+from mailcase.stages import BackgroundParser, StageResult, run_headers_stage
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,40 @@ class PassResult:
     parsed: StageResult = field(default_factory=StageResult)
 
 
-def run_pass(engine: Engine, config: Config, clock: Clock) -> PassResult:
-    """One round: every enabled mailbox, then the stages."""
+def run_pass(
+    engine: Engine, config: Config, clock: Clock, parser: BackgroundParser | None = None
+) -> PassResult:
+    """One round: every enabled mailbox, with the parse stage running behind.
+
+    With no ``parser`` given, one is started for this pass and drained at
+    its end.
+    """
     result = PassResult()
+    own_parser = parser is None
+    if parser is None:
+        parser = BackgroundParser(engine, clock, workers=config.ingest.parse_workers)
+        parser.start()
+    try:
+        _sync_all(engine, config, clock, result, parser)
+        result.parsed += run_headers_stage(engine, clock.now())
+        parser.poke()
+        if own_parser:
+            result.parsed += parser.drain()
+    finally:
+        if own_parser:
+            parser.stop()
+    return result
+
+
+def _sync_all(
+    engine: Engine, config: Config, clock: Clock, result: PassResult, parser: BackgroundParser
+) -> None:
     for cfg in config.mailboxes:
         if not cfg.enabled:
             continue
         now = clock.now()
         try:
-            sync = sync_mailbox(engine, config, cfg, now)
+            sync = sync_mailbox(engine, config, cfg, now, progress=lambda _n: parser.poke())
         except MailcaseError as exc:
             result.failures[cfg.name] = str(exc)
             log.warning("event=sync-failed mailbox=%s error=%s", cfg.name, kv(exc))
@@ -58,10 +83,6 @@ def run_pass(engine: Engine, config: Config, clock: Clock) -> PassResult:
                 "event=synced mailbox=%s new=%d duplicate=%d historical=%d quarantined=%d",
                 cfg.name, t.new, t.duplicate + t.copies, t.historical, t.quarantined,
             )
-    now = clock.now()
-    result.parsed += run_headers_stage(engine, now)
-    result.parsed += run_parse_stage(engine, now)
-    return result
 
 
 class Daemon:
@@ -70,6 +91,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.stopping = threading.Event()
+        self.parser = BackgroundParser(engine, clock, workers=config.ingest.parse_workers)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("event=stopping signal=%s", signal.Signals(signum).name)
@@ -77,13 +99,14 @@ class Daemon:
 
     def tick(self) -> None:
         try:
-            run_pass(self.engine, self.config, self.clock)
+            run_pass(self.engine, self.config, self.clock, self.parser)
         except MailcaseError as exc:
             log.error("event=pass-failed error=%s", kv(exc))
 
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        self.parser.start()
         scheduler = schedule.Scheduler()
         scheduler.every(max(1, round(self.config.daemon.poll_seconds))).seconds.do(self.tick)
         self.tick()
@@ -93,6 +116,7 @@ class Daemon:
             scheduler.run_pending()
             idle = scheduler.idle_seconds
             self.stopping.wait(min(max(idle or 0.5, 0.05), 1.0))
+        self.parser.stop()
         log.info("event=stopped")
         return 0
 

@@ -518,7 +518,10 @@ def store_stream(
     return tally
 
 
-def sync_maildir(engine: Engine, cfg: MailboxConfig, config: Config, now: datetime) -> SyncResult:
+def sync_maildir(
+    engine: Engine, cfg: MailboxConfig, config: Config, now: datetime,
+    progress: Progress | None = None,
+) -> SyncResult:
     assert cfg.path is not None
     path = Path(cfg.path)
     source = mailbox_source(cfg.name)
@@ -549,7 +552,7 @@ def sync_maildir(engine: Engine, cfg: MailboxConfig, config: Config, now: dateti
             mailbox_name=cfg.name,
             skip_keys=known,
         )
-        tally = store_stream(engine, items, now, lease=lease)
+        tally = store_stream(engine, items, now, lease=lease, progress=progress)
         with transaction(engine) as conn:
             update_state(
                 conn, cfg.name, last_sync_ok_at=now, last_sync_ok_started_at=now,
@@ -563,5 +566,5 @@ def sync_mailbox(
     progress: Progress | None = None,
 ) -> SyncResult:
     if cfg.kind == "maildir":
-        return sync_maildir(engine, cfg, config, now)
+        return sync_maildir(engine, cfg, config, now, progress)
     return sync_imap(engine, cfg, now, progress)

@@ -13,9 +13,12 @@ fails is quarantined with its error; the rest of the batch goes on.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailcase.clock import Clock
 from mailcase.db import insert_ignore, transaction
 from mailcase.errors import MessageError
 from mailcase.headers import read_headers, split_headers
@@ -34,6 +38,9 @@ from mailcase.states import MessageState, Stage
 
 log = logging.getLogger(__name__)
 PARSED_MAIL = ParsedMail.__table__  # type: ignore[attr-defined]
+#: a parse batch: at most this many mails and this many bytes of raw mail
+BATCH_COUNT = 200
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -101,25 +108,52 @@ class _StageFailure(MessageError):
         self.failure = failure
 
 
-def run_parse_batch(
-    engine: Engine,
-    now: datetime,
-    limit: int = 200,
-    mapper: Callable[[Callable[[bytes], Any], list[bytes]], Any] | None = None,
-) -> StageResult:
-    """Parse up to ``limit`` messages in ``headers-read``."""
+def parse_many(raws: list[bytes]) -> list[dict[str, Any] | _Failure]:
+    """Worker task: one pipe round-trip per batch, not per mail."""
+    return [parse_one(raw) for raw in raws]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    ids: list[int]
+    raws: list[bytes]
+
+
+def _claim_parse_batch(
+    engine: Engine, limit: int, max_bytes: int, exclude: set[int] | None = None
+) -> _Batch:
+    """Up to ``limit`` messages waiting for the parse, at most ``max_bytes`` of raw mail."""
     with engine.connect() as conn:
-        claimed = _claim(conn, MessageState.HEADERS_READ, limit)
-        blobs = _blobs(conn, [sha for _, sha in claimed])
-    if not claimed:
-        return StageResult()
-    raws = [blobs.get(sha, b"") for _, sha in claimed]
-    outputs = list((mapper or map)(parse_one, raws))
+        q = (
+            sa.select(MESSAGE.c.id, MESSAGE.c.primary_sha256, BLOB.c.size)
+            .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
+            .where(MESSAGE.c.state == MessageState.HEADERS_READ.value)
+            .order_by(MESSAGE.c.id)
+            .limit(limit + len(exclude or ()))
+        )
+        picked: list[tuple[int, str]] = []
+        total = 0
+        for pk, sha, size in conn.execute(q):
+            if exclude and pk in exclude:
+                continue
+            if picked and total + size > max_bytes:
+                break
+            picked.append((pk, sha))
+            total += size
+            if len(picked) >= limit:
+                break
+        blobs = _blobs(conn, [sha for _, sha in picked])
+    return _Batch([pk for pk, _ in picked], [blobs.get(sha, b"") for _, sha in picked])
+
+
+def _write_parsed(
+    engine: Engine, ids: Sequence[int], outputs: Sequence[dict[str, Any] | _Failure], now: datetime
+) -> StageResult:
     result = StageResult()
     with transaction(engine) as conn:
         rows = []
         ok_ids = []
-        for (pk, _), out in zip(claimed, outputs, strict=True):
+        for pk, out in zip(ids, outputs, strict=True):
             if isinstance(out, _Failure):
                 quarantine(conn, pk, Stage.PARSE, _StageFailure(out), now)
                 result.quarantined += 1
@@ -137,20 +171,157 @@ def run_parse_batch(
     return result
 
 
-def run_parse_stage(
-    engine: Engine, now: datetime, executor: Executor | None = None, batch: int = 200
+def run_parse_batch(
+    engine: Engine, now: datetime, limit: int = BATCH_COUNT, max_bytes: int = BATCH_BYTES
 ) -> StageResult:
-    """Parse everything waiting; with an executor, in its worker processes."""
+    """Parse up to ``limit`` messages in ``headers-read``, in this process."""
+    batch = _claim_parse_batch(engine, limit, max_bytes)
+    if not batch.ids:
+        return StageResult()
+    return _write_parsed(engine, batch.ids, [parse_one(raw) for raw in batch.raws], now)
+
+
+def run_parse_stage(engine: Engine, now: datetime) -> StageResult:
+    """Parse everything waiting, in this process."""
     total = StageResult()
-    mapper = None
-    if executor is not None:
-        def mapper(fn: Callable[[bytes], Any], items: list[bytes]) -> Any:
-            return executor.map(fn, items, chunksize=max(1, len(items) // 16))
     while True:
-        r = run_parse_batch(engine, now, batch, mapper)
+        r = run_parse_batch(engine, now)
         total += r
         if r.done + r.quarantined == 0:
             return total
+
+
+def _worker_init(level: int) -> None:
+    from mailcase import log as logsetup
+
+    logsetup.setup(level)
+
+
+class BackgroundParser:
+    """The parse stage behind ingestion: a thread feeding a pool of worker processes.
+
+    Storing never waits for parsing: the fetching thread stores raw mail and
+    headers and pokes this parser, which claims batches of ``headers-read``
+    mail (bounded by count and bytes, so memory stays flat whatever the
+    mailbox size), has the pool parse them, and writes the results from this
+    process: the workers never touch the database (a single writer).  Two
+    batches are in flight so the workers do not wait for the writes.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        workers: int = 1,
+        batch: int = BATCH_COUNT,
+        batch_bytes: int = BATCH_BYTES,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.workers = workers
+        self.batch = batch
+        self.batch_bytes = batch_bytes
+        self.result = StageResult()
+        self.error: BaseException | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._asked = 0     # drain requests made
+        self._answered = 0  # drain requests seen with nothing left to parse
+        self._thread: threading.Thread | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> BackgroundParser:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.workers > 0:
+            # forkserver: never fork a process that has threads and open connections
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_worker_init,
+                initargs=(logging.getLogger().level,),
+            )
+        self._thread = threading.Thread(target=self._run, name="parse", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def drain(self, timeout: float | None = None) -> StageResult:
+        """Wait until nothing stored is left unparsed (mail stored before this call)."""
+        with self._cond:
+            self._asked += 1
+            target = self._asked
+        self._wake.set()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._answered >= target or self.error is not None
+                or not (self._thread and self._thread.is_alive()),
+                timeout,
+            )
+        if self.error is not None:
+            raise self.error
+        if not ok:
+            raise TimeoutError("parse stage did not drain in time")
+        return self.result
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, batch: _Batch) -> list[Future[list[dict[str, Any] | _Failure]]]:
+        assert self._pool is not None
+        n = max(1, min(self.workers, len(batch.raws)))
+        size = -(-len(batch.raws) // n)
+        return [self._pool.submit(parse_many, batch.raws[i : i + size]) for i in range(0, len(batch.raws), size)]
+
+    def _run(self) -> None:
+        in_flight: deque[tuple[_Batch, list[Future[list[dict[str, Any] | _Failure]]]]] = deque()
+        busy: set[int] = set()
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    asked = self._asked
+                # keep two batches in the pool
+                while len(in_flight) < 2:
+                    batch = _claim_parse_batch(self.engine, self.batch, self.batch_bytes, busy)
+                    if not batch.ids:
+                        break
+                    busy.update(batch.ids)
+                    if self._pool is None:
+                        self.result += _write_parsed(
+                            self.engine, batch.ids, parse_many(batch.raws), self.clock.now()
+                        )
+                        busy.difference_update(batch.ids)
+                        continue
+                    in_flight.append((batch, self._submit(batch)))
+                if in_flight:
+                    batch, futures = in_flight.popleft()
+                    outputs = [out for f in futures for out in f.result()]
+                    self.result += _write_parsed(self.engine, batch.ids, outputs, self.clock.now())
+                    busy.difference_update(batch.ids)
+                    continue
+                with self._cond:
+                    self._answered = max(self._answered, asked)
+                    self._cond.notify_all()
+                self._wake.wait(1.0)
+                self._wake.clear()
+        except BaseException as exc:  # reported to drain(); the daemon logs and restarts it
+            log.exception("event=parse-stage-failed")
+            self.error = exc
+        finally:
+            with self._cond:
+                self._cond.notify_all()
 
 
 # -- headers (re-read after a retry) -----------------------------------------------
