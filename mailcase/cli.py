@@ -167,10 +167,10 @@ def parse(c: Ctx, workers: int | None) -> None:
     n = workers or c.config.ingest.parse_workers
     headers = run_headers_stage(c.engine, c.clock.now())
     if n > 1:
-        with BackgroundParser(c.engine, c.clock, workers=n) as parser:
+        with BackgroundParser(c.engine, c.clock, workers=n, pin_key=c.config.hmac_key()) as parser:
             result = parser.drain()
     else:
-        result = run_parse_stage(c.engine, c.clock.now())
+        result = run_parse_stage(c.engine, c.clock.now(), c.config.hmac_key())
     click.echo(
         f"parsed {result.done}, quarantined {result.quarantined + headers.quarantined}"
         + (f", headers re-read {headers.done}" if headers.done else "")
@@ -203,6 +203,7 @@ def run(c: Ctx, once: bool) -> None:
         for name, error in result.failures.items():
             click.echo(f"{name}: failed: {error}", err=True)
         click.echo(f"parse stage: parsed {result.parsed.done}, quarantined {result.parsed.quarantined}")
+        click.echo(f"rules: classified {result.classified.done}, quarantined {result.classified.quarantined}")
         click.echo("")
         _print_ledger(c)
         if result.failures:
@@ -226,6 +227,34 @@ def _print_ledger(c: Ctx) -> None:
         )
     if total > len(rows):
         click.echo(f"  ... ({total - len(rows)} more: mailcase messages list --limit N)")
+
+
+# -- calendar ---------------------------------------------------------------------
+
+
+@cli.command("calendar")
+@click.option("--from", "from_date", callback=lambda c, p, v: _date(c, p, v), metavar="DATE",
+              help="List cutoffs from the start of DATE (YYYY-MM-DD, calendar zone); default: now.")
+@click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many cutoffs to list.")
+@pass_ctx
+def calendar_cmd(c: Ctx, from_date: date | None, count: int) -> None:
+    """The next cutoffs: when pending mail becomes cases (local time and UTC)."""
+    from datetime import UTC, timedelta
+
+    from mailcase.calendar import BusinessCalendar
+
+    cal = BusinessCalendar(c.config.calendar)
+    if from_date is None:
+        start = c.clock.now()
+    else:
+        # upcoming() is strictly after start: back off 1 µs so a 00:00 cutoff is listed
+        start = datetime(from_date.year, from_date.month, from_date.day, tzinfo=cal.zone)
+        start = start.astimezone(UTC) - timedelta(microseconds=1)
+    cfg = cal.config
+    click.echo(f"zone {cfg.zone}; cutoffs {', '.join(cfg.cutoffs)}; holidays {cfg.holidays or 'none'}")
+    for local, at in cal.upcoming(start, count):
+        click.echo(f"{local:%a %Y-%m-%d %H:%M %Z (UTC%z)}   {at:%Y-%m-%d %H:%M} UTC")
 
 
 # -- reprocess --------------------------------------------------------------------
@@ -426,6 +455,26 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
     for q in d["quarantine"]:
         click.echo(f"quarantine {q['id']}: {q['stage']}: {q['error_type']}: {_short(q['error'], 80)}"
                    f"{' (retried)' if q['resolved_at'] else ''}")
+    cls = d["classification"]
+    if cls:
+        extra = []
+        if cls["sender"]:
+            extra.append(f"requester {cls['sender']}{' (eligible)' if cls['eligible'] else ''}")
+        if cls["no_auto_reply"]:
+            extra.append("no automatic reply")
+        if cls["notice"]:
+            extra.append(f"notice {cls['notice']} " + ("allowed" if cls["notice_allowed"] else "withheld"))
+        extra.append(f"severity {cls['severity']}")
+        if cls["flags"]:
+            extra.append("flags " + ", ".join(cls["flags"]))
+        click.echo(f"disposition: {cls['disposition']} ({cls['phase']}): " + "; ".join(extra))
+    phase = None
+    for v in d["verdicts"]:
+        if v["phase"] != phase:
+            phase = v["phase"]
+            click.echo(f"verdicts ({phase}):")
+        disp = f" -> {v['disposition']}" if v["disposition"] else ""
+        click.echo(f"  {v['rule']}: {v['name']}{disp}: {v['reason']}")
 
 
 # -- entry point ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mailcase.calendar import CalendarConfig
 from mailcase.errors import ConfigError
 from mailcase.states import PostAction
 
@@ -187,6 +188,112 @@ class IngestConfig(_Frozen):
     parse_workers: int = Field(default=1, ge=1, le=64)
 
 
+DEFAULT_SCOPE: dict[str, tuple[str, ...]] = {
+    "coding": (
+        "cpt code", "icd-10 code", "icd10 code", "icd code", "hcpcs code", "which code should",
+        "what code should", "which modifier", "coding advice", "how do i code", "how should i code",
+    ),
+    "billing": (
+        "how should we bill", "how do i bill", "how should i bill", "can we bill", "should we bill",
+        "billing advice", "reimbursement rate", "fee schedule advice",
+    ),
+    "payer": (
+        "payer-specific", "payer specific", "payer policy", "payer rules", "does medicare cover",
+        "does medicaid cover", "will insurance pay", "timely filing limit",
+    ),
+}
+DEFAULT_SEVERITY: dict[str, tuple[str, ...]] = {
+    "critical": (
+        "system down", "system is down", "completely down", "nobody can log in", "no one can log in",
+        "outage", "data loss", "production down",
+    ),
+    "high": (
+        "cannot submit claims", "can't submit claims", "unable to submit claims", "claims are rejected",
+        "cannot print", "urgent", "error 500", "error 503",
+    ),
+    "low": ("feature request", "suggestion", "documentation", "typo"),
+}
+SEVERITY_LEVELS = {"critical": 1, "high": 2, "normal": 3, "low": 4}
+
+
+def _tuples(data: Any, keys: tuple[str, ...]) -> Any:
+    """TOML has lists; frozen config holds tuples."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for key in keys:
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
+        elif isinstance(data.get(key), dict):
+            data[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in data[key].items()}
+    return data
+
+
+class RulesConfig(_Frozen):
+    #: required: "authserv-id" (trust the topmost Authentication-Results our
+    #: own server adds; it must strip forged copies, RFC 8601 §5) or
+    #: "insecure-off" (no sender authentication; `status` says so)
+    sender_authentication: Literal["authserv-id", "insecure-off"] | None = None
+    authserv_id: str | None = None
+    #: a header our spam filter sets, and the values that mean spam
+    spam_header: str | None = None
+    spam_values: tuple[str, ...] = ("yes",)
+    reopen_window_days: int = Field(default=14, ge=0)
+    notice_period_days: int = Field(default=7, ge=0)
+    flood_same_count: int = Field(default=15, ge=1)
+    flood_same_seconds: int = Field(default=60, ge=1)
+    flood_sender_count: int = Field(default=50, ge=1)
+    flood_sender_minutes: int = Field(default=30, ge=1)
+    weekly_request_threshold: int = Field(default=25, ge=1)
+    repeat_similarity: float = Field(default=0.75, gt=0, le=1)
+    pin_max_failures: int = Field(default=5, ge=1)
+    pin_failure_hours: int = Field(default=24, ge=1)
+    scope: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_SCOPE))
+    severity: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        return _tuples(data, ("spam_values", "scope", "severity"))
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesConfig:
+        if self.sender_authentication == "authserv-id" and not self.authserv_id:
+            raise ValueError("authserv_id: required when sender_authentication = authserv-id")
+        bad = set(self.severity) - set(SEVERITY_LEVELS)
+        if bad:
+            raise ValueError(f"severity: unknown level {sorted(bad)[0]!r} (use critical, high, normal, low)")
+        return self
+
+
+class StaffConfig(_Frozen):
+    #: staff are never customers: their mail on a case is a staff note
+    addresses: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        return _tuples(data, ("addresses", "domains"))
+
+
+class SecretsConfig(_Frozen):
+    #: the key of every keyed hash: PINs, our Message-IDs, bounce addresses
+    hmac_key: Secret | None = None
+
+
+class OutgoingConfig(_Frozen):
+    #: the address acknowledgements and notices come from (replies come back here)
+    from_address: str = "support@example.org"
+    from_name: str = "Support"
+    #: the domain in our Message-IDs; default: the from_address domain
+    message_id_domain: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.message_id_domain or self.from_address.rpartition("@")[2].lower()
+
+
 class DaemonConfig(_Frozen):
     #: seconds between polls of a mailbox (without IDLE) and between stage runs
     poll_seconds: float = Field(default=60.0, gt=0)
@@ -199,6 +306,11 @@ class Config(_Frozen):
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     daemon: DaemonConfig = DaemonConfig()
+    rules: RulesConfig = RulesConfig()
+    staff: StaffConfig = StaffConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    outgoing: OutgoingConfig = OutgoingConfig()
+    calendar: CalendarConfig = CalendarConfig()
     mailboxes: tuple[MailboxConfig, ...] = ()
 
     @model_validator(mode="before")
@@ -219,7 +331,26 @@ class Config(_Frozen):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"mailboxes: duplicate name {sorted(dup)[0]!r}")
+        if self.rules.sender_authentication is None:
+            raise ValueError(
+                "rules.sender_authentication: required: choose \"authserv-id\" (with authserv_id, "
+                "the id your receiving server writes in Authentication-Results) or \"insecure-off\""
+            )
         return self
+
+    def hmac_key(self) -> bytes:
+        """The key of mailcase's keyed hashes; required once mail is classified or sent."""
+        if self.secrets.hmac_key is None:
+            if self.source is None:
+                return _demo_key(self.data_dir)
+            raise ConfigError(
+                f"{self.source}: secrets.hmac_key: required: "
+                '{ file = "/etc/mailcase/hmac-key" } holding 32+ random bytes'
+            )
+        value = self.secrets.hmac_key.read().encode("utf-8")
+        if len(value) < 16:
+            raise ConfigError(f"{self.source}: secrets.hmac_key: shorter than 16 bytes")
+        return value
 
     @property
     def database_url(self) -> str:
@@ -232,6 +363,17 @@ class Config(_Frozen):
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+def _demo_key(data_dir: str) -> bytes:
+    """The embedded demo's key: random, kept in the data folder (never in the repo)."""
+    path = Path(data_dir) / "demo-hmac-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(os.urandom(32).hex())
+    return path.read_text().strip().encode()
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -256,7 +398,7 @@ def _describe(exc: ValidationError, where: str) -> str:
     elif first["type"] == "missing":
         msg = "required key is missing"
     # a model-level check reports "key: message": move the key to the front
-    m = re.match(r"^([a-z_]+): (.*)$", msg)
+    m = re.match(r"^([a-z_.]+): (.*)$", msg)
     if m and first["type"] == "value_error":
         key = f"{key}.{m.group(1)}" if key != "(top level)" else m.group(1)
         msg = m.group(2)
@@ -289,17 +431,30 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     box["password"] = {**pw, "file": fix(pw["file"])}
             new.append(box)
         data["mailboxes"] = new
+    secrets = data.get("secrets")
+    if isinstance(secrets, dict):
+        data["secrets"] = {
+            k: ({**v, "file": fix(v["file"])} if isinstance(v, dict) and "file" in v else v)
+            for k, v in secrets.items()
+        }
     return data
 
 
 def parse_config(data: dict[str, Any], where: str, base: Path | None = None) -> Config:
     # inline secrets get their own message: it is the mistake most worth explaining
-    for i, box in enumerate(data.get("mailboxes") or []):
-        if isinstance(box, dict) and isinstance(box.get("password"), str):
-            raise ConfigError(
-                f"{where}: mailboxes[{i}].password: inline secrets are not allowed; "
-                'use password = { file = "..." } or { env = "..." } or { credential = "..." }'
-            )
+    inline = [
+        f"mailboxes[{i}].password"
+        for i, box in enumerate(data.get("mailboxes") or [])
+        if isinstance(box, dict) and isinstance(box.get("password"), str)
+    ]
+    secrets = data.get("secrets")
+    if isinstance(secrets, dict):
+        inline += [f"secrets.{k}" for k, v in secrets.items() if isinstance(v, str)]
+    if inline:
+        raise ConfigError(
+            f"{where}: {inline[0]}: inline secrets are not allowed; "
+            'use { file = "..." } or { env = "..." } or { credential = "..." }'
+        )
     if "source" in data:
         raise ConfigError(f"{where}: source: unknown key")
     if base is not None:
@@ -333,6 +488,10 @@ def embedded_defaults(data_dir: str | None = None) -> Config:
         mailboxes=(
             MailboxConfig(name="sample", kind="maildir", path=str(DEMO_MAILDIR), start_at="all"),
         ),
+        # the sample mails carry Authentication-Results from this (imaginary) server
+        rules=RulesConfig(sender_authentication="authserv-id", authserv_id="mx.support.example"),
+        staff=StaffConfig(domains=("support.example",)),
+        outgoing=OutgoingConfig(from_address="support@support.example", from_name="Example Support"),
     )
 
 

@@ -17,6 +17,7 @@ from types import FrameType
 import schedule
 from sqlalchemy.engine import Engine
 
+from mailcase.classify import run_classify_stage
 from mailcase.clock import Clock
 from mailcase.config import Config
 from mailcase.errors import MailcaseError
@@ -32,6 +33,7 @@ class PassResult:
     syncs: list[SyncResult] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     parsed: StageResult = field(default_factory=StageResult)
+    classified: StageResult = field(default_factory=StageResult)
 
 
 def run_pass(
@@ -45,7 +47,9 @@ def run_pass(
     result = PassResult()
     own_parser = parser is None
     if parser is None:
-        parser = BackgroundParser(engine, clock, workers=config.ingest.parse_workers)
+        parser = BackgroundParser(
+            engine, clock, workers=config.ingest.parse_workers, pin_key=config.hmac_key()
+        )
         parser.start()
     try:
         _sync_all(engine, config, clock, result, parser)
@@ -56,6 +60,7 @@ def run_pass(
     finally:
         if own_parser:
             parser.stop()
+    result.classified += run_classify_stage(engine, config, clock)
     return result
 
 
@@ -91,7 +96,9 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.stopping = threading.Event()
-        self.parser = BackgroundParser(engine, clock, workers=config.ingest.parse_workers)
+        self.parser = BackgroundParser(
+            engine, clock, workers=config.ingest.parse_workers, pin_key=config.hmac_key()
+        )
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("event=stopping signal=%s", signal.Signals(signum).name)

@@ -82,4 +82,16 @@ def message_detail(conn: Connection, pk: int) -> dict[str, Any]:
             ).where(QUARANTINE.c.message_pk == pk).order_by(QUARANTINE.c.id)
         )
     ]
+    from mailcase.classify import CLASSIFICATION, VERDICT
+
+    detail["verdicts"] = [
+        dict(r._mapping)
+        for r in conn.execute(
+            sa.select(VERDICT.c.phase, VERDICT.c.seq, VERDICT.c.rule, VERDICT.c.name,
+                      VERDICT.c.reason, VERDICT.c.disposition, VERDICT.c.at)
+            .where(VERDICT.c.message_pk == pk).order_by(VERDICT.c.id)
+        )
+    ]
+    cls = conn.execute(sa.select(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk)).first()
+    detail["classification"] = dict(cls._mapping) if cls else None
     return detail

@@ -135,6 +135,10 @@ class ParsedMail(SQLModel, table=True):
         default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
     )
     defects: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: sha256 of the text with whitespace collapsed: finds repeated mail (floods)
+    text_sha256: str = Field(default="", max_length=64, index=True)
+    #: HMACs of the PINs on labelled lines (the digits are redacted from text_body)
+    pin_hmacs: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     parsed_at: datetime | None = _ts(nullable=False)
 
 
@@ -184,3 +188,154 @@ class Lease(SQLModel, table=True):
     pid: int
     acquired_at: datetime | None = _ts(nullable=False)
     expires_at: datetime | None = _ts(nullable=False)
+
+
+# -- directory: accounts, people, staff (issue 4) ------------------------------------
+
+
+class Account(SQLModel, table=True):
+    """A customer account; its standing and people are kept with history."""
+
+    __tablename__ = "account"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    name: str
+    #: requests must carry the representative's PIN
+    pin_required: bool = False
+    #: PIN acceptance locked after repeated failures, until staff unlock it
+    pin_locked_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class StandingChange(SQLModel, table=True):
+    """Financial standing over time: the standing as of a cutoff is the last change before it."""
+
+    __tablename__ = "standing_change"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    standing: str = Field(max_length=16)  # "good" | "hold"
+    at: datetime | None = _ts(nullable=False)
+    actor: str = Field(max_length=200)
+
+
+class Person(SQLModel, table=True):
+    """A known address of an account, valid from ``added_at`` until ``removed_at``."""
+
+    __tablename__ = "person"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    address: str = Field(max_length=320, index=True)
+    name: str = ""
+    #: "representative", "administrator" or "user"
+    role: str = Field(max_length=32)
+    #: HMAC-SHA256 of the PIN under the configured key; never the PIN
+    pin_hash: str | None = Field(default=None, max_length=64)
+    added_at: datetime | None = _ts(nullable=False)
+    removed_at: datetime | None = _ts()
+
+
+# -- the rules' record (issue 4) ----------------------------------------------------
+
+
+class Verdict(SQLModel, table=True):
+    """One rule's verdict on one mail, at ingest or at a cutoff."""
+
+    __tablename__ = "verdict"
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    #: "ingest" or "cutoff <ISO time>"
+    phase: str = Field(max_length=64)
+    seq: int
+    rule: str = Field(max_length=64)
+    name: str = Field(max_length=64, index=True)
+    reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    disposition: str | None = Field(default=None, max_length=32)
+    at: datetime | None = _ts(nullable=False)
+
+
+class Classification(SQLModel, table=True):
+    """The chain's latest outcome for a mail (verdicts keep the history)."""
+
+    __tablename__ = "classification"
+    message_pk: int = Field(primary_key=True, foreign_key="message.id")
+    phase: str = Field(max_length=64)
+    disposition: str = Field(max_length=32, index=True)
+    no_auto_reply: bool = False
+    automatic: bool = False
+    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    #: the requester: the From address (normalised), never Reply-To
+    sender: str | None = Field(default=None, max_length=320, index=True)
+    eligible: bool = False
+    case_pk: int | None = Field(default=None, index=True)
+    #: a new request that replies to a case closed too long ago
+    linked_case_id: int | None = None
+    notice: str | None = Field(default=None, max_length=32)
+    notice_allowed: bool = False
+    notice_withheld_reason: str | None = None
+    severity: int = 3
+    out_of_scope: bool = False
+    hold: bool = False
+    flags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    at: datetime | None = _ts(nullable=False)
+
+
+class Bounce(SQLModel, table=True):
+    """A delivery failure report, and whether it matched a mail we sent."""
+
+    __tablename__ = "bounce"
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    recipient: str | None = Field(default=None, max_length=320, index=True)
+    status: str | None = Field(default=None, max_length=16)
+    action: str | None = Field(default=None, max_length=32)
+    original_message_id: str | None = Field(default=None, max_length=998)
+    kind: str = Field(max_length=32)  # "dsn", "vendor", "read-receipt", "abuse-report"
+    matched_outbox_id: int | None = None
+    at: datetime | None = _ts(nullable=False)
+
+
+# -- cases (issues 4-5) ---------------------------------------------------------------
+
+
+class Case(SQLModel, table=True):
+    __tablename__ = "support_case"
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(sa_column_kwargs={"unique": True})
+    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    requester: str = Field(max_length=320, index=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    subject: str = ""
+    severity: int = 3
+    priority: int = 3
+    tier: str = Field(default="SSI", max_length=8)
+    owner_id: int | None = Field(default=None, index=True)
+    status: str = Field(max_length=32, index=True)
+    out_of_scope: bool = False
+    #: made while the account was not in good standing
+    held: bool = False
+    no_auto_reply: bool = False
+    flags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: a new request that follows up a case closed too long ago
+    linked_case_id: int | None = Field(default=None)
+    batch_id: int | None = Field(default=None, index=True)
+    received_at: datetime | None = _ts()
+    processed_at: datetime | None = _ts()
+    ack_due_at: datetime | None = _ts()
+    ack_breach_at: datetime | None = _ts()
+    receipt_sent_at: datetime | None = _ts()
+    first_staff_action_at: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
+    closed_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class CaseMessage(SQLModel, table=True):
+    """The unique mail -> case link: a mail belongs to at most one case."""
+
+    __tablename__ = "case_message"
+    message_pk: int = Field(primary_key=True, foreign_key="message.id")
+    case_id: int = Field(foreign_key="support_case.id", index=True)
+    #: "request", "follow-up", "staff-note"
+    role: str = Field(max_length=32)
+    at: datetime | None = _ts(nullable=False)

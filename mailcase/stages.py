@@ -33,6 +33,8 @@ from mailcase.headers import read_headers, split_headers
 from mailcase.ledger import BLOB, MESSAGE, QUARANTINE, RAW_COPY, header_columns
 from mailcase.models import ParsedMail
 from mailcase.parse import parse_email
+from mailcase.pins import find_pins, pin_hmac, redact
+from mailcase.rules.base import fingerprint
 from mailcase.quarantine import quarantine
 from mailcase.states import MessageState, Stage
 
@@ -84,21 +86,27 @@ class _Failure:
         self.traceback = traceback.format_exc()
 
 
-def parse_one(raw: bytes) -> dict[str, Any] | _Failure:
-    """Worker function (top level, picklable): raw bytes -> parsed_mail columns."""
+def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | _Failure:
+    """Worker function (top level, picklable): raw bytes -> parsed_mail columns.
+
+    PINs are hashed here and redacted from the text before anything is stored.
+    """
     try:
         p = parse_email(raw)
     except Exception as exc:
         return _Failure(exc)
+    pins = find_pins(p.text_body)
     return {
         "parser": p.parser,
         "to_addrs": list(p.to),
         "cc_addrs": list(p.cc),
         "reply_to": list(p.reply_to),
-        "text_body": p.text_body,
+        "text_body": redact(p.text_body),
+        "text_sha256": fingerprint(p.text_body),
         "body_from_html": p.body_from_html,
         "attachments": [a.as_dict() for a in p.attachments],
         "defects": list(p.defects),
+        "pin_hmacs": sorted({pin_hmac(pin_key, pin) for pin in pins}) if pin_key else [],
     }
 
 
@@ -108,9 +116,9 @@ class _StageFailure(MessageError):
         self.failure = failure
 
 
-def parse_many(raws: list[bytes]) -> list[dict[str, Any] | _Failure]:
+def parse_many(raws: list[bytes], pin_key: bytes | None = None) -> list[dict[str, Any] | _Failure]:
     """Worker task: one pipe round-trip per batch, not per mail."""
-    return [parse_one(raw) for raw in raws]
+    return [parse_one(raw, pin_key) for raw in raws]
 
 
 @dataclass(frozen=True)
@@ -172,20 +180,21 @@ def _write_parsed(
 
 
 def run_parse_batch(
-    engine: Engine, now: datetime, limit: int = BATCH_COUNT, max_bytes: int = BATCH_BYTES
+    engine: Engine, now: datetime, limit: int = BATCH_COUNT, max_bytes: int = BATCH_BYTES,
+    pin_key: bytes | None = None,
 ) -> StageResult:
     """Parse up to ``limit`` messages in ``headers-read``, in this process."""
     batch = _claim_parse_batch(engine, limit, max_bytes)
     if not batch.ids:
         return StageResult()
-    return _write_parsed(engine, batch.ids, [parse_one(raw) for raw in batch.raws], now)
+    return _write_parsed(engine, batch.ids, [parse_one(raw, pin_key) for raw in batch.raws], now)
 
 
-def run_parse_stage(engine: Engine, now: datetime) -> StageResult:
+def run_parse_stage(engine: Engine, now: datetime, pin_key: bytes | None = None) -> StageResult:
     """Parse everything waiting, in this process."""
     total = StageResult()
     while True:
-        r = run_parse_batch(engine, now)
+        r = run_parse_batch(engine, now, pin_key=pin_key)
         total += r
         if r.done + r.quarantined == 0:
             return total
@@ -215,7 +224,9 @@ class BackgroundParser:
         workers: int = 1,
         batch: int = BATCH_COUNT,
         batch_bytes: int = BATCH_BYTES,
+        pin_key: bytes | None = None,
     ) -> None:
+        self.pin_key = pin_key
         self.engine = engine
         self.clock = clock
         self.workers = workers
@@ -283,7 +294,10 @@ class BackgroundParser:
         assert self._pool is not None
         n = max(1, min(self.workers, len(batch.raws)))
         size = -(-len(batch.raws) // n)
-        return [self._pool.submit(parse_many, batch.raws[i : i + size]) for i in range(0, len(batch.raws), size)]
+        return [
+            self._pool.submit(parse_many, batch.raws[i : i + size], self.pin_key)
+            for i in range(0, len(batch.raws), size)
+        ]
 
     def _run(self) -> None:
         in_flight: deque[tuple[_Batch, list[Future[list[dict[str, Any] | _Failure]]]]] = deque()
@@ -300,7 +314,8 @@ class BackgroundParser:
                     busy.update(batch.ids)
                     if self._pool is None:
                         self.result += _write_parsed(
-                            self.engine, batch.ids, parse_many(batch.raws), self.clock.now()
+                            self.engine, batch.ids, parse_many(batch.raws, self.pin_key),
+                            self.clock.now(),
                         )
                         busy.difference_update(batch.ids)
                         continue

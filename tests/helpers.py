@@ -112,8 +112,19 @@ class ImapAccount:
         return cfg
 
 
+def key_file(tmp: Path) -> Path:
+    path = tmp / "hmac-key"
+    if not path.exists():
+        path.write_text("test-key-0123456789abcdef0123456789")
+    return path
+
+
 def config(db_url: str, tmp: Path, mailboxes: list[dict[str, Any]] | None = None, **sections: Any) -> Config:
-    data: dict[str, Any] = {"data_dir": str(tmp / "data"), "database": {"url": db_url}}
+    data: dict[str, Any] = {
+        "data_dir": str(tmp / "data"), "database": {"url": db_url},
+        "rules": {"sender_authentication": "insecure-off"},
+        "secrets": {"hmac_key": {"file": str(key_file(tmp))}},
+    }
     data["mailboxes"] = mailboxes or []
     data.update(sections)
     return parse_config(data, "test")
@@ -121,6 +132,8 @@ def config(db_url: str, tmp: Path, mailboxes: list[dict[str, Any]] | None = None
 
 def write_config(path: Path, db_url: str, mailboxes: list[dict[str, Any]], **sections: Any) -> Path:
     """Write a TOML file (via json-compatible values) for CLI subprocess tests."""
+    sections.setdefault("rules", {"sender_authentication": "insecure-off"})
+    sections.setdefault("secrets", {"hmac_key": {"file": str(key_file(path.parent))}})
     lines = [f"data_dir = {json.dumps(str(path.parent / 'data'))}", "", "[database]", f"url = {json.dumps(db_url)}", ""]
     for name, values in sections.items():
         lines.append(f"[{name}]")

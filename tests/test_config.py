@@ -9,10 +9,11 @@ import pytest
 from pydantic import BaseModel
 
 from helpers import ROOT
-from mailcase.config import Config, Secret, load_config, parse_config
+from mailcase.config import Config, RulesConfig, Secret, load_config, parse_config
 from mailcase.errors import ConfigError
 
 EXAMPLE = ROOT / "config" / "mailcase.example.toml"
+OK: dict[str, object] = {"rules": {"sender_authentication": "insecure-off"}}
 
 
 def _keys(model: type[BaseModel]) -> set[str]:
@@ -28,7 +29,8 @@ def test_example_loads() -> None:
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     documented = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
-    sections = set(re.findall(r"^\[+([a-z_]+)\]+", text, re.M))
+    sections = set(re.findall(r"^\[+([a-z_.]+)\]+", text, re.M))
+    documented |= {s.rpartition(".")[2] for s in sections if "." in s}
     for section, model in Config.model_fields.items():
         if section == "source":
             continue
@@ -44,10 +46,20 @@ def test_example_documents_every_key() -> None:
 
 def test_defaults_in_example_match_code() -> None:
     """Every key the example sets uncommented carries the code's default (except the mailbox)."""
+    from mailcase.config import DaemonConfig, DatabaseConfig, IngestConfig, OutgoingConfig, StaffConfig
+
     cfg = load_config(EXAMPLE)
-    assert cfg.database == Config().database
-    assert cfg.ingest == Config().ingest
-    assert cfg.daemon == Config().daemon
+    assert cfg.database == DatabaseConfig()
+    assert cfg.ingest == IngestConfig()
+    assert cfg.daemon == DaemonConfig()
+    assert cfg.staff == StaffConfig()
+    assert cfg.outgoing == OutgoingConfig()
+    from mailcase.calendar import CalendarConfig
+
+    assert cfg.calendar == CalendarConfig()
+    defaults = RulesConfig()
+    assert cfg.rules.model_dump(exclude={"sender_authentication", "authserv_id"}) == defaults.model_dump(
+        exclude={"sender_authentication", "authserv_id"})
 
 
 @pytest.mark.parametrize(
@@ -64,11 +76,15 @@ def test_defaults_in_example_match_code() -> None:
         ({"mailboxes": [{"name": "a", "kind": "maildir", "path": "/x"}, {"name": "a", "kind": "maildir", "path": "/y"}]}, "mailboxes: duplicate name 'a'"),
         ({"ingest": {"parse_workers": 0}}, "ingest.parse_workers: Input should be greater than or equal to 1"),
         ({"daemon": {"poll_seconds": "60"}}, "daemon.poll_seconds: Input should be a valid number"),
+        ({"rules": {}}, "rules.sender_authentication: required: choose"),
+        ({"rules": {"sender_authentication": "authserv-id"}}, "rules.authserv_id: required when sender_authentication = authserv-id"),
+        ({"rules": {"sender_authentication": "insecure-off", "severity": {"urgent": ["x"]}}}, "rules.severity: unknown level 'urgent'"),
+        ({"secrets": {"hmac_key": "abc"}}, "secrets.hmac_key: inline secrets are not allowed"),
     ],
 )
 def test_mistakes_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_config(data, "/etc/mailcase/mailcase.toml")
+        parse_config({**OK, **data}, "/etc/mailcase/mailcase.toml")
     text = str(err.value)
     assert text.startswith("/etc/mailcase/mailcase.toml: "), text
     assert message in text, text
@@ -99,13 +115,13 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     f = tmp_path / "sub" / "c.toml"
     f.parent.mkdir()
-    f.write_text('data_dir = "state"\n[[mailboxes]]\nname = "m"\nkind = "maildir"\npath = "mail"\n')
+    f.write_text('data_dir = "state"\n[rules]\nsender_authentication = "insecure-off"\n[[mailboxes]]\nname = "m"\nkind = "maildir"\npath = "mail"\n')
     cfg = load_config(f)
     assert cfg.data_dir == str(f.parent / "state")
     assert cfg.mailboxes[0].path == str(f.parent / "mail")
 
 
 def test_config_is_frozen() -> None:
-    cfg = Config()
+    cfg = parse_config(OK, "t")
     with pytest.raises(Exception):
         cfg.data_dir = "x"  # type: ignore[misc]

@@ -175,7 +175,7 @@ def _maildir(path: Path, raws: list[bytes]) -> Path:
 
 
 def test_reprocess_maildir_mbox_and_eml_folder(db_url: str, tmp_path: Path) -> None:
-    cfg = parse_config({"database": {"url": db_url}}, "test")
+    cfg = parse_config({"database": {"url": db_url}, "rules": {"sender_authentication": "insecure-off"}}, "test")
     engine = open_engine(db_url)
     md = _maildir(tmp_path / "md", [make_mail(i, linesep="\n") for i in range(5)])
     _, t = reprocess(engine, cfg, ReprocessRequest(str(md)), NOW)
@@ -200,7 +200,7 @@ def test_reprocess_maildir_mbox_and_eml_folder(db_url: str, tmp_path: Path) -> N
 
 
 def test_reprocess_dry_run_stores_nothing(sqlite_url: str, tmp_path: Path) -> None:
-    cfg = parse_config({"database": {"url": sqlite_url}}, "test")
+    cfg = parse_config({"database": {"url": sqlite_url}, "rules": {"sender_authentication": "insecure-off"}}, "test")
     engine = open_engine(sqlite_url)
     md = _maildir(tmp_path / "md", [make_mail(i) for i in range(4)])
     _, t = reprocess(engine, cfg, ReprocessRequest(str(md), dry_run=True), NOW)
@@ -210,7 +210,7 @@ def test_reprocess_dry_run_stores_nothing(sqlite_url: str, tmp_path: Path) -> No
 
 
 def test_reprocess_since_uses_received_time(sqlite_url: str, tmp_path: Path) -> None:
-    cfg = parse_config({"database": {"url": sqlite_url}}, "test")
+    cfg = parse_config({"database": {"url": sqlite_url}, "rules": {"sender_authentication": "insecure-off"}}, "test")
     engine = open_engine(sqlite_url)
     eml = tmp_path / "eml"
     eml.mkdir()
@@ -223,7 +223,7 @@ def test_reprocess_since_uses_received_time(sqlite_url: str, tmp_path: Path) -> 
 
 
 def test_received_at_falls_back_to_file_time(sqlite_url: str, tmp_path: Path) -> None:
-    cfg = parse_config({"database": {"url": sqlite_url}}, "test")
+    cfg = parse_config({"database": {"url": sqlite_url}, "rules": {"sender_authentication": "insecure-off"}}, "test")
     engine = open_engine(sqlite_url)
     eml = tmp_path / "eml"
     eml.mkdir()

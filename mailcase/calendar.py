@@ -1,0 +1,404 @@
+"""Business days and cutoffs: when pending mail becomes cases.
+
+The support agreement creates cases "from emails received before 9:30 AM and
+before 3:30 PM Eastern, Monday-Friday" (DESIGN §1).  A cutoff is a local
+wall-clock time on a business day of the calendar's zone; a mail joins the
+first cutoff strictly after it was received, so a mail received exactly at
+09:30:00 waits for 15:30.
+
+Every function takes the instant it reasons about as an argument and returns
+aware UTC datetimes (DESIGN §4); nothing here reads the clock.
+
+Cutoffs are built from the local date as ``datetime(y, m, d, hh, mm,
+tzinfo=zone)``, never by adding 24 hours: across 2026-03-08 a day in New York is
+23 real hours long (DESIGN §6).  That construction is only exact when the time
+exists once on every date, so a cutoff in a daylight-saving gap or fold of the
+zone is rejected when the configuration is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays as holidays_lib
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from mailcase.errors import ConfigError
+
+__all__ = ["HORIZON_DAYS", "BusinessCalendar", "CalendarConfig"]
+
+#: how far next_cutoff/previous_cutoff look before giving up.  A year plus a
+#: margin: long enough for any real run of holidays and closures, short
+#: enough to fail fast on a calendar that has no business days at all.
+HORIZON_DAYS = 400
+
+# The range in which the zone's offset changes are searched for gaps and
+# folds.  Before 1970 nearly every zone has local-mean-time and wartime changes
+# at odd hours (New York's 1883 switch folds 12:00-12:03:58), which would
+# forbid harmless cutoffs for dates mailcase never computes.  After the last
+# explicit transition tzdata repeats a yearly rule, so 2100 covers the rule
+# and every explicitly predicted change (Morocco's run to 2087).
+_CHECK_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+_CHECK_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
+# Transitions in tzdata since 1970 are at least 166 hours apart (tzdata 2025b,
+# all 599 zones), so sampling every 12 hours cannot step over a change and its
+# reversal; the scan found exactly zoneinfo's own transition table.
+_SCAN_STEP = timedelta(hours=12)
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_YYYY_MM_DD = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+class _Frozen(BaseModel):
+    # a copy of config._Frozen: config.py imports this module, not the reverse
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _show(value: object) -> str:
+    """A configured value as it goes in an error message."""
+    if isinstance(value, str) and value and value.strip() == value:
+        return value
+    return repr(value)
+
+
+def _cutoff_text(value: object) -> object:
+    # an unquoted TOML local time (09:30:00) arrives as datetime.time
+    if isinstance(value, time):
+        if value.tzinfo is not None or value.second or value.microsecond:
+            raise ValueError(f"cutoffs: {value.isoformat()} is not a time HH:MM")
+        return f"{value.hour:02d}:{value.minute:02d}"
+    return value
+
+
+def _closure_date(value: object) -> date:
+    # datetime is a subclass of date: an unquoted TOML date-time must not pass
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _YYYY_MM_DD.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"closures: {_show(value)} is not a date YYYY-MM-DD")
+
+
+def _parse_hhmm(text: str) -> time:
+    m = _HHMM.match(text)
+    if m is None:
+        raise ValueError(f"cutoffs: {_show(text)} is not a time HH:MM")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+@dataclass(frozen=True)
+class _OffsetChange:
+    """One change of a zone's UTC offset, as the local clock sees it."""
+
+    at: datetime  # UTC instant of the change
+    before: timedelta
+    after: timedelta
+
+    @property
+    def is_gap(self) -> bool:
+        return self.after > self.before
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """Naive local [start, end): skipped (gap) or shown twice (fold)."""
+        utc = self.at.replace(tzinfo=None)
+        return utc + min(self.before, self.after), utc + max(self.before, self.after)
+
+    def covers(self, t: time) -> datetime | None:
+        """The local datetime at which ``t`` falls inside the window, if any."""
+        start, end = self.window
+        if end - start >= timedelta(days=1):  # a skipped day (Pacific/Apia 2011)
+            return datetime.combine(start.date(), t)
+        # naive datetimes: this is wall-clock arithmetic, which is what we want
+        first = datetime.combine(start.date(), t)
+        if first < start:
+            first += timedelta(days=1)
+        return first if first < end else None
+
+
+def _offset_at(zone: ZoneInfo, ts: int) -> timedelta:
+    offset = datetime.fromtimestamp(ts, zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_changes(key: str) -> tuple[_OffsetChange, ...]:
+    """Every UTC-offset change of zone ``key`` between _CHECK_FROM and _CHECK_UNTIL.
+
+    zoneinfo has no public list of transitions, so the offset is sampled and
+    each change is narrowed to the second by bisection (tzdata transitions
+    are on whole seconds).
+    """
+    zone = ZoneInfo(key)
+    changes: list[_OffsetChange] = []
+    step = int(_SCAN_STEP.total_seconds())
+    lo = int(_CHECK_FROM.timestamp())
+    lo_offset = _offset_at(zone, lo)
+    until = int(_CHECK_UNTIL.timestamp())
+    while lo < until:
+        hi = min(lo + step, until)
+        hi_offset = _offset_at(zone, hi)
+        if hi_offset == lo_offset:
+            lo = hi
+            continue
+        # invariant: offset(a) == lo_offset, offset(b) != lo_offset
+        a, b = lo, hi
+        while b - a > 1:
+            mid = (a + b) // 2
+            if _offset_at(zone, mid) == lo_offset:
+                a = mid
+            else:
+                b = mid
+        b_offset = _offset_at(zone, b)
+        changes.append(_OffsetChange(datetime.fromtimestamp(b, UTC), lo_offset, b_offset))
+        # continue from the change, not from hi: a second change may follow it
+        lo, lo_offset = b, b_offset
+    return tuple(changes)
+
+
+# an example date in messages should look current, not like 1974; a fixed year
+# keeps validation independent of the clock
+_EXAMPLE_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def _dst_problem(key: str, t: time) -> str | None:
+    """Why ``t`` cannot be a cutoff in zone ``key``, or None if it can."""
+    hits = [(c, when) for c in _offset_changes(key) if (when := c.covers(t)) is not None]
+    if not hits:
+        return None
+    recent = [h for h in hits if h[0].at >= _EXAMPLE_FROM]
+    change, when = (recent or hits[-1:])[0]
+    start, end = change.window
+    # a window across midnight (or a whole skipped day) is unreadable without dates
+    with_date = start.date() != end.date()
+    hhmm = f"{t.hour:02d}:{t.minute:02d}"
+    if change.is_gap:
+        return (
+            f"cutoffs: {hhmm} does not exist in {key} on {when.date()} "
+            f"(clocks jump from {_clock(start, with_date)} to {_clock(end, with_date)}); "
+            "choose a time outside daylight-saving changes"
+        )
+    return (
+        f"cutoffs: {hhmm} happens twice in {key} on {when.date()} "
+        f"(clocks go back from {_clock(end, with_date)} to {_clock(start, with_date)}); "
+        "choose a time outside daylight-saving changes"
+    )
+
+
+def _clock(dt: datetime, with_date: bool) -> str:
+    text = dt.strftime("%H:%M:%S" if dt.second else "%H:%M")
+    return f"{dt.date()} {text}" if with_date else text
+
+
+class CalendarConfig(_Frozen):
+    """The ``[calendar]`` table: when cutoffs are and which days count."""
+
+    #: IANA time zone the cutoffs and business days are in
+    zone: str = "America/New_York"
+    #: local wall-clock cutoff times "HH:MM"; none may fall in a DST gap or fold
+    cutoffs: tuple[str, ...] = ("09:30", "15:30")
+    #: business weekdays, ISO numbering (1 = Monday ... 7 = Sunday)
+    weekdays: tuple[int, ...] = (1, 2, 3, 4, 5)
+    #: country code for the ``holidays`` package (observed public holidays); "" for none
+    holidays: str = "US"
+    #: extra non-business dates, "YYYY-MM-DD"
+    closures: tuple[date, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_toml(cls, data: Any) -> Any:
+        # TOML has arrays, not tuples, and strict mode refuses a list for a
+        # tuple; it also has native dates and times, which are accepted
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("cutoffs", "weekdays", "closures"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        if isinstance(data.get("cutoffs"), tuple):
+            data["cutoffs"] = tuple(_cutoff_text(v) for v in data["cutoffs"])
+        if isinstance(data.get("closures"), tuple):
+            data["closures"] = tuple(_closure_date(v) for v in data["closures"])
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> CalendarConfig:
+        try:
+            ZoneInfo(self.zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"zone: unknown time zone {self.zone!r}") from None
+
+        if not self.cutoffs:
+            raise ValueError("cutoffs: give at least one time HH:MM")
+        seen: set[time] = set()
+        for text in self.cutoffs:
+            t = _parse_hhmm(text)
+            if t in seen:
+                raise ValueError(f"cutoffs: {text} is given twice")
+            seen.add(t)
+            problem = _dst_problem(self.zone, t)
+            if problem:
+                raise ValueError(problem)
+
+        if not self.weekdays:
+            raise ValueError("weekdays: give at least one ISO weekday (1 = Monday ... 7 = Sunday)")
+        for day in self.weekdays:
+            if not 1 <= day <= 7:
+                raise ValueError(f"weekdays: {day} is not an ISO weekday (1 = Monday ... 7 = Sunday)")
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays: a day is given twice")
+
+        if self.holidays and self.holidays not in holidays_lib.list_supported_countries():
+            raise ValueError(
+                f"holidays: unknown country code {self.holidays!r} "
+                '(a code the holidays package knows, such as "US"; "" for none)'
+            )
+        return self
+
+
+def _require_aware(name: str, value: datetime) -> datetime:
+    """``value`` in UTC; naive datetimes are a bug in the caller, not a guess to make."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
+    # compare in UTC: two datetimes sharing a ZoneInfo compare by wall clock,
+    # ignoring fold, which is wrong inside the autumn's repeated hour
+    return value.astimezone(UTC)
+
+
+class BusinessCalendar:
+    """Cutoffs and business days of one :class:`CalendarConfig`.
+
+    Thread-safe: the only state is a per-year cache of holiday dates, and two
+    threads filling the same year store equal values.
+    """
+
+    def __init__(self, config: CalendarConfig) -> None:
+        self.config = config
+        self.zone = ZoneInfo(config.zone)
+        self._times = tuple(sorted(_parse_hhmm(t) for t in config.cutoffs))
+        self._weekdays = frozenset(config.weekdays)
+        self._closures = frozenset(config.closures)
+        self._holidays_by_year: dict[int, frozenset[date]] = {}
+
+    def _holidays(self, year: int) -> frozenset[date]:
+        cached = self._holidays_by_year.get(year)
+        if cached is None:
+            if self.config.holidays:
+                # observed=True adds the weekday a weekend holiday is observed on
+                # (the weekend date stays listed, harmless unless weekends open);
+                # the year's table includes an observed day that belongs to the
+                # next year's holiday (2027-12-31 for New Year's Day 2028)
+                table = holidays_lib.country_holidays(
+                    self.config.holidays, years=year, observed=True
+                )
+                cached = frozenset(table.keys())
+            else:
+                cached = frozenset()
+            self._holidays_by_year[year] = cached
+        return cached
+
+    def is_business_day(self, d: date) -> bool:
+        """Whether local date ``d`` has cutoffs: a configured weekday, no holiday, no closure."""
+        if isinstance(d, datetime):
+            # a datetime's date depends on its zone; the caller must pick the local date
+            raise TypeError("is_business_day takes a date, not a datetime")
+        return (
+            d.isoweekday() in self._weekdays
+            and d not in self._closures
+            and d not in self._holidays(d.year)
+        )
+
+    def _cutoffs_on(self, d: date) -> list[datetime]:
+        """The UTC cutoffs of local date ``d`` (empty unless a business day), oldest first."""
+        if not self.is_business_day(d):
+            return []
+        out: list[datetime] = []
+        for t in self._times:
+            local = datetime(d.year, d.month, d.day, t.hour, t.minute, tzinfo=self.zone)
+            utc = local.astimezone(UTC)
+            # validation only covers 1970-2099; outside it a cutoff could land in
+            # a gap (no such local time) or a fold (two instants): refuse to guess
+            if (
+                utc.astimezone(self.zone).replace(tzinfo=None) != local.replace(tzinfo=None)
+                or local.replace(fold=1).utcoffset() != local.utcoffset()
+            ):
+                raise ConfigError(
+                    f"calendar: cutoff {t:%H:%M} on {d} falls in a daylight-saving "
+                    f"change of {self.config.zone}"
+                )
+            out.append(utc)
+        return out
+
+    def _local_date(self, at_utc: datetime) -> date:
+        return at_utc.astimezone(self.zone).date()
+
+    def next_cutoff(self, after: datetime) -> datetime:
+        """The first cutoff strictly after ``after`` (UTC).
+
+        Raises ConfigError when no business day comes within HORIZON_DAYS.
+        """
+        after_utc = _require_aware("after", after)
+        start = self._local_date(after_utc)
+        for i in range(HORIZON_DAYS + 1):
+            for cutoff in self._cutoffs_on(start + timedelta(days=i)):
+                if cutoff > after_utc:
+                    return cutoff
+        raise ConfigError(
+            f"calendar: no cutoff within {HORIZON_DAYS} days after {start} in "
+            f"{self.config.zone}; check calendar.weekdays, calendar.holidays and calendar.closures"
+        )
+
+    def cutoff_for(self, received_at: datetime) -> datetime:
+        """The cutoff a mail received at ``received_at`` joins (UTC).
+
+        The agreement says "received before 9:30": a mail received at exactly
+        a cutoff is not before it and waits for the next one.
+        """
+        return self.next_cutoff(received_at)
+
+    def previous_cutoff(self, at: datetime) -> datetime | None:
+        """The latest cutoff at or before ``at`` (UTC); None if none within HORIZON_DAYS."""
+        at_utc = _require_aware("at", at)
+        start = self._local_date(at_utc)
+        for i in range(HORIZON_DAYS + 1):
+            for cutoff in reversed(self._cutoffs_on(start - timedelta(days=i))):
+                if cutoff <= at_utc:
+                    return cutoff
+        return None
+
+    def cutoffs_between(self, start: datetime, end: datetime) -> list[datetime]:
+        """Every cutoff c with start < c <= end (UTC), oldest first.
+
+        The batch runner closes each of them in turn after downtime, so the
+        range is bounded by ``end`` rather than by HORIZON_DAYS.
+        """
+        start_utc = _require_aware("start", start)
+        end_utc = _require_aware("end", end)
+        if end_utc <= start_utc:
+            return []
+        out: list[datetime] = []
+        day, last = self._local_date(start_utc), self._local_date(end_utc)
+        while day <= last:
+            out.extend(c for c in self._cutoffs_on(day) if start_utc < c <= end_utc)
+            day += timedelta(days=1)
+        return out
+
+    def upcoming(self, start: datetime, count: int) -> list[tuple[datetime, datetime]]:
+        """The next ``count`` cutoffs strictly after ``start`` as (local, UTC) pairs, for listings."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        rows: list[tuple[datetime, datetime]] = []
+        at = start
+        for _ in range(count):
+            at = self.next_cutoff(at)
+            rows.append((at.astimezone(self.zone), at))
+        return rows

@@ -1,0 +1,46 @@
+"""Our Message-IDs: recognisable as ours, and naming what they belong to.
+
+``<mc.KIND.CASE.UNIQUE.MAC@DOMAIN>``: MAC is a truncated HMAC over the rest
+under ``secrets.hmac_key``, so mail claiming to be ours (a forged reply, a
+bounce naming an invented Message-ID) cannot pass, and a real one found in
+In-Reply-To/References of a reply names its case without a lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+_OURS = re.compile(r"^<mc\.([a-z-]{1,20})\.(\d{1,9})\.([0-9a-z]{6,40})\.([0-9a-f]{20})@([^<>@\s]+)>$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class OurId:
+    kind: str
+    case_number: int | None
+    unique: str
+
+
+def _mac(key: bytes, text: str) -> str:
+    return hmac.new(key, b"mailcase-msgid:" + text.lower().encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+
+
+def make_message_id(key: bytes, domain: str, kind: str, case_number: int | None, unique: str | None = None) -> str:
+    unique = (unique or secrets.token_hex(8)).lower()
+    body = f"mc.{kind}.{case_number or 0}.{unique}"
+    return f"<{body}.{_mac(key, body + '@' + domain)}@{domain}>"
+
+
+def parse_our_message_id(key: bytes, message_id: str) -> OurId | None:
+    m = _OURS.match(message_id.strip())
+    if not m:
+        return None
+    kind, case, unique, mac, domain = m.groups()
+    body = f"mc.{kind}.{case}.{unique}"
+    if not hmac.compare_digest(_mac(key, body + "@" + domain), mac.lower()):
+        return None
+    number = int(case)
+    return OurId(kind.lower(), number or None, unique.lower())

@@ -1,0 +1,32 @@
+"""The part of a mail its sender wrote now, without quoted earlier mail.
+
+Rules that read what a customer asks (PIN, severity, scope, survey scores)
+must not be fooled by our own quoted acknowledgement or an earlier mail.
+mail-parser-reply knows the reply headers of the common clients in many
+languages ("On ... wrote:", "Am ... schrieb", "-----Original Message-----").
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pt", "sv", "da", "pl", "cs"]
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    from mailparser_reply import EmailReplyParser
+
+    return EmailReplyParser(languages=_LANGUAGES)
+
+
+def latest_reply(text: str) -> str:
+    """The newest part of ``text``, quoted lines removed; never raises."""
+    if not text:
+        return ""
+    try:
+        reply = str(_parser().parse_reply(text=text[:200_000]))
+    except Exception:  # a heuristic parser failing on odd text: use the plain cut
+        reply = text
+    return "\n".join(line for line in reply.splitlines() if not line.lstrip().startswith(">"))

@@ -1,0 +1,80 @@
+"""Rule 6: sender authentication from our own server's Authentication-Results.
+
+Only the topmost Authentication-Results header carrying our configured
+authserv-id counts (RFC 8601 §5: our receiving server must strip forged
+copies of its own header; any other header is the sender's to write).
+Representative rights need a DMARC pass aligned with the From domain
+(``dmarc=none`` is not a pass).  The operator chooses an authserv-id or the
+explicit insecure-off mode.
+"""
+
+from __future__ import annotations
+
+import authres
+
+from mailcase.addresses import domain_of
+from mailcase.rules.base import AuthResult, Context, Disposition, Mail, Notice, Outcome, Verdict
+
+RULE = "sender-authentication"
+
+
+def _aligned(domain: str | None, from_domain: str) -> bool:
+    """Relaxed alignment (RFC 7489 §3.1): same organisational domain, approximated
+    as equal or one a subdomain of the other."""
+    if not domain:
+        return False
+    d = domain.strip().strip("@").lower().rstrip(".")
+    if "@" in d:
+        d = d.rpartition("@")[2]
+    return d == from_domain or d.endswith("." + from_domain) or from_domain.endswith("." + d)
+
+
+def evaluate(mail: Mail, ctx: Context) -> AuthResult:
+    settings = ctx.settings
+    spam = False
+    if settings.spam_header:
+        value = (mail.header(settings.spam_header) or "").strip().lower()
+        spam = any(value.startswith(v.lower()) for v in settings.spam_values) if value else False
+    if settings.authserv_id is None:
+        return AuthResult(False, False, False, False, False, spam, "sender authentication is off (insecure-off)")
+    from_domain = domain_of(mail.sender or "")
+    ours = settings.authserv_id.lower()
+    for value in mail.headers("authentication-results"):
+        try:
+            parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+        except Exception:
+            continue
+        if (parsed.authserv_id or "").lower() != ours:
+            continue
+        dmarc = spf = dkim = False
+        seen: list[str] = []
+        for r in parsed.results:
+            method, result = (r.method or "").lower(), (r.result or "").lower()
+            props = {f"{p.type}.{p.name}".lower(): (p.value or "") for p in r.properties}
+            seen.append(f"{method}={result}")
+            if method == "dmarc" and result == "pass":
+                dmarc = dmarc or _aligned(props.get("header.from") or from_domain, from_domain)
+            elif method == "spf" and result == "pass":
+                spf = spf or _aligned(props.get("smtp.mailfrom"), from_domain)
+            elif method == "dkim" and result == "pass":
+                dkim = dkim or _aligned(props.get("header.d") or props.get("header.i"), from_domain)
+        detail = f"our server ({settings.authserv_id}) says " + (", ".join(seen) or "nothing")
+        return AuthResult(True, True, dmarc, spf, dkim, spam, detail)
+    return AuthResult(True, False, False, False, False, spam,
+                      f"no Authentication-Results from our server ({settings.authserv_id})")
+
+
+def sender_authentication(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    auth = evaluate(mail, ctx)
+    sender = so_far.sender
+    if not auth.checked:
+        return Verdict(RULE, "authentication-off", auth.detail, auth=auth)
+    if sender is not None and sender.eligible and not auth.dmarc_pass:
+        return Verdict(
+            RULE, "sender-unverified",
+            f"{sender.address} is a representative, but the mail is not authenticated: "
+            f"{auth.detail} (needs dmarc=pass aligned with the From domain)",
+            Disposition.NOTICE_ONLY, auth=auth, notice=Notice.UNVERIFIED,
+        )
+    name = "authenticated" if auth.dmarc_pass else "not-authenticated"
+    return Verdict(RULE, name, auth.detail, auth=auth)

@@ -1,0 +1,136 @@
+"""Rule 1: automatic mail (RFC 3834).
+
+RFC 3834 decides whether we may *reply*, not whether a request exists: a
+representative's monitoring system or group alias may carry these markers
+and still be a request (it gets a case, but no acknowledgement).  Mail with
+any of the markers gets the ``no-auto-reply`` mark; out-of-office and
+vacation replies and our own mail coming back are suppressed outright.
+Automatic mail from a sender who is not eligible is suppressed later, by
+:func:`automatic_ineligible`, once the sender is known.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdict
+
+RULE = "automatic-mail"
+
+# Out-of-office / vacation subjects, anchored at the start (a person writing
+# "printer out of office supplies" is not matched).  English, German, French,
+# Spanish, Dutch, Italian, Portuguese: the languages of real auto-replies.
+_OOO_SUBJECT = re.compile(
+    r"^\s*(?:out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|antwort)"
+    r"|autoreply|auto-reply|autosvar|vacation|on vacation|holiday notice|absence"
+    r"|abwesenheit(?:snotiz)?|ich bin (?:nicht im b[üu]ro|abwesend)|r[ée]ponse automatique"
+    r"|absence du bureau|respuesta autom[áa]tica|fuera de la oficina|afwezig|automatisch antwoord"
+    r"|risposta automatica|fuori ufficio|resposta autom[áa]tica|ausente)\b",
+    re.IGNORECASE,
+)
+_AUTOREPLY_HEADERS = (
+    "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply", "x-autoreply-from",
+    "x-mail-autoreply", "x-ms-exchange-generated-message-source",
+)
+_ROBOT_LOCALPART = re.compile(r"^(?:mailer-daemon|postmaster)$", re.IGNORECASE)
+_NOREPLY_LOCALPART = re.compile(r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply)", re.IGNORECASE)
+
+
+def _auto_submitted(mail: Mail) -> str | None:
+    value = mail.header("auto-submitted")
+    if value is None:
+        return None
+    token = value.split(";", 1)[0].strip().lower()
+    return token or None
+
+
+def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
+    """(markers of automatic mail, markers that only forbid an automatic reply)."""
+    automatic: list[str] = []
+    no_reply: list[str] = []
+    auto = _auto_submitted(mail)
+    if auto is not None and auto != "no":
+        automatic.append(f"Auto-Submitted: {auto}")
+    return_path = mail.header("return-path")
+    if return_path is not None and return_path.strip() in ("<>", ""):
+        automatic.append("null return path")
+    precedence = (mail.header("precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        automatic.append(f"Precedence: {precedence}")
+    for name in ("list-id", "list-unsubscribe", "list-post"):
+        if mail.header(name) is not None:
+            automatic.append(f"{name.title()} (list mail)")
+            break
+    for name in _AUTOREPLY_HEADERS:
+        if mail.header(name) is not None:
+            automatic.append(f"{name} header")
+    if mail.header("feedback-id") is not None or mail.header("x-campaign-id") is not None:
+        automatic.append("bulk-sender header")
+    local = (mail.sender or "").partition("@")[0]
+    if _ROBOT_LOCALPART.match(local):
+        automatic.append(f"sender {mail.sender}")
+    elif _NOREPLY_LOCALPART.match(local):
+        no_reply.append(f"sender {mail.sender} takes no replies")
+    if mail.header("x-auto-response-suppress") is not None:
+        # asks us not to reply; does not make the mail automatic (DESIGN §3)
+        no_reply.append("X-Auto-Response-Suppress")
+    return automatic, no_reply
+
+
+def is_out_of_office(mail: Mail) -> str | None:
+    """Why this looks like an out-of-office / vacation reply, or None."""
+    auto = _auto_submitted(mail)
+    ooo_subject = bool(_OOO_SUBJECT.match(mail.subject or ""))
+    autoreply_header = any(mail.header(h) is not None for h in _AUTOREPLY_HEADERS)
+    precedence = (mail.header("precedence") or "").strip().lower()
+    if auto == "auto-replied":
+        return "Auto-Submitted: auto-replied (RFC 3834 §5: a reply sent by a machine)"
+    if autoreply_header:
+        return "an X-Autoreply-family header"
+    if precedence == "auto_reply":
+        return "Precedence: auto_reply"
+    if ooo_subject and (auto not in (None, "no") or mail.header("x-auto-response-suppress")):
+        return f"out-of-office subject {mail.subject!r} on automatic mail"
+    if ooo_subject and mail.info.in_reply_to and auto is None:
+        return f"out-of-office subject {mail.subject!r} in reply to a mail"
+    return None
+
+
+def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    if any(ctx.is_our_message_id(mid) for mid in (mail.info.message_id,)):
+        return Verdict(RULE, "own-mail", "our own mail came back (Message-ID is ours): a loop",
+                       Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
+    if mail.sender and mail.sender in ctx.settings.our_addresses:
+        return Verdict(RULE, "own-mail", f"sent from our own address {mail.sender}: a loop",
+                       Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
+    auto = _auto_submitted(mail)
+    why_ooo = is_out_of_office(mail)
+    if why_ooo:
+        return Verdict(RULE, "out-of-office", f"out-of-office or vacation reply: {why_ooo}",
+                       Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
+    automatic, no_reply = automatic_markers(mail)
+    if automatic:
+        return Verdict(RULE, "automatic", "automatic mail: " + ", ".join(automatic) +
+                       "; never answered automatically (RFC 3834)",
+                       marks=frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
+    if no_reply:
+        return Verdict(RULE, "no-auto-reply", "no automatic reply: " + ", ".join(no_reply),
+                       marks=frozenset({Mark.NO_AUTO_REPLY}))
+    if auto == "no":
+        return None  # Auto-Submitted: no is a person's mail (RFC 3834 §5)
+    return None
+
+
+def automatic_ineligible(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    """Automatic mail is a request only from an eligible representative."""
+    if Mark.AUTOMATIC not in so_far.marks:
+        return None
+    sender = so_far.sender
+    if sender is not None and sender.eligible:
+        return Verdict(RULE, "automatic-request",
+                       f"automatic mail from representative {sender.address} "
+                       "(a monitoring system or group alias): a request, without acknowledgement")
+    who = sender.address if sender and sender.address else "an unidentified sender"
+    return Verdict(RULE, "automatic-ineligible",
+                   f"automatic mail from {who}, who is not an authorized representative: "
+                   "kept, no case, no reply", Disposition.SUPPRESSED)

@@ -1,0 +1,325 @@
+"""What a rule is: the mail it reads, the context it asks, the verdict it gives.
+
+Rules are small pure functions with one signature (Mailman 3's rules are the
+model)::
+
+    def rule(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None
+
+They never touch the database or send mail: they read the mail, ask the
+context (directory, known Message-IDs, counts, clock) through the
+:class:`Context` protocol, and look at what earlier rules decided.  A verdict
+has a stable kebab-case name and a human reason; every verdict is stored.
+Effects a verdict asks for (record a bounce, lock PIN acceptance, reopen a
+case) are data, applied by the impure runner in classify.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from mailcase.headers import HeaderBlock, HeaderInfo
+
+
+class Disposition(StrEnum):
+    """Where a mail ends up (issue 4)."""
+
+    SUPPRESSED = "suppressed"            # kept, no case, no reply
+    FOLLOW_UP = "follow-up"              # attached to an existing case
+    STAFF_NOTE = "staff-note"            # staff mail on a case
+    NOTICE_ONLY = "notice-only"          # no case; a notice may be owed
+    HELD_FOR_REVIEW = "held-for-review"  # floods: nothing until staff release it
+    PENDING = "pending"                  # a request for the next cutoff
+
+
+class Mark(StrEnum):
+    NO_AUTO_REPLY = "no-auto-reply"  # RFC 3834: we may not reply automatically
+    AUTOMATIC = "automatic"          # sent by a machine, not a person
+
+
+class Notice(StrEnum):
+    """Notices a mail can earn instead of (or besides) a case."""
+
+    NOT_AUTHORIZED = "not-authorized"   # known user, not a representative
+    UNKNOWN_SENDER = "unknown-sender"
+    UNVERIFIED = "unverified-sender"    # a representative's address, not authenticated
+    WHICH_ACCOUNT = "which-account"     # representative of several accounts
+    PIN = "pin"                         # PIN missing, wrong, or acceptance locked
+    HOLD = "hold"                       # account not in good standing: case held
+    OUT_OF_SCOPE = "out-of-scope"       # coding, billing, payer advice
+
+
+class Role(StrEnum):
+    REPRESENTATIVE = "representative"
+    ADMINISTRATOR = "administrator"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    account_id: int
+    address: str
+    name: str
+    role: Role
+    pin_hash: str | None = None
+
+    @property
+    def is_representative(self) -> bool:
+        return self.role in (Role.REPRESENTATIVE, Role.ADMINISTRATOR)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    code: str
+    name: str
+    standing: str = "good"  # "good" | "hold"
+    pin_required: bool = False
+    pin_locked: bool = False
+    #: names of the representatives/administrators (for "please go through ...")
+    administrators: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    id: int
+    number: int
+    account_id: int | None
+    requester: str
+    status: str
+    closed_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedCase:
+    number: int
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Something the runner must do because of a verdict (rules stay pure)."""
+
+    kind: str  # "record-bounce", "lock-pin", "reopen-case", "link-case", "alert"
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SenderMatch:
+    kind: str  # "representative", "user", "unknown", "unparseable", "ambiguous"
+    address: str | None
+    person: Person | None = None
+    account: Account | None = None
+
+    @property
+    def eligible(self) -> bool:
+        return self.kind == "representative" and self.account is not None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """What our own receiving server said (RFC 8601), for the From domain."""
+
+    checked: bool             # False in insecure-off mode
+    found: bool               # a header from our authserv-id was present
+    dmarc_pass: bool          # dmarc=pass aligned with the From domain
+    spf_aligned_pass: bool
+    dkim_aligned_pass: bool
+    spam: bool
+    detail: str
+
+    @property
+    def may_receive_notice(self) -> bool:
+        if not self.checked:
+            return not self.spam
+        return (self.spf_aligned_pass or self.dkim_aligned_pass) and not self.spam
+
+
+@dataclass(frozen=True)
+class Mail:
+    """Everything the rules may read about one mail."""
+
+    raw: bytes
+    block: HeaderBlock
+    info: HeaderInfo
+    body: str
+    received_at: datetime
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    pk: int | None = None
+    historical: bool = False
+    #: HMACs of the PIN candidates found at parse time (the digits are never kept)
+    pin_hmacs: tuple[str, ...] = ()
+
+    @property
+    def sender(self) -> str | None:
+        return self.info.from_addr
+
+    def header(self, name: str) -> str | None:
+        return self.block.first(name)
+
+    def headers(self, name: str) -> list[str]:
+        return self.block.values(name)
+
+    @property
+    def subject(self) -> str:
+        return self.info.subject
+
+    @property
+    def body_hash(self) -> str:
+        return fingerprint(self.body)
+
+
+def fingerprint(text: str) -> str:
+    """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
+
+
+class Directory(Protocol):
+    """Accounts, their people and staff, as of the context's ``as_of``."""
+
+    def people(self, address: str) -> Sequence[Person]: ...
+    def account(self, account_id: int) -> Account | None: ...
+    def is_staff(self, address: str) -> bool: ...
+
+
+class Context(Protocol):
+    """What rules may ask.  Implemented over the database and by test fakes."""
+
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def settings(self) -> RuleSettings: ...
+    @property
+    def directory(self) -> Directory: ...
+
+    def case_for_message_ids(self, ids: Sequence[str]) -> CaseRef | None: ...
+    def case_by_number(self, number: int) -> CaseRef | None: ...
+    def is_our_message_id(self, message_id: str) -> bool: ...
+    def similar_mails_before(
+        self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime
+    ) -> int: ...
+    def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int: ...
+    def notices_sent(self, address: str, kind: str, since: datetime) -> int: ...
+    def pin_failures(self, account_id: int, since: datetime) -> int: ...
+    def account_requests(self, account_id: int, since: datetime, until: datetime) -> int: ...
+    def resolved_cases(self, account_id: int) -> Sequence[ResolvedCase]: ...
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """The knobs of the rules, from the [rules] and [staff] configuration."""
+
+    authserv_id: str | None = None      # None: insecure-off
+    spam_header: str | None = None
+    spam_values: tuple[str, ...] = ("yes",)
+    reopen_window_days: int = 14
+    notice_period_days: int = 7
+    flood_same_count: int = 15
+    flood_same_seconds: int = 60
+    flood_sender_count: int = 50
+    flood_sender_minutes: int = 30
+    weekly_request_threshold: int = 25
+    repeat_similarity: float = 0.75
+    pin_max_failures: int = 5
+    pin_failure_hours: int = 24
+    scope_phrases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    severity_phrases: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    our_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: str
+    name: str
+    reason: str
+    disposition: Disposition | None = None
+    marks: frozenset[Mark] = frozenset()
+    case: CaseRef | None = None
+    sender: SenderMatch | None = None
+    auth: AuthResult | None = None
+    notice: Notice | None = None
+    #: set by the no-backscatter rule: may the notice be sent?
+    notice_allowed: bool | None = None
+    severity: int | None = None
+    flags: tuple[str, ...] = ()
+    out_of_scope: bool = False
+    hold: bool = False
+    effects: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the chain decided so far; each verdict folds into it."""
+
+    verdicts: tuple[Verdict, ...] = ()
+    disposition: Disposition | None = None
+    marks: frozenset[Mark] = frozenset()
+    case: CaseRef | None = None
+    sender: SenderMatch | None = None
+    auth: AuthResult | None = None
+    notice: Notice | None = None
+    notice_allowed: bool = False
+    notice_withheld_reason: str | None = None
+    severity: int = 3
+    flags: tuple[str, ...] = ()
+    out_of_scope: bool = False
+    hold: bool = False
+    effects: tuple[Effect, ...] = ()
+
+    def fold(self, v: Verdict) -> Outcome:
+        changes: dict[str, Any] = {"verdicts": self.verdicts + (v,)}
+        if v.disposition is not None:
+            changes["disposition"] = v.disposition
+        if v.marks:
+            changes["marks"] = self.marks | v.marks
+        if v.case is not None:
+            changes["case"] = v.case
+        if v.sender is not None:
+            changes["sender"] = v.sender
+        if v.auth is not None:
+            changes["auth"] = v.auth
+        if v.notice is not None:
+            changes["notice"] = v.notice
+        if v.notice_allowed is not None:
+            changes["notice_allowed"] = v.notice_allowed
+            changes["notice_withheld_reason"] = None if v.notice_allowed else v.reason
+        if v.severity is not None:
+            changes["severity"] = v.severity
+        if v.flags:
+            changes["flags"] = self.flags + tuple(f for f in v.flags if f not in self.flags)
+        if v.out_of_scope:
+            changes["out_of_scope"] = True
+        if v.hold:
+            changes["hold"] = True
+        if v.effects:
+            changes["effects"] = self.effects + v.effects
+        return replace(self, **changes)
+
+    @property
+    def final(self) -> Disposition:
+        return self.disposition or Disposition.PENDING
+
+    def hit(self, name: str) -> bool:
+        return any(v.name == name for v in self.verdicts)
+
+
+Rule = Callable[[Mail, Context, Outcome], Verdict | None]
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A row of the chain table."""
+
+    name: str
+    fn: Rule
+    #: runs even after an earlier rule decided "notice-only" (other
+    #: dispositions end the chain)
+    after_notice: bool = False

@@ -1,0 +1,162 @@
+"""Rule 2: bounces, read receipts and abuse reports never create cases.
+
+RFC 3464 delivery status notifications (``multipart/report;
+report-type=delivery-status``) are read field by field; the common vendor
+formats (Exchange, qmail, Exim, Postfix without DSN, ...) are recognised by
+flufl.bounce when the mail looks like a bounce at all.  Each failed
+recipient is recorded with its status code and the original Message-ID: the
+delivery stage (issue 6) counts a bounce against one of our mails only when
+it matches a mail we sent.  Read receipts (RFC 8098
+``disposition-notification``) and abuse feedback reports (RFC 5965
+``feedback-report``) are not requests either.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.policy import compat32
+
+from mailcase.headers import message_ids
+from mailcase.rules.base import Context, Disposition, Effect, Mail, Mark, Outcome, Verdict
+
+RULE = "bounce"
+
+_BOUNCE_SUBJECT = re.compile(
+    r"(undeliver|delivery (status )?notification|delivery fail|returned mail|mail delivery"
+    r"|failure notice|unzustellbar|nicht zustellbar|non remis|could not be delivered"
+    r"|delivery has failed|message not delivered|undelivered)", re.IGNORECASE)
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class Failure:
+    recipient: str | None
+    status: str | None
+    action: str | None
+
+
+def _report_type(mail: Mail) -> str | None:
+    ctype = (mail.header("content-type") or "").lower()
+    if not ctype.startswith("multipart/report"):
+        return None
+    m = re.search(r'report-type\s*=\s*"?([a-z0-9-]+)', ctype)
+    return m.group(1) if m else "unknown"
+
+
+def _tree(raw: bytes) -> Message:
+    return email.message_from_bytes(raw, policy=compat32)
+
+
+def _addr(value: str | None) -> str | None:
+    if not value:
+        return None
+    _, _, addr = value.partition(";")
+    addr = (addr or value).strip().strip("<>").strip()
+    return addr.lower() or None
+
+
+def dsn_failures(tree: Message) -> list[Failure]:
+    """Per-recipient fields of every message/delivery-status part (RFC 3464 §2.3)."""
+    out: list[Failure] = []
+    for part in tree.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        blocks = payload if isinstance(payload, list) else []
+        if not blocks and isinstance(payload, str):
+            blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", payload) if b.strip()]
+        for block in blocks[1:] if len(blocks) > 1 else blocks:
+            if not isinstance(block, Message):
+                continue
+            recipient = _addr(block.get("Final-Recipient") or block.get("Original-Recipient"))
+            status = (block.get("Status") or "").strip() or None
+            action = (block.get("Action") or "").strip().lower() or None
+            if recipient or status:
+                out.append(Failure(recipient, status, action))
+    return out
+
+
+def original_message_id(tree: Message) -> str | None:
+    for part in tree.walk():
+        ctype = part.get_content_type()
+        if ctype == "text/rfc822-headers":
+            text = part.get_payload(decode=True)
+            if isinstance(text, bytes):
+                inner = email.message_from_bytes(text, policy=compat32)
+                ids = message_ids(inner.get("Message-ID"))
+                if ids:
+                    return ids[0]
+        elif ctype in ("message/rfc822", "message/rfc822-headers"):
+            payload = part.get_payload()
+            inner_msg = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner_msg, Message):
+                ids = message_ids(inner_msg.get("Message-ID"))
+                if ids:
+                    return ids[0]
+    return None
+
+
+def _looks_like_bounce(mail: Mail) -> bool:
+    local = (mail.sender or "").partition("@")[0].lower()
+    return_path = (mail.header("return-path") or "").strip()
+    return (
+        local in ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+        or return_path == "<>"
+        or bool(_BOUNCE_SUBJECT.search(mail.subject or ""))
+    )
+
+
+def _vendor_failures(tree: Message) -> list[Failure]:
+    from flufl.bounce import scan_message
+
+    try:
+        found = scan_message(tree)
+    except Exception:  # a vendor heuristic choking on odd mail is not a bounce
+        return []
+    out = []
+    for addr in sorted(found):
+        text = addr.decode("utf-8", "replace") if isinstance(addr, bytes) else str(addr)
+        out.append(Failure(text.strip("<>").lower(), None, "failed"))
+    return out
+
+
+def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    report = _report_type(mail)
+    marks = frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY})
+    if report == "disposition-notification":
+        return Verdict(RULE, "read-receipt", "a read receipt (RFC 8098), not a request",
+                       Disposition.SUPPRESSED, marks,
+                       effects=(Effect("record-bounce", {"kind": "read-receipt"}),))
+    if report == "feedback-report":
+        return Verdict(RULE, "abuse-report", "an abuse feedback report (RFC 5965), not a request",
+                       Disposition.SUPPRESSED, marks,
+                       effects=(Effect("record-bounce", {"kind": "abuse-report"}),))
+    if report is None and not _looks_like_bounce(mail):
+        return None
+    tree = _tree(mail.raw)
+    failures = dsn_failures(tree) if report == "delivery-status" else []
+    kind = "dsn"
+    if not failures and report != "delivery-status":
+        failures = _vendor_failures(tree)
+        kind = "vendor"
+        if failures and not any(f.status for f in failures):
+            m = _STATUS.search(mail.body)
+            status = m.group(1) if m else None
+            failures = [Failure(f.recipient, status, f.action) for f in failures]
+    if report != "delivery-status" and not failures:
+        return None
+    original = original_message_id(tree)
+    effects = tuple(
+        Effect("record-bounce", {
+            "kind": kind, "recipient": f.recipient, "status": f.status, "action": f.action,
+            "original_message_id": original,
+        })
+        for f in (failures or [Failure(None, None, None)])
+    )
+    failed = [f for f in failures if (f.action or "failed") in ("failed", "delayed")]
+    who = ", ".join(f"{f.recipient} ({f.status or 'no status'})" for f in failed[:5]) or "no recipient named"
+    return Verdict(RULE, "bounce", f"delivery status notification ({kind}): {who}",
+                   Disposition.SUPPRESSED, marks, effects=effects)

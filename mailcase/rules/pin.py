@@ -1,0 +1,55 @@
+"""Rule 8: the representative's PIN, where the account requires one.
+
+Exactly one labelled ``PIN: nnnn`` line must match the representative's PIN.
+The digits are never stored: the parse stage keeps an HMAC of each candidate
+(keyed with a secret from the credentials) and redacts the line from the
+stored text, so the PIN is in no derived text, notice or log.  Missing or
+wrong: a PIN notice, no case.  Repeated failures lock PIN acceptance for the
+account until staff unlock it, with an alert.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from mailcase.rules.base import Context, Disposition, Effect, Mail, Notice, Outcome, Verdict
+
+RULE = "pin"
+
+
+def pin(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    sender = so_far.sender
+    if sender is None or not sender.eligible or sender.account is None:
+        return None
+    account = sender.account
+    if not account.pin_required:
+        return None
+    if account.pin_locked:
+        return Verdict(RULE, "pin-locked",
+                       f"PIN acceptance for {account.code} is locked after repeated failures; "
+                       "staff must unlock it", Disposition.NOTICE_ONLY, notice=Notice.PIN)
+    expected = sender.person.pin_hash if sender.person else None
+    candidates = set(mail.pin_hmacs)
+    problem = None
+    if not candidates:
+        problem = "pin-missing", "no labelled PIN line"
+    elif len(candidates) > 1:
+        problem = "pin-ambiguous", f"{len(candidates)} different PIN lines"
+    elif expected is None or not hmac.compare_digest(next(iter(candidates)), expected):
+        problem = "pin-wrong", "the PIN does not match"
+    if problem is None:
+        return Verdict(RULE, "pin-ok", f"PIN matches the representative's for {account.code}")
+    name, why = problem
+    window = timedelta(hours=ctx.settings.pin_failure_hours)
+    failures = ctx.pin_failures(account.id, mail.received_at - window) + 1
+    effects: tuple[Effect, ...] = ()
+    if failures >= ctx.settings.pin_max_failures:
+        effects = (
+            Effect("lock-pin", {"account_id": account.id}),
+            Effect("alert", {"what": f"PIN acceptance locked for {account.code} after "
+                                     f"{failures} failures in {ctx.settings.pin_failure_hours} h"}),
+        )
+    return Verdict(RULE, name, f"{why} ({failures} failure(s) for {account.code} in "
+                   f"{ctx.settings.pin_failure_hours} h)", Disposition.NOTICE_ONLY,
+                   notice=Notice.PIN, effects=effects)

@@ -1,0 +1,37 @@
+"""Rule 11: severity, 1 (critical) to 4 (low); 3 (normal) by default.
+
+An explicit ``Severity: 1``-``4`` line in the newest part of the body or an
+``[S1]``-style subject tag wins; otherwise configurable keyword rules
+("system down", "cannot submit claims" -> high).
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailcase.quoting import latest_reply
+from mailcase.rules.base import Context, Mail, Outcome, Verdict
+from mailcase.rules.scope import find_phrase
+
+RULE = "severity"
+NAMES = {1: "critical", 2: "high", 3: "normal", 4: "low"}
+_LINE = re.compile(r"^\s*(?:severity|priority|sev)\s*[:=]\s*([1-4])\b", re.IGNORECASE | re.MULTILINE)
+_TAG = re.compile(r"\[\s*S([1-4])\s*\]", re.IGNORECASE)
+
+
+def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    m = _TAG.search(mail.subject or "")
+    if m:
+        level = int(m.group(1))
+        return Verdict(RULE, "severity-explicit", f"subject tag [S{level}]: {NAMES[level]}", severity=level)
+    text = latest_reply(mail.body)
+    m = _LINE.search(text)
+    if m:
+        level = int(m.group(1))
+        return Verdict(RULE, "severity-explicit", f"'Severity: {level}' line: {NAMES[level]}", severity=level)
+    subject_and_text = f"{mail.subject}\n{text}"
+    for level in sorted(ctx.settings.severity_phrases):
+        found = find_phrase(subject_and_text, tuple(ctx.settings.severity_phrases[level]))
+        if found:
+            return Verdict(RULE, "severity-keyword", f"{found!r}: {NAMES.get(level, level)}", severity=level)
+    return None

@@ -1,0 +1,83 @@
+"""Rule 3: follow-ups of a case.
+
+A mail whose In-Reply-To/References name a Message-ID already in a case
+(ours, or the customer's own earlier mail) attaches to that case, whoever
+sent it (a Cc'd colleague replying on the case is a follow-up, not misuse;
+a Message-ID is not guessable the way a case number is).  A subject token
+``[Case #000123]`` attaches only when the sender belongs to the case's
+account (osTicket's rule): a stranger cannot inject mail into a case by
+writing its number.  A reply to a closed case within the reopen window
+reopens it; after that it is a new request linked to the old one.
+Staff mail is left to the staff rule.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from mailcase.rules.base import CaseRef, Context, Disposition, Effect, Mail, Outcome, Verdict
+
+RULE = "threading"
+CASE_TOKEN = re.compile(r"\[\s*Case\s*#\s*(\d{1,9})\s*\]", re.IGNORECASE)
+_CLOSED = ("closed",)
+
+
+def case_token(subject: str) -> int | None:
+    m = CASE_TOKEN.search(subject or "")
+    return int(m.group(1)) if m else None
+
+
+def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
+    """The case this mail replies to, and how it was found (or why not)."""
+    ids = list(mail.info.in_reply_to) + [i for i in mail.info.references if i not in mail.info.in_reply_to]
+    if ids:
+        case = ctx.case_for_message_ids(ids)
+        if case is not None:
+            return case, "In-Reply-To/References name a mail of the case"
+    number = case_token(mail.subject)
+    if number is None:
+        return None, "no known Message-ID and no case token"
+    case = ctx.case_by_number(number)
+    if case is None:
+        return None, f"subject names case #{number:06d}, which does not exist"
+    sender = mail.sender
+    if sender and mail.info.from_strict:
+        if sender == case.requester:
+            return case, "subject token, sender is the case's requester"
+        if ctx.directory.is_staff(sender):
+            return case, "subject token, sender is staff"
+        if case.account_id is not None and any(
+            p.account_id == case.account_id for p in ctx.directory.people(sender)
+        ):
+            return case, "subject token, sender belongs to the case's account"
+    return None, (f"subject names case #{number:06d} but {sender or 'the sender'} does not belong "
+                  "to its account: token ignored")
+
+
+def threading(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    if mail.sender and mail.info.from_strict and ctx.directory.is_staff(mail.sender):
+        return None  # the staff rule decides
+    case, how = find_thread(mail, ctx)
+    if case is None:
+        if case_token(mail.subject) is not None:
+            return Verdict(RULE, "case-token-ignored", how)
+        return None
+    if case.status in _CLOSED:
+        window = timedelta(days=ctx.settings.reopen_window_days)
+        closed = case.closed_at or case.resolved_at
+        if closed is not None and mail.received_at - closed > window:
+            return Verdict(
+                RULE, "reply-to-old-case",
+                f"replies to case #{case.number:06d}, closed {closed:%Y-%m-%d}, more than "
+                f"{ctx.settings.reopen_window_days} days ago: a new request linked to it",
+                effects=(Effect("link-case", {"case_id": case.id, "number": case.number}),),
+            )
+        return Verdict(
+            RULE, "reopen", f"replies to closed case #{case.number:06d} within "
+            f"{ctx.settings.reopen_window_days} days ({how}): reopened",
+            Disposition.FOLLOW_UP, case=case,
+            effects=(Effect("reopen-case", {"case_id": case.id}),),
+        )
+    return Verdict(RULE, "follow-up", f"follow-up of case #{case.number:06d} ({how})",
+                   Disposition.FOLLOW_UP, case=case)

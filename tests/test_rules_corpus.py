@@ -1,0 +1,132 @@
+"""The rules corpus: .eml files with expected disposition, rule hits and requester.
+
+Each ``tests/rules_corpus/NNN-name.eml`` has a sidecar ``NNN-name.toml``::
+
+    disposition = "pending"            # required
+    requester = "alice.admin@acme.example"   # the classified requester ("" for none)
+    hits = ["representative"]          # verdict names that must appear
+    not_hits = []                      # verdict names that must not appear
+    near_miss = ["scope"]              # rules that must NOT hit (the mail is built to tempt them)
+    notice = "unknown-sender"          # expected notice kind ("" = none); optional
+    notice_allowed = true              # optional
+    severity = 2                       # optional
+    flags = ["volume"]                 # optional; must all be present
+    marks = ["no-auto-reply"]          # optional; must all be present
+    [context]                          # optional counters and settings for this mail
+    similar_before = 0 / sender_before = 0 / pin_failures_before = 0
+    account_requests_before = 0 / notices = [["addr", "kind", 1]]
+    received_at = 2026-11-23T13:00:00Z / insecure = false
+
+Every rule of the chain needs at least 3 hits and 2 near-misses here, and
+disabling any rule makes some corpus case fail (the mutation test).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailcase.rules.base import Outcome
+from mailcase.rules.chain import CHAIN, run_chain
+from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
+
+CORPUS = Path(__file__).parent / "rules_corpus"
+DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(CORPUS / "directory.toml")
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+RULES = ("automatic-mail", "bounce", "threading", "staff", "sender-identity", "sender-authentication",
+         "no-backscatter", "pin", "standing", "scope", "severity", "floods", "abuse-flags")
+
+
+def cases() -> list[Path]:
+    return sorted(CORPUS.glob("*.eml"))
+
+
+def expectation(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.with_suffix(".toml").read_text())
+
+
+def classify(path: Path, disabled: frozenset[str] = frozenset()) -> Outcome:
+    exp = expectation(path)
+    c = exp.get("context", {})
+    received = c.get("received_at")
+    mail = mail_from_bytes(path.read_bytes(), received.astimezone(UTC) if isinstance(received, datetime) else None)
+    ctx = FakeContext(
+        now=NOW,
+        settings=settings(None if c.get("insecure") else "mx.support.example"),
+        directory=DIRECTORY, cases=CASES, case_message_ids=MSGIDS, resolved=RESOLVED,
+        similar_before=c.get("similar_before", 0), sender_before=c.get("sender_before", 0),
+        pin_failures_before=c.get("pin_failures_before", 0),
+        account_requests_before=c.get("account_requests_before", 0),
+        notices={(a, k): n for a, k, n in c.get("notices", [])},
+    )
+    return run_chain(mail, ctx, disabled=disabled)
+
+
+def problems(path: Path, outcome: Outcome) -> list[str]:
+    exp = expectation(path)
+    out = []
+    names = {v.name for v in outcome.verdicts}
+    rules = {v.rule for v in outcome.verdicts}
+    if outcome.final.value != exp["disposition"]:
+        out.append(f"disposition {outcome.final.value}, expected {exp['disposition']}")
+    requester = (outcome.sender.address if outcome.sender and outcome.sender.address else "") if "requester" in exp else None
+    if requester is not None and requester != exp["requester"]:
+        out.append(f"requester {requester!r}, expected {exp['requester']!r}")
+    for name in exp.get("hits", []):
+        if name not in names:
+            out.append(f"verdict {name} missing")
+    for name in exp.get("not_hits", []):
+        if name in names:
+            out.append(f"verdict {name} present")
+    for rule in exp.get("near_miss", []):
+        if rule in rules:
+            out.append(f"near-miss rule {rule} hit")
+    if "notice" in exp and (outcome.notice.value if outcome.notice else "") != exp["notice"]:
+        out.append(f"notice {outcome.notice}, expected {exp['notice']!r}")
+    if "notice_allowed" in exp and outcome.notice_allowed != exp["notice_allowed"]:
+        out.append(f"notice_allowed {outcome.notice_allowed}")
+    if "severity" in exp and outcome.severity != exp["severity"]:
+        out.append(f"severity {outcome.severity}, expected {exp['severity']}")
+    for flag in exp.get("flags", []):
+        if flag not in outcome.flags:
+            out.append(f"flag {flag} missing")
+    for mark in exp.get("marks", []):
+        if mark not in {m.value for m in outcome.marks}:
+            out.append(f"mark {mark} missing")
+    return out
+
+
+@pytest.mark.parametrize("path", cases(), ids=lambda p: p.stem)
+def test_corpus_mail(path: Path) -> None:
+    outcome = classify(path)
+    trail = "\n".join(f"  {v.rule}: {v.name}: {v.reason}" for v in outcome.verdicts)
+    assert not problems(path, outcome), f"{problems(path, outcome)}\nverdicts:\n{trail}"
+
+
+def test_corpus_size_and_coverage() -> None:
+    paths = cases()
+    assert len(paths) >= 80, f"only {len(paths)} corpus mails"
+    hits: Counter[str] = Counter()
+    near: Counter[str] = Counter()
+    for path in paths:
+        outcome = classify(path)
+        for rule in {v.rule for v in outcome.verdicts}:
+            hits[rule] += 1
+        for rule in expectation(path).get("near_miss", []):
+            near[rule] += 1
+    thin = {r: (hits[r], near[r]) for r in RULES if hits[r] < 3 or near[r] < 2}
+    assert not thin, f"rules with fewer than 3 hits or 2 near-misses: {thin}"
+
+
+@pytest.mark.parametrize("spec", CHAIN, ids=lambda s: s.name)
+def test_disabling_a_rule_fails_some_case(spec: Any) -> None:
+    for path in cases():
+        if problems(path, classify(path, disabled=frozenset({spec.name}))):
+            return
+    pytest.fail(f"disabling {spec.name} changes no corpus outcome: the corpus does not test it")
