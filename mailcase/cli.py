@@ -213,11 +213,15 @@ def run(c: Ctx, once: bool) -> None:
 
 
 def _print_ledger(c: Ctx) -> None:
+    from mailcase.cases import list_cases
     from mailcase.messages import list_messages, state_counts
+    from mailcase.outbox import list_outbox
 
     with c.engine.connect() as conn:
         counts = state_counts(conn)
         rows = list_messages(conn, limit=20)
+        case_rows = list_cases(conn, limit=20)
+        out_rows = list_outbox(conn, limit=20)
     total = sum(counts.values())
     click.echo(f"stored: {total} mails (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
     for r in rows:
@@ -227,6 +231,14 @@ def _print_ledger(c: Ctx) -> None:
         )
     if total > len(rows):
         click.echo(f"  ... ({total - len(rows)} more: mailcase messages list --limit N)")
+    click.echo(f"cases: {len(case_rows)}")
+    for cv in case_rows:
+        click.echo(f"  #{cv.number:06d} {cv.status:<13} S{cv.severity} {_short(cv.account or '-', 9):<9} "
+                   f"{_short(cv.requester, 28):<28} {_short(cv.subject, 40)}")
+    where = c.config.outgoing.file_dir or f"{c.config.data_dir}/outbox"
+    click.echo(f"outgoing mail: {len(out_rows)}" + (f" (file transport: {where})" if out_rows else ""))
+    for o in out_rows:
+        click.echo(f"  {o.status:<6} {o.kind:<24} to {_short(o.to_addr, 30):<30} {_short(o.subject, 40)}")
 
 
 # -- calendar ---------------------------------------------------------------------
@@ -475,6 +487,462 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
             click.echo(f"verdicts ({phase}):")
         disp = f" -> {v['disposition']}" if v["disposition"] else ""
         click.echo(f"  {v['rule']}: {v['name']}{disp}: {v['reason']}")
+
+
+# -- accounts, review ---------------------------------------------------------------
+
+
+def _actor() -> str:
+    import getpass
+    import os
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+@cli.group()
+def accounts() -> None:
+    """Accounts and their representatives, administrators and users."""
+
+
+@accounts.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Remove people of the file's accounts who are not in the file.")
+@click.option("--effective", metavar="DATETIME", help="Backdate the rows (ISO date-time with offset); default: now.")
+@pass_ctx
+def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None) -> None:
+    """Import accounts and people from CSV (idempotent; bad rows are reported).
+
+    Columns: account, account_name, standing (good|hold), pin_required (yes|no),
+    address, name, role (representative|administrator|user), pin (4 digits,
+    stored only as a keyed hash).  Exits 1 if any row was bad.
+    """
+    from pathlib import Path
+
+    from mailcase.directory import import_csv
+
+    at = c.clock.now()
+    if effective:
+        try:
+            at = datetime.fromisoformat(effective.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--effective {effective!r}: not an ISO date-time") from None
+        if at.tzinfo is None:
+            raise UsageError("--effective: give a UTC offset")
+    key = c.config.hmac_key()
+    with transaction(c.engine) as conn:
+        report = import_csv(conn, Path(csv_file), at, key, replace=replace, actor=f"import by {_actor()}")
+    for bad in report.bad_rows:
+        click.echo(f"{csv_file}: {bad}", err=True)
+    click.echo(report.summary())
+    if report.bad_rows:
+        sys.exit(1)
+
+
+@accounts.command("list")
+@click.argument("code", required=False)
+@pass_ctx
+def accounts_list(c: Ctx, code: str | None) -> None:
+    """Accounts with their standing and people (or one account)."""
+    from mailcase.directory import list_accounts
+
+    with c.engine.connect() as conn:
+        rows = list_accounts(conn, c.clock.now(), code)
+    if not rows:
+        click.echo("no accounts (mailcase accounts import FILE)")
+    for a in rows:
+        pin = " PIN required" + (" (LOCKED)" if a.pin_locked else "") if a.pin_required else ""
+        click.echo(f"{a.code:<12} {a.name}  [{a.standing}]{pin}")
+        for address, name, role in a.people:
+            click.echo(f"    {role:<15} {address}  {name}")
+
+
+@accounts.command("standing")
+@click.argument("code")
+@click.argument("standing", type=click.Choice(["good", "hold"]))
+@pass_ctx
+def accounts_standing(c: Ctx, code: str, standing: str) -> None:
+    """Set an account's financial standing; 'good' releases its held cases into the next cutoff."""
+    import sqlalchemy as sa
+
+    from mailcase.cases import CASE, event
+    from mailcase.directory import get_account, set_standing
+
+    now = c.clock.now()
+    with transaction(c.engine) as conn:
+        changed = set_standing(conn, code, standing, now, _actor())
+        released = 0
+        if standing == "good":
+            account_id = get_account(conn, code).id
+            rows = conn.execute(sa.select(CASE.c.id).where(
+                CASE.c.account_id == account_id, CASE.c.status == "held", CASE.c.released_at.is_(None))).scalars().all()
+            for case_id in rows:
+                conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(released_at=now))
+                event(conn, case_id, now, _actor(), "release-requested", "standing restored")
+            released = len(rows)
+    click.echo(f"{code}: standing {standing}" + ("" if changed else " (unchanged)")
+               + (f"; {released} held cases join the next cutoff" if released else ""))
+
+
+@accounts.command("pin-unlock")
+@click.argument("code")
+@pass_ctx
+def accounts_pin_unlock(c: Ctx, code: str) -> None:
+    """Accept PINs again for an account locked after repeated failures."""
+    from mailcase.directory import unlock_pin
+
+    with transaction(c.engine) as conn:
+        done = unlock_pin(conn, code)
+    click.echo(f"{code}: PIN acceptance unlocked" if done else f"{code}: was not locked")
+
+
+@cli.group()
+def review() -> None:
+    """Mail held for review (floods): list, release, discard."""
+
+
+@review.command("list")
+@pass_ctx
+def review_list(c: Ctx) -> None:
+    """Mail held for review, oldest first."""
+    from mailcase.review import held
+
+    with c.engine.connect() as conn:
+        rows = held(conn)
+    if not rows:
+        click.echo("nothing is held for review")
+    for r in rows:
+        click.echo(f"#{r.id:<6} {_fmt_time(r.received_at)}  {_short(r.from_addr, 30):<30} "
+                   f"{_short(r.subject, 40):<40} {_short(r.reason, 60)}")
+
+
+@review.command("release")
+@click.argument("message_ids", type=int, nargs=-1, required=True)
+@pass_ctx
+def review_release(c: Ctx, message_ids: tuple[int, ...]) -> None:
+    """Release held mail: it joins the next cutoff as a request."""
+    from mailcase.review import release
+
+    with transaction(c.engine) as conn:
+        for pk in message_ids:
+            release(conn, pk, c.clock.now(), _actor())
+    click.echo(f"released {len(message_ids)}")
+
+
+@review.command("discard")
+@click.argument("message_ids", type=int, nargs=-1, required=True)
+@pass_ctx
+def review_discard(c: Ctx, message_ids: tuple[int, ...]) -> None:
+    """Discard held mail: kept, suppressed, never answered."""
+    from mailcase.review import discard
+
+    with transaction(c.engine) as conn:
+        for pk in message_ids:
+            discard(conn, pk, c.clock.now(), _actor())
+    click.echo(f"discarded {len(message_ids)}")
+
+
+# -- batches, cases, specialists ----------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what the next due cutoff would do; change nothing.")
+@click.option("--now", "now_", is_flag=True, help="Run every due cutoff now (the service does this on its own).")
+@pass_ctx
+def batch(c: Ctx, dry_run: bool, now_: bool) -> None:
+    """Close due cutoffs: pending mail becomes cases, acknowledgements and notices are queued."""
+    from mailcase.batch import run_due
+
+    if dry_run == now_:
+        raise UsageError("give --dry-run or --now")
+    run = run_due(c.engine, c.config, c.clock, dry_run=dry_run)
+    for r in run.results:
+        click.echo(("dry run: " if dry_run else "") + r.summary())
+        if dry_run and r.cases:
+            click.echo(f"  would create cases #{r.cases[0]:06d}..#{r.cases[-1]:06d}")
+    if run.waiting:
+        click.echo(run.waiting)
+    elif not run.results:
+        nxt = run.next_cutoff
+        click.echo("no cutoff is due" + (f"; next at {nxt:%Y-%m-%d %H:%M} UTC" if nxt else ""))
+
+
+@cli.group()
+def cases() -> None:
+    """Cases: list and show."""
+
+
+@cases.command("list")
+@click.option("--status", help="new, acknowledged, in-progress, escalated, resolved, closed, held, out-of-scope")
+@click.option("--account", help="Account code.")
+@click.option("--owner", help="Specialist name.")
+@click.option("--severity", type=click.IntRange(1, 4))
+@click.option("--breached", is_flag=True, help="Only cases past the 48-hour promise without a receipt in time.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@pass_ctx
+def cases_list(c: Ctx, status: str | None, account: str | None, owner: str | None, severity: int | None,
+               breached: bool, limit: int) -> None:
+    """Cases in queue order (priority, then number)."""
+    from mailcase.cases import list_cases
+
+    with c.engine.connect() as conn:
+        rows = list_cases(conn, status=status, account=account, owner=owner, severity=severity,
+                          breached=breached, now=c.clock.now(), limit=limit)
+    if not rows:
+        click.echo("no cases")
+    for r in rows:
+        click.echo(f"#{r.number:06d} {r.status:<13} S{r.severity} {r.tier:<5} {_short(r.account or '-', 10):<10} "
+                   f"{_short(r.owner or '-', 12):<12} {_short(r.requester, 28):<28} {_short(r.subject, 40)}"
+                   + (f"  [{', '.join(r.flags)}]" if r.flags else ""))
+
+
+@cases.command("show")
+@click.argument("number", type=int)
+@pass_ctx
+def cases_show(c: Ctx, number: int) -> None:
+    """One case: fields, mails, events."""
+    from mailcase.cases import case_detail
+
+    with c.engine.connect() as conn:
+        v, mails, events = case_detail(conn, number)
+    click.echo(f"case #{v.number:06d}  {v.status}  severity {v.severity}  priority {v.priority}  tier {v.tier}")
+    click.echo(f"  subject:    {v.subject}")
+    click.echo(f"  requester:  {v.requester}  account {v.account or '-'}  owner {v.owner or '-'}")
+    if v.flags:
+        click.echo(f"  flags:      {', '.join(v.flags)}")
+    for label, value in (("received", v.received_at), ("processed", v.processed_at), ("receipt due", v.ack_due_at),
+                         ("receipt by", v.ack_breach_at), ("receipt sent", v.receipt_sent_at),
+                         ("first staff", v.first_staff_action_at), ("resolved", v.resolved_at), ("closed", v.closed_at)):
+        click.echo(f"  {label + ':':<12}{_fmt_time(value)}")
+    click.echo("mails:")
+    for m in mails:
+        click.echo(f"  #{m.id:<6} {m.role:<10} {_fmt_time(m.received_at)}  {_short(m.from_addr, 30):<30} {_short(m.subject, 40)}")
+    click.echo("events:")
+    for e in events:
+        click.echo(f"  {_fmt_time(e.at)}  {e.actor:<12} {e.kind}{': ' + e.detail if e.detail else ''}")
+
+
+@cli.group()
+def case() -> None:
+    """Work a case: assign, reply, escalate, resolve, close, reopen."""
+
+
+@case.command("assign")
+@click.argument("number", type=int)
+@click.argument("specialist")
+@pass_ctx
+def case_assign(c: Ctx, number: int, specialist: str) -> None:
+    """Give the case to a specialist."""
+    from mailcase.cases import assign
+
+    with transaction(c.engine) as conn:
+        assign(conn, number, specialist, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: owner {specialist}")
+
+
+@case.command("escalate")
+@click.argument("number", type=int)
+@click.option("--to", "tier", required=True, type=click.Choice(["SSII", "SSIII", "DEV"], case_sensitive=False))
+@click.option("--note", default="", help="Why.")
+@pass_ctx
+def case_escalate(c: Ctx, number: int, tier: str, note: str) -> None:
+    """Raise the case's tier; the owner stays (the first specialist keeps ownership)."""
+    from mailcase.cases import escalate
+
+    with transaction(c.engine) as conn:
+        before = escalate(conn, number, tier, c.clock.now(), _actor(), note)
+    click.echo(f"case #{number:06d}: {before} -> {tier.upper()}, owner unchanged")
+
+
+@case.command("progress")
+@click.argument("number", type=int)
+@pass_ctx
+def case_progress(c: Ctx, number: int) -> None:
+    """Mark the case in progress."""
+    from mailcase.cases import CaseStatus, set_status
+
+    with transaction(c.engine) as conn:
+        set_status(conn, number, CaseStatus.IN_PROGRESS, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: in-progress")
+
+
+@case.command("resolve")
+@click.argument("number", type=int)
+@click.option("--note", required=True, help="The resolution (sent to the requester).")
+@pass_ctx
+def case_resolve(c: Ctx, number: int, note: str) -> None:
+    """Resolve the case with a note."""
+    from mailcase.cases import CaseStatus, set_status
+
+    with transaction(c.engine) as conn:
+        set_status(conn, number, CaseStatus.RESOLVED, c.clock.now(), _actor(), note)
+    click.echo(f"case #{number:06d}: resolved")
+
+
+@case.command("close")
+@click.argument("number", type=int)
+@pass_ctx
+def case_close(c: Ctx, number: int) -> None:
+    """Close the case (its solution is verified)."""
+    from mailcase.cases import CaseStatus, set_status
+
+    with transaction(c.engine) as conn:
+        set_status(conn, number, CaseStatus.CLOSED, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: closed")
+
+
+@case.command("reopen")
+@click.argument("number", type=int)
+@pass_ctx
+def case_reopen(c: Ctx, number: int) -> None:
+    """Reopen a resolved or closed case."""
+    from mailcase.cases import reopen
+
+    with transaction(c.engine) as conn:
+        reopen(conn, number, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: reopened (in-progress)")
+
+
+@case.command("reply")
+@click.argument("number", type=int)
+@click.option("--text", help="The reply; or --file, or standard input.")
+@click.option("--file", "file_", type=click.File("r"), help="Read the reply from a file ('-' for stdin).")
+@click.option("--as", "staff", help="Signed by this specialist (default: the case owner).")
+@pass_ctx
+def case_reply(c: Ctx, number: int, text: str | None, file_: Any, staff: str | None) -> None:
+    """Queue a staff reply in the case's thread (to the requester)."""
+    from mailcase.staffmail import queue_reply
+
+    body = text if text is not None else (file_.read() if file_ else None)
+    if not body or not body.strip():
+        raise UsageError("give the reply with --text or --file")
+    with transaction(c.engine) as conn:
+        row_key = queue_reply(conn, c.config, number, body, staff, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: reply queued ({row_key})")
+
+
+@cli.group()
+def specialists() -> None:
+    """Support specialists (case owners)."""
+
+
+@specialists.command("add")
+@click.argument("name")
+@click.option("--address", help="Their mail address (their mail on a case is a staff note).")
+@click.option("--tier", default="SSI", show_default=True, type=click.Choice(["SSI", "SSII", "SSIII", "DEV"]))
+@pass_ctx
+def specialists_add(c: Ctx, name: str, address: str | None, tier: str) -> None:
+    """Add (or reactivate) a specialist; new cases go to active SSI specialists."""
+    from mailcase.cases import add_specialist
+
+    with transaction(c.engine) as conn:
+        add_specialist(conn, name, address.lower() if address else None, tier, c.clock.now())
+    click.echo(f"specialist {name} ({tier}) active")
+
+
+@specialists.command("list")
+@pass_ctx
+def specialists_list(c: Ctx) -> None:
+    """Specialists with their open cases."""
+    from mailcase.cases import list_specialists
+
+    with c.engine.connect() as conn:
+        rows = list_specialists(conn)
+    if not rows:
+        click.echo("no specialists (mailcase specialists add NAME)")
+    for name, address, tier, active, n in rows:
+        click.echo(f"{name:<20} {tier:<5} {'active' if active else 'inactive':<8} {n:>4} open  {address or ''}")
+
+
+@specialists.command("deactivate")
+@click.argument("name")
+@pass_ctx
+def specialists_deactivate(c: Ctx, name: str) -> None:
+    """Stop assigning new cases to a specialist (their cases stay theirs)."""
+    from mailcase.cases import deactivate_specialist
+
+    with transaction(c.engine) as conn:
+        deactivate_specialist(conn, name)
+    click.echo(f"specialist {name} deactivated")
+
+
+# -- outbox, render, report -------------------------------------------------------------
+
+
+@cli.group()
+def outbox() -> None:
+    """Mail we owe or sent."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(["queued", "sending", "sent", "failed", "cancelled", "capped", "suppressed"]))
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@pass_ctx
+def outbox_list(c: Ctx, status: str | None, limit: int) -> None:
+    """Outbox rows, newest last."""
+    from mailcase.outbox import list_outbox
+
+    with c.engine.connect() as conn:
+        rows = list_outbox(conn, status, limit)
+    if not rows:
+        click.echo("outbox is empty")
+    for r in rows:
+        click.echo(f"{r.id:>6} {r.status:<9} {r.kind:<24} {_short(r.to_addr, 30):<30} {_short(r.subject, 40)}"
+                   + (f"  ({_short(r.last_error, 50)})" if r.last_error else ""))
+
+
+@outbox.command("show")
+@click.argument("row_id", type=int)
+@click.option("--raw", is_flag=True, help="Print the exact bytes queued.")
+@pass_ctx
+def outbox_show(c: Ctx, row_id: int, raw: bool) -> None:
+    """One outbox row."""
+    from mailcase.outbox import get_row
+
+    with c.engine.connect() as conn:
+        r = get_row(conn, row_id)
+    if raw:
+        click.echo(r.raw.decode("utf-8", "replace"))
+        return
+    for label, value in (("key", r.key), ("kind", r.kind), ("status", r.status), ("to", r.to_addr),
+                         ("envelope", r.envelope_from), ("message-id", r.message_id), ("subject", r.subject),
+                         ("attempts", r.attempts), ("next attempt", _fmt_time(r.next_attempt_at)),
+                         ("created", _fmt_time(r.created_at)), ("sent", _fmt_time(r.sent_at)),
+                         ("reason", r.status_reason or "-"), ("last error", r.last_error or "-")):
+        click.echo(f"{label + ':':<14}{value}")
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["ack", "notice", "reply"]))
+@click.option("--case", "number", type=int, required=True, help="Render for this case.")
+@click.option("--notice", "notice_kind", default="unknown-sender", show_default=True,
+              help="For KIND=notice: unknown-sender, not-authorized, unverified-sender, which-account, pin, hold, out-of-scope.")
+@click.option("--html", is_flag=True, help="Print the HTML part instead of the text.")
+@pass_ctx
+def render(c: Ctx, kind: str, number: int, notice_kind: str, html: bool) -> None:
+    """Preview a mail for a case from the templates (nothing is queued)."""
+    from mailcase.staffmail import preview
+
+    with c.engine.connect() as conn:
+        rendered = preview(conn, c.config, kind, number, notice_kind, c.clock.now())
+    click.echo(f"Subject: {rendered.subject}")
+    click.echo("")
+    click.echo(rendered.html if html else rendered.text)
+
+
+@cli.command()
+@click.option("--since", callback=lambda c, p, v: _date(c, p, v), metavar="DATE", help="Only from DATE (YYYY-MM-DD).")
+@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", show_default=True)
+@pass_ctx
+def report(c: Ctx, since: date | None, fmt: str) -> None:
+    """Cutoffs, the 24/48-hour promise, breaches, severities, tiers, abuse flags."""
+    from datetime import UTC
+
+    from mailcase import report as reports
+
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
+    with c.engine.connect() as conn:
+        r = reports.build(conn, c.clock.now(), start)
+    click.echo({"text": reports.as_text, "csv": reports.as_csv, "json": reports.as_json}[fmt](r))
 
 
 # -- entry point ------------------------------------------------------------------

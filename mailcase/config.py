@@ -26,6 +26,7 @@ from mailcase.errors import ConfigError
 from mailcase.states import PostAction
 
 DEMO_MAILDIR = Path(__file__).parent / "demo" / "maildir"
+DEMO_ACCOUNTS = Path(__file__).parent / "demo" / "accounts.csv"
 CONFIG_ENV = "MAILCASE_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("/etc/mailcase/mailcase.toml"),)
 
@@ -277,6 +278,35 @@ class StaffConfig(_Frozen):
         return _tuples(data, ("addresses", "domains"))
 
 
+class DirectoryConfig(_Frozen):
+    #: a CSV of accounts and people (see `mailcase accounts import --help`)
+    #: the service imports at start and whenever the file changes; idempotent
+    csv: str | None = None
+    #: people of the file's accounts missing from the file are removed
+    replace: bool = False
+    #: when the file's rows take effect: "import" (when imported) or an ISO
+    #: date-time with offset, to backdate a first import so mail already
+    #: waiting for a cutoff is judged against it (rules read the directory
+    #: as of each cutoff)
+    effective: str = "import"
+
+    @model_validator(mode="after")
+    def _check(self) -> DirectoryConfig:
+        if self.effective != "import":
+            try:
+                value = datetime.fromisoformat(self.effective.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError("effective: use import or an ISO date-time with offset") from None
+            if value.tzinfo is None:
+                raise ValueError("effective: give a UTC offset")
+        return self
+
+    def effective_at(self, now: datetime) -> datetime:
+        if self.effective == "import":
+            return now
+        return datetime.fromisoformat(self.effective.replace("Z", "+00:00"))
+
+
 class SecretsConfig(_Frozen):
     #: the key of every keyed hash: PINs, our Message-IDs, bounce addresses
     hmac_key: Secret | None = None
@@ -288,10 +318,32 @@ class OutgoingConfig(_Frozen):
     from_name: str = "Support"
     #: the domain in our Message-IDs; default: the from_address domain
     message_id_domain: str | None = None
+    #: "file" writes each mail as an .eml into file_dir (the demo's default)
+    transport: Literal["file"] = "file"
+    #: for transport = "file"; default: <data_dir>/outbox
+    file_dir: str | None = None
+    #: templates folder; default: the templates shipped with mailcase
+    templates_dir: str | None = None
 
     @property
     def domain(self) -> str:
         return self.message_id_domain or self.from_address.rpartition("@")[2].lower()
+
+
+class BatchConfig(_Frozen):
+    #: a mailbox unreachable this long after a cutoff no longer holds it back
+    #: (the cutoff closes with an alert; its late mail joins the next one)
+    mailbox_grace_minutes: int = Field(default=15, ge=0)
+    #: subjects too generic to group a requester's mails into one case
+    generic_subjects: tuple[str, ...] = (
+        "", "help", "question", "questions", "support", "problem", "issue", "urgent", "request",
+        "hello", "hi", "(no subject)", "no subject", "hilfe", "frage", "anfrage",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        return _tuples(data, ("generic_subjects",))
 
 
 class DaemonConfig(_Frozen):
@@ -309,8 +361,10 @@ class Config(_Frozen):
     rules: RulesConfig = RulesConfig()
     staff: StaffConfig = StaffConfig()
     secrets: SecretsConfig = SecretsConfig()
+    directory: DirectoryConfig = DirectoryConfig()
     outgoing: OutgoingConfig = OutgoingConfig()
     calendar: CalendarConfig = CalendarConfig()
+    batch: BatchConfig = BatchConfig()
     mailboxes: tuple[MailboxConfig, ...] = ()
 
     @model_validator(mode="before")
@@ -431,6 +485,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     box["password"] = {**pw, "file": fix(pw["file"])}
             new.append(box)
         data["mailboxes"] = new
+    for section, keys in (("outgoing", ("file_dir", "templates_dir")), ("directory", ("csv",))):
+        table = data.get(section)
+        if isinstance(table, dict):
+            data[section] = {k: (fix(v) if k in keys else v) for k, v in table.items()}
     secrets = data.get("secrets")
     if isinstance(secrets, dict):
         data["secrets"] = {
@@ -492,6 +550,9 @@ def embedded_defaults(data_dir: str | None = None) -> Config:
         rules=RulesConfig(sender_authentication="authserv-id", authserv_id="mx.support.example"),
         staff=StaffConfig(domains=("support.example",)),
         outgoing=OutgoingConfig(from_address="support@support.example", from_name="Example Support"),
+        # the sample mail waits for cutoffs in November 2026: the demo
+        # directory counts from before them
+        directory=DirectoryConfig(csv=str(DEMO_ACCOUNTS), effective="2026-11-01T00:00:00Z"),
     )
 
 

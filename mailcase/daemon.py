@@ -12,17 +12,23 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from types import FrameType
 
 import schedule
 from sqlalchemy.engine import Engine
 
+from mailcase.batch import BatchRun, run_due
 from mailcase.classify import run_classify_stage
 from mailcase.clock import Clock
 from mailcase.config import Config
+from mailcase.db import transaction
+from mailcase.directory import import_csv
 from mailcase.errors import MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
 from mailcase.log import kv
+from mailcase.outbox import DeliveryResult, deliver_due, transport_for
 from mailcase.stages import BackgroundParser, StageResult, run_headers_stage
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,36 @@ class PassResult:
     failures: dict[str, str] = field(default_factory=dict)
     parsed: StageResult = field(default_factory=StageResult)
     classified: StageResult = field(default_factory=StageResult)
+    directory: str | None = None
+    batches: BatchRun = field(default_factory=BatchRun)
+    delivery: DeliveryResult = field(default_factory=DeliveryResult)
+
+
+_imported: dict[str, tuple[float, int]] = {}
+
+
+def import_directory(engine: Engine, config: Config, now: datetime) -> str | None:
+    """Import the configured CSV when it changed since this process last did (idempotent)."""
+    path_text = config.directory.csv
+    if not path_text:
+        return None
+    path = Path(path_text)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        log.warning("event=directory-import-failed path=%s error=%s", kv(path), kv(exc.strerror))
+        return None
+    if _imported.get(path_text) == (stat.st_mtime, stat.st_size):
+        return None
+    key = config.hmac_key()
+    with transaction(engine) as conn:
+        report = import_csv(conn, path, config.directory.effective_at(now), key,
+                            replace=config.directory.replace, actor=f"csv {path.name}")
+    _imported[path_text] = (stat.st_mtime, stat.st_size)
+    for bad in report.bad_rows:
+        log.warning("event=directory-bad-row path=%s %s", kv(path), kv(bad))
+    log.info("event=directory-imported path=%s %s", kv(path), kv(report.summary()))
+    return report.summary()
 
 
 def run_pass(
@@ -45,6 +81,7 @@ def run_pass(
     its end.
     """
     result = PassResult()
+    result.directory = import_directory(engine, config, clock.now())
     own_parser = parser is None
     if parser is None:
         parser = BackgroundParser(
@@ -61,6 +98,10 @@ def run_pass(
         if own_parser:
             parser.stop()
     result.classified += run_classify_stage(engine, config, clock)
+    result.batches = run_due(engine, config, clock)
+    if result.batches.waiting:
+        log.info("event=cutoff-waiting %s", kv(result.batches.waiting))
+    result.delivery = deliver_due(engine, transport_for(config), clock.now())
     return result
 
 

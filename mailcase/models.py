@@ -87,6 +87,8 @@ class Message(SQLModel, table=True):
     received_source: str = _enum(ReceivedSource, ReceivedSource.FILE_TIME)
     state: str = _enum(MessageState, MessageState.STORED, index=True)
     historical: bool = False
+    #: the cutoff batch that claimed this mail (claimed once: WHERE batch_id IS NULL)
+    batch_id: int | None = Field(default=None, index=True)
     stored_at: datetime | None = _ts(nullable=False)
     state_changed_at: datetime | None = _ts(nullable=False)
     #: the raw copy the later stages read
@@ -319,6 +321,8 @@ class Case(SQLModel, table=True):
     #: a new request that follows up a case closed too long ago
     linked_case_id: int | None = Field(default=None)
     batch_id: int | None = Field(default=None, index=True)
+    #: standing restored: a held case waits for the next cutoff to be acknowledged
+    released_at: datetime | None = _ts()
     received_at: datetime | None = _ts()
     processed_at: datetime | None = _ts()
     ack_due_at: datetime | None = _ts()
@@ -339,3 +343,77 @@ class CaseMessage(SQLModel, table=True):
     #: "request", "follow-up", "staff-note"
     role: str = Field(max_length=32)
     at: datetime | None = _ts(nullable=False)
+
+
+# -- cutoffs, cases, outbox (issue 5) -----------------------------------------------------
+
+
+class Batch(SQLModel, table=True):
+    """One cutoff, run exactly once (the unique cutoff_at)."""
+
+    __tablename__ = "batch"
+    id: int | None = Field(default=None, primary_key=True)
+    cutoff_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=False, unique=True)
+    )
+    ran_at: datetime | None = _ts(nullable=False)
+    mails: int = 0
+    cases: int = 0
+    follow_ups: int = 0
+    notices: int = 0
+    acknowledgements: int = 0
+    #: mailboxes that had not synced past the cutoff when it closed (alerted)
+    late_mailboxes: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: mails received before an earlier cutoff that arrived too late for it
+    late_mails: int = 0
+
+
+class Specialist(SQLModel, table=True):
+    __tablename__ = "specialist"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    address: str | None = Field(default=None, max_length=320)
+    tier: str = Field(default="SSI", max_length=8)
+    active: bool = True
+    last_assigned_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class CaseEvent(SQLModel, table=True):
+    """Every change of a case: who, when, what."""
+
+    __tablename__ = "case_event"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="support_case.id", index=True)
+    at: datetime | None = _ts(nullable=False)
+    actor: str = Field(max_length=200)
+    kind: str = Field(max_length=40)
+    detail: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+
+
+class Outbox(SQLModel, table=True):
+    """A mail we owe: rendered once, delivered at most once per key."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    #: idempotency key: kind + what it is about (case, message, batch)
+    key: str = Field(max_length=300, sa_column_kwargs={"unique": True})
+    kind: str = Field(max_length=40, index=True)
+    case_id: int | None = Field(default=None, index=True)
+    #: every case the mail is about (an acknowledgement lists all of a requester's new cases)
+    case_ids: list[int] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    message_pk: int | None = Field(default=None, index=True)
+    batch_id: int | None = Field(default=None, index=True)
+    to_addr: str = Field(max_length=320, index=True)
+    envelope_from: str = Field(max_length=320)
+    message_id: str = Field(max_length=300, index=True)
+    subject: str = ""
+    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    #: queued, sending, sent, failed, cancelled, capped, suppressed
+    status: str = Field(max_length=16, index=True)
+    status_reason: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(index=True)
+    last_error: str | None = None
+    created_at: datetime | None = _ts(nullable=False)
+    sent_at: datetime | None = _ts()

@@ -57,6 +57,10 @@ def test_defaults_in_example_match_code() -> None:
     from mailcase.calendar import CalendarConfig
 
     assert cfg.calendar == CalendarConfig()
+    from mailcase.config import BatchConfig, DirectoryConfig
+
+    assert cfg.batch == BatchConfig()
+    assert cfg.directory == DirectoryConfig()
     defaults = RulesConfig()
     assert cfg.rules.model_dump(exclude={"sender_authentication", "authserv_id"}) == defaults.model_dump(
         exclude={"sender_authentication", "authserv_id"})

@@ -1,0 +1,302 @@
+"""Cases: numbers, lifecycle, assignment, escalation, the event log.
+
+Lifecycle (the agreement): ``new -> acknowledged -> in-progress -> escalated
+-> resolved -> closed``, plus ``held`` (account not in good standing) and
+``out-of-scope``.  Escalation changes the tier (SSI -> SSII -> SSIII -> DEV),
+never the owner: the first specialist keeps ownership.  Every change is an
+event with who and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailcase.errors import UsageError
+from mailcase.models import Case as CaseRow
+from mailcase.models import CaseEvent, CaseMessage, Specialist
+
+CASE = CaseRow.__table__  # type: ignore[attr-defined]
+CASE_EVENT = CaseEvent.__table__  # type: ignore[attr-defined]
+CASE_MESSAGE = CaseMessage.__table__  # type: ignore[attr-defined]
+SPECIALIST = Specialist.__table__  # type: ignore[attr-defined]
+
+TIERS = ("SSI", "SSII", "SSIII", "DEV")
+
+
+class CaseStatus(StrEnum):
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    IN_PROGRESS = "in-progress"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    HELD = "held"
+    OUT_OF_SCOPE = "out-of-scope"
+
+
+OPEN = (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS, CaseStatus.ESCALATED,
+        CaseStatus.HELD, CaseStatus.OUT_OF_SCOPE)
+
+
+def case_token(number: int) -> str:
+    return f"[Case #{number:06d}]"
+
+
+def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
+    """Queue order, 1 first: by severity.  Abuse flags do not demote a case
+    (nothing is auto-punished); held and out-of-scope cases wait behind."""
+    return severity + (4 if held or out_of_scope else 0)
+
+
+def event(conn: Connection, case_id: int, at: datetime, actor: str, kind: str, detail: str = "") -> None:
+    conn.execute(sa.insert(CASE_EVENT).values(case_id=case_id, at=at, actor=actor, kind=kind, detail=detail))
+
+
+def next_number(conn: Connection) -> int:
+    current = conn.execute(sa.select(sa.func.max(CASE.c.number))).scalar()
+    return int(current or 0) + 1
+
+
+def pick_owner(conn: Connection, now: datetime) -> int | None:
+    """The active SSI specialist with the fewest open cases; ties round-robin."""
+    open_counts = (
+        sa.select(CASE.c.owner_id, sa.func.count().label("n"))
+        .where(CASE.c.status.in_([s.value for s in OPEN]))
+        .group_by(CASE.c.owner_id)
+        .subquery()
+    )
+    row = conn.execute(
+        sa.select(SPECIALIST.c.id)
+        .outerjoin(open_counts, open_counts.c.owner_id == SPECIALIST.c.id)
+        .where(SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == "SSI")
+        .order_by(
+            sa.func.coalesce(open_counts.c.n, 0),
+            SPECIALIST.c.last_assigned_at.is_not(None),  # never assigned first
+            SPECIALIST.c.last_assigned_at,
+            SPECIALIST.c.id,
+        )
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    conn.execute(sa.update(SPECIALIST).where(SPECIALIST.c.id == row[0]).values(last_assigned_at=now))
+    return int(row[0])
+
+
+def create_case(conn: Connection, values: dict[str, Any], now: datetime, actor: str) -> tuple[int, int]:
+    """Insert a case (numbered, owned); returns (id, number)."""
+    number = next_number(conn)
+    owner = pick_owner(conn, now)
+    case_id = conn.execute(
+        sa.insert(CASE).values(number=number, owner_id=owner, created_at=now, **values).returning(CASE.c.id)
+    ).scalar_one()
+    event(conn, int(case_id), now, actor, "created",
+          f"status {values.get('status')}, severity {values.get('severity')}, owner {owner or 'none'}")
+    return int(case_id), number
+
+
+@dataclass(frozen=True)
+class CaseView:
+    id: int
+    number: int
+    status: str
+    subject: str
+    requester: str
+    account: str | None
+    severity: int
+    priority: int
+    tier: str
+    owner: str | None
+    flags: list[str]
+    received_at: datetime | None
+    processed_at: datetime | None
+    ack_due_at: datetime | None
+    ack_breach_at: datetime | None
+    receipt_sent_at: datetime | None
+    first_staff_action_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+
+
+def get_case(conn: Connection, number: int) -> Any:
+    row = conn.execute(sa.select(CASE).where(CASE.c.number == number)).first()
+    if row is None:
+        raise UsageError(f"no case #{number:06d}")
+    return row
+
+
+def _view_query() -> sa.Select[Any]:
+    from mailcase.directory import ACCOUNT
+
+    return (
+        sa.select(CASE, ACCOUNT.c.code.label("account_code"), SPECIALIST.c.name.label("owner_name"))
+        .outerjoin(ACCOUNT, ACCOUNT.c.id == CASE.c.account_id)
+        .outerjoin(SPECIALIST, SPECIALIST.c.id == CASE.c.owner_id)
+    )
+
+
+def _view(r: Any) -> CaseView:
+    return CaseView(
+        r.id, r.number, r.status, r.subject, r.requester, r.account_code, r.severity, r.priority,
+        r.tier, r.owner_name, list(r.flags or []), r.received_at, r.processed_at, r.ack_due_at,
+        r.ack_breach_at, r.receipt_sent_at, r.first_staff_action_at, r.resolved_at, r.closed_at,
+    )
+
+
+def list_cases(
+    conn: Connection, *, status: str | None = None, account: str | None = None,
+    owner: str | None = None, severity: int | None = None, breached: bool = False,
+    now: datetime | None = None, limit: int = 100,
+) -> list[CaseView]:
+    from mailcase.directory import ACCOUNT
+
+    q = _view_query()
+    if status:
+        q = q.where(CASE.c.status == status)
+    if account:
+        q = q.where(ACCOUNT.c.code == account)
+    if owner:
+        q = q.where(SPECIALIST.c.name == owner)
+    if severity:
+        q = q.where(CASE.c.severity == severity)
+    if breached:
+        assert now is not None
+        q = q.where(sa.or_(
+            sa.and_(CASE.c.receipt_sent_at.is_(None), CASE.c.ack_breach_at <= now),
+            CASE.c.receipt_sent_at > CASE.c.ack_breach_at,
+        ))
+    rows = conn.execute(q.order_by(CASE.c.priority, CASE.c.number).limit(limit)).all()
+    return [_view(r) for r in rows]
+
+
+def case_detail(conn: Connection, number: int) -> tuple[CaseView, list[Any], list[Any]]:
+    """(case, its mails, its events)."""
+    from mailcase.ledger import MESSAGE
+
+    r = conn.execute(_view_query().where(CASE.c.number == number)).first()
+    if r is None:
+        raise UsageError(f"no case #{number:06d}")
+    mails = conn.execute(
+        sa.select(MESSAGE.c.id, MESSAGE.c.received_at, MESSAGE.c.from_addr, MESSAGE.c.subject, CASE_MESSAGE.c.role)
+        .join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
+        .where(CASE_MESSAGE.c.case_id == r.id).order_by(MESSAGE.c.received_at, MESSAGE.c.id)
+    ).all()
+    events = conn.execute(
+        sa.select(CASE_EVENT).where(CASE_EVENT.c.case_id == r.id).order_by(CASE_EVENT.c.id)
+    ).all()
+    return _view(r), list(mails), list(events)
+
+
+# -- staff actions -----------------------------------------------------------------------
+
+
+def _staff_touch(conn: Connection, row: Any, now: datetime) -> dict[str, Any]:
+    return {} if row.first_staff_action_at else {"first_staff_action_at": now}
+
+
+def _specialist_id(conn: Connection, name: str) -> int:
+    row = conn.execute(sa.select(SPECIALIST.c.id, SPECIALIST.c.active).where(SPECIALIST.c.name == name)).first()
+    if row is None:
+        raise UsageError(f"no specialist {name!r} (see: mailcase specialists list)")
+    if not row.active:
+        raise UsageError(f"specialist {name!r} is deactivated")
+    return int(row.id)
+
+
+def assign(conn: Connection, number: int, specialist: str, now: datetime, actor: str) -> None:
+    row = get_case(conn, number)
+    sid = _specialist_id(conn, specialist)
+    conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(owner_id=sid, **_staff_touch(conn, row, now)))
+    event(conn, row.id, now, actor, "assigned", f"owner {specialist}")
+
+
+def set_status(conn: Connection, number: int, status: CaseStatus, now: datetime, actor: str, detail: str = "") -> Any:
+    row = get_case(conn, number)
+    allowed: dict[CaseStatus, tuple[str, ...]] = {
+        CaseStatus.IN_PROGRESS: ("new", "acknowledged", "escalated", "out-of-scope"),
+        CaseStatus.RESOLVED: ("new", "acknowledged", "in-progress", "escalated", "out-of-scope"),
+        CaseStatus.CLOSED: ("resolved", "out-of-scope", "new", "acknowledged", "in-progress", "escalated"),
+    }
+    if status in allowed and row.status not in allowed[status]:
+        raise UsageError(f"case #{number:06d} is {row.status}: cannot become {status}")
+    values: dict[str, Any] = {"status": status.value, **_staff_touch(conn, row, now)}
+    if status is CaseStatus.RESOLVED:
+        values["resolved_at"] = now
+    if status is CaseStatus.CLOSED:
+        values["closed_at"] = now
+    conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
+    event(conn, row.id, now, actor, status.value, detail)
+    return row
+
+
+def escalate(conn: Connection, number: int, tier: str, now: datetime, actor: str, note: str = "") -> str:
+    tier = tier.upper()
+    if tier not in TIERS:
+        raise UsageError(f"tier must be one of {', '.join(TIERS)}")
+    row = get_case(conn, number)
+    if row.status in ("resolved", "closed"):
+        raise UsageError(f"case #{number:06d} is {row.status}: reopen it first")
+    if TIERS.index(tier) <= TIERS.index(row.tier):
+        raise UsageError(f"case #{number:06d} is already at {row.tier}")
+    # the owner stays: the first specialist keeps ownership (the agreement)
+    conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
+        tier=tier, status=CaseStatus.ESCALATED.value, **_staff_touch(conn, row, now)))
+    event(conn, row.id, now, actor, "escalated", f"{row.tier} -> {tier}" + (f": {note}" if note else ""))
+    return str(row.tier)
+
+
+def reopen(conn: Connection, number: int, now: datetime, actor: str, detail: str = "") -> None:
+    row = get_case(conn, number)
+    if row.status not in ("resolved", "closed"):
+        raise UsageError(f"case #{number:06d} is {row.status}, not resolved or closed")
+    conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
+        status=CaseStatus.IN_PROGRESS.value, resolved_at=None, closed_at=None))
+    event(conn, row.id, now, actor, "reopened", detail)
+
+
+# -- specialists --------------------------------------------------------------------------
+
+
+def add_specialist(conn: Connection, name: str, address: str | None, tier: str, now: datetime) -> None:
+    tier = tier.upper()
+    if tier not in TIERS:
+        raise UsageError(f"tier must be one of {', '.join(TIERS)}")
+    existing = conn.execute(sa.select(SPECIALIST.c.id).where(SPECIALIST.c.name == name)).first()
+    if existing:
+        conn.execute(sa.update(SPECIALIST).where(SPECIALIST.c.id == existing[0]).values(
+            address=address, tier=tier, active=True))
+        return
+    conn.execute(sa.insert(SPECIALIST).values(name=name, address=address, tier=tier, active=True,
+                                              last_assigned_at=None, created_at=now))
+
+
+def deactivate_specialist(conn: Connection, name: str) -> None:
+    result = conn.execute(sa.update(SPECIALIST).where(SPECIALIST.c.name == name).values(active=False))
+    if not result.rowcount:
+        raise UsageError(f"no specialist {name!r}")
+
+
+def list_specialists(conn: Connection) -> list[tuple[str, str | None, str, bool, int]]:
+    counts = (
+        sa.select(CASE.c.owner_id, sa.func.count().label("n"))
+        .where(CASE.c.status.in_([s.value for s in OPEN])).group_by(CASE.c.owner_id).subquery()
+    )
+    rows = conn.execute(
+        sa.select(SPECIALIST.c.name, SPECIALIST.c.address, SPECIALIST.c.tier, SPECIALIST.c.active,
+                  sa.func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.owner_id == SPECIALIST.c.id).order_by(SPECIALIST.c.name)
+    ).all()
+    return [(r[0], r[1], r[2], bool(r[3]), int(r[4])) for r in rows]
+
+
+def staff_addresses(conn: Connection) -> frozenset[str]:
+    """Specialists' addresses: staff like the configured ones."""
+    return frozenset(
+        a.lower() for (a,) in conn.execute(sa.select(SPECIALIST.c.address).where(SPECIALIST.c.address.is_not(None)))
+    )

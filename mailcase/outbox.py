@@ -1,0 +1,255 @@
+"""The outbox: business logic only enqueues; a sender delivers.
+
+A row holds the exact bytes to send, rendered once when it is queued (in the
+same transaction as the batch that owes it), under an idempotency key: kind +
+what it is about.  Queuing the same key twice adds nothing, so every command
+can be re-run without a second mail.  Delivery claims rows, hands them to a
+transport and records the result.
+
+Headers of every mail we send: our Message-ID (recognisable, naming the
+case: msgid.py), In-Reply-To/References to the mail it answers (RFC 5322
+§3.6.4), the case token in the subject, ``Auto-Submitted: auto-replied`` on
+acknowledgements and notices (RFC 3834 §5), ``X-Auto-Response-Suppress: All``
+so Exchange does not answer with out-of-office replies.  Mail goes to the
+matched From address, never to a differing Reply-To.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mailcase.config import Config
+from mailcase.db import insert_ignore, transaction
+from mailcase.errors import TransientError
+from mailcase.log import kv
+from mailcase.models import Outbox
+from mailcase.msgid import make_message_id
+from mailcase.render import Rendered, clean_header_text
+
+log = logging.getLogger(__name__)
+OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
+
+#: RFC 3834 §5: replies to a person's mail are auto-replied; mail we start ourselves auto-generated
+AUTO_SUBMITTED = {
+    "ack": "auto-replied",
+    "notice": "auto-replied",
+    "resolution": "auto-generated",
+    "survey": "auto-generated",
+    "reply": None,  # a staff member wrote it
+}
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    key: str
+    kind: str            # "ack", "notice", "resolution", "survey", "reply"
+    notice_kind: str | None
+    to_addr: str
+    to_name: str
+    rendered: Rendered
+    case_id: int | None = None
+    case_number: int | None = None
+    case_ids: tuple[int, ...] = ()
+    message_pk: int | None = None
+    batch_id: int | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+
+
+def _address(name: str, addr: str) -> Address:
+    try:
+        return Address(display_name=clean_header_text(name, 100), addr_spec=addr)
+    except Exception:
+        return Address(addr_spec=addr)
+
+
+def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tuple[str, bytes]:
+    """(our Message-ID, the exact bytes)."""
+    out = config.outgoing
+    message_id = make_message_id(key, out.domain, mail.kind if mail.kind != "notice" else
+                                 f"n-{mail.notice_kind or 'x'}"[:20], mail.case_number)
+    msg = EmailMessage()
+    msg["From"] = _address(out.from_name, out.from_address)
+    msg["To"] = _address(mail.to_name, mail.to_addr)
+    subject = mail.rendered.subject
+    if mail.case_number is not None and f"#{mail.case_number:06d}" not in subject:
+        subject = f"[Case #{mail.case_number:06d}] {subject}"
+    msg["Subject"] = clean_header_text(subject, 250)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    if mail.in_reply_to:
+        msg["In-Reply-To"] = mail.in_reply_to
+        refs = [r for r in mail.references if r != mail.in_reply_to][-20:] + [mail.in_reply_to]
+        msg["References"] = " ".join(refs)
+    auto = AUTO_SUBMITTED.get(mail.kind)
+    if auto:
+        msg["Auto-Submitted"] = auto
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Mailcase-Kind"] = mail.kind if not mail.notice_kind else f"notice/{mail.notice_kind}"
+    msg.set_content(mail.rendered.text)
+    msg.add_alternative(mail.rendered.html, subtype="html")
+    return message_id, msg.as_bytes(policy=SMTP)
+
+
+def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> bool:
+    """Queue a mail once per key; False if that key was queued before."""
+    exists = conn.execute(sa.select(OUTBOX.c.id).where(OUTBOX.c.key == mail.key)).first()
+    if exists is not None:
+        return False
+    message_id, raw = compose(mail, config, key, now)
+    insert_ignore(conn, OUTBOX, [{
+        "key": mail.key, "kind": mail.kind if not mail.notice_kind else f"notice/{mail.notice_kind}",
+        "case_id": mail.case_id, "case_ids": list(mail.case_ids or ((mail.case_id,) if mail.case_id else ())),
+        "message_pk": mail.message_pk, "batch_id": mail.batch_id, "to_addr": mail.to_addr,
+        "envelope_from": config.outgoing.from_address, "message_id": message_id,
+        "subject": clean_header_text(mail.rendered.subject, 250), "raw": raw, "status": "queued",
+        "status_reason": None, "attempts": 0, "next_attempt_at": now, "last_error": None,
+        "created_at": now, "sent_at": None,
+    }], ["key"])
+    return True
+
+
+# -- delivery -------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+        """Deliver or raise: TransientError to retry later, anything else fails the row."""
+        ...
+
+
+@dataclass
+class FileTransport:
+    """Writes each mail as ``<id>-<to>.eml`` (the demo's default, and a dry run of SMTP).
+
+    Idempotent: a file already there means that row was delivered.
+    """
+
+    folder: Path
+    name: str = "file"
+
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in to_addr)[:80]
+        path = self.folder / f"{row_id:08d}-{safe}.eml"
+        if path.exists():
+            return
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(f"X-Envelope-From: <{envelope_from}>\r\nX-Envelope-To: <{to_addr}>\r\n".encode())
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def transport_for(config: Config) -> Transport:
+    folder = config.outgoing.file_dir or str(Path(config.data_dir) / "outbox")
+    return FileTransport(Path(folder))
+
+
+@dataclass
+class DeliveryResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+RETRY_BASE = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=1)
+
+
+def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
+    """A first answer on a case (ack, hold or out-of-scope notice) is its receipt."""
+    from mailcase.cases import CASE, event
+
+    if not (row.kind == "ack" or row.kind in ("notice/hold", "notice/out-of-scope")):
+        return
+    for case_id in row.case_ids or []:
+        updated = conn.execute(
+            sa.update(CASE).where(CASE.c.id == case_id, CASE.c.receipt_sent_at.is_(None))
+            .values(receipt_sent_at=now)
+        )
+        if updated.rowcount:
+            conn.execute(sa.update(CASE).where(CASE.c.id == case_id, CASE.c.status == "new")
+                         .values(status="acknowledged"))
+            event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
+
+
+def deliver_due(engine: Engine, transport: Transport, now: datetime, limit: int = 100) -> DeliveryResult:
+    """Send queued rows whose time has come, oldest first."""
+    result = DeliveryResult()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(OUTBOX.c.id).where(
+                OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= now
+            ).order_by(OUTBOX.c.id).limit(limit)
+        ).scalars().all()
+    for row_id in rows:
+        with transaction(engine) as conn:
+            # claim: a second sender finds it no longer queued
+            claimed = conn.execute(
+                sa.update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.status == "queued")
+                .values(status="sending", attempts=OUTBOX.c.attempts + 1)
+            ).rowcount
+            row = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id == row_id)).one()
+        if not claimed:
+            continue
+        try:
+            transport.send(row.id, row.envelope_from, row.to_addr, row.raw)
+        except TransientError as exc:
+            delay = min(RETRY_BASE * (2 ** min(row.attempts, 10)), RETRY_MAX)
+            with transaction(engine) as conn:
+                conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                    status="queued", next_attempt_at=now + delay, last_error=str(exc)[:2000]))
+            result.retried += 1
+            log.warning("event=send-deferred outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
+            continue
+        except Exception as exc:
+            with transaction(engine) as conn:
+                conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                    status="failed", last_error=f"{type(exc).__name__}: {exc}"[:2000]))
+            result.failed += 1
+            result.errors.append(f"{row_id}: {exc}")
+            log.error("event=send-failed outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
+            continue
+        with transaction(engine) as conn:
+            conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                status="sent", sent_at=now, last_error=None))
+            _mark_receipts(conn, row, now)
+        result.sent += 1
+        log.info("event=sent outbox=%s kind=%s to=%s transport=%s", row_id, row.kind, row.to_addr, transport.name)
+    return result
+
+
+def list_outbox(conn: Connection, status: str | None = None, limit: int = 50) -> Sequence[Any]:
+    q = sa.select(OUTBOX.c.id, OUTBOX.c.kind, OUTBOX.c.status, OUTBOX.c.to_addr, OUTBOX.c.subject,
+                  OUTBOX.c.created_at, OUTBOX.c.sent_at, OUTBOX.c.attempts, OUTBOX.c.last_error)
+    if status:
+        q = q.where(OUTBOX.c.status == status)
+    return conn.execute(q.order_by(OUTBOX.c.id.desc()).limit(limit)).all()[::-1]
+
+
+def get_row(conn: Connection, row_id: int) -> Any:
+    from mailcase.errors import UsageError
+
+    row = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id == row_id)).first()
+    if row is None:
+        raise UsageError(f"no outbox row {row_id}")
+    return row
