@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase.calendar import BusinessCalendar
 from mailcase.cases import CASE, CASE_MESSAGE, CaseStatus, create_case, event, priority_for, staff_addresses
-from mailcase.classify import CLASSIFICATION, DbContext, load_mails, record, rule_settings
+from mailcase.classify import CLASSIFICATION, DbContext, PassCache, Recorder, load_mails, rule_settings
 from mailcase.clock import Clock
 from mailcase.config import Config
 from mailcase.db import insert_ignore, is_postgres, transaction
@@ -255,15 +255,18 @@ def run_cutoff(
     zone = cal.zone
     base_vars = _template_vars(config, zone)
     phase = f"cutoff {cutoff:%Y-%m-%dT%H:%MZ}"
-    mails = load_mails(conn, claimed)
+    mails = load_mails(conn, claimed, reread_headers=False)
 
     requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
+    cache = PassCache()
+    recorder = Recorder(conn, phase, now, cache)
+    notice_only: list[int] = []
     for pk in claimed:
         mail = mails[pk]
-        ctx = DbContext(conn, cutoff, settings, directory, key, message_pk=pk)
+        ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)
         disabled = frozenset({"floods"}) if pk in released_from_review else frozenset()
         outcome = run_chain(mail, ctx, disabled=disabled)
-        record(conn, mail, outcome, phase, now)
+        recorder.add(mail, outcome)
         if previous is not None and mail.received_at < previous:
             result.late_mails += 1
         final = outcome.final
@@ -274,13 +277,17 @@ def run_cutoff(
         elif final is Disposition.NOTICE_ONLY:
             if outcome.notice is not None and outcome.notice_allowed:
                 _queue_notice(conn, config, key, templates, base_vars, mail, outcome, None, batch_id, now)
+                cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
                 result.notices += 1
             elif outcome.notice is not None:
                 result.notices_withheld += 1
-            _set_state(conn, [pk], MessageState.BATCHED, now)
+            notice_only.append(pk)
         elif final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
             result.follow_ups += 1
-        # suppressed / held: record() already set the state
+        # suppressed / held: the recorder sets the state
+    recorder.flush()
+    if notice_only:
+        _set_state(conn, notice_only, MessageState.BATCHED, now)
 
     generic = {s.lower() for s in config.batch.generic_subjects}
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -307,7 +314,10 @@ def run_cutoff(
                 continue  # automatic mail from a representative: a case, no acknowledgement
             acks[requester].append(view)
             meta = ack_meta.get(requester)
-            ack_meta[requester] = (first_mail, first_outcome, (meta[2] if meta else []) + [case_id])
+            if meta is None:  # the acknowledgement answers the requester's earliest mail
+                ack_meta[requester] = (first_mail, first_outcome, [case_id])
+            else:
+                meta[2].append(case_id)
 
     for requester, views in acks.items():
         first_mail, first_outcome, case_ids = ack_meta[requester]

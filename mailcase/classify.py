@@ -16,9 +16,10 @@ that may earn a notice in ``pending``, for the next cutoff.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +29,8 @@ from mailcase.clock import Clock
 from mailcase.config import SEVERITY_LEVELS, Config
 from mailcase.db import insert_ignore, transaction
 from mailcase.directory import ACCOUNT, DbDirectory
-from mailcase.headers import read_headers, split_headers
+from mailcase.addresses import Address, AddressList
+from mailcase.headers import HeaderInfo, read_headers, split_headers
 from mailcase.ledger import BLOB, MESSAGE
 from mailcase.log import kv
 from mailcase.models import Bounce as BounceRow
@@ -60,6 +62,7 @@ CASE_MESSAGE = CaseMessage.__table__  # type: ignore[attr-defined]
 
 OPEN_STATUSES = ("new", "acknowledged", "in-progress", "escalated", "held", "out-of-scope")
 REQUEST_DISPOSITIONS = (Disposition.PENDING.value,)
+PIN_FAILURES = ("pin-missing", "pin-wrong", "pin-ambiguous")
 
 
 def rule_settings(config: Config) -> RuleSettings:
@@ -90,6 +93,83 @@ def _case_ref(row: Any) -> CaseRef:
 
 
 @dataclass
+class PassCache:
+    """What the rules count, loaded once per pass (a classify batch or a cutoff).
+
+    One query per sender, address or account instead of one per mail; what
+    the pass itself decides (notices queued, requests recorded) is added in
+    memory, so a later mail of the same pass sees it.
+    """
+
+    _sender: dict[str, list[tuple[datetime, int, str, str]]] = field(default_factory=dict)
+    _notices: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)
+    _requests: dict[int, dict[int, datetime]] = field(default_factory=dict)
+    _pin_failures: dict[int, dict[int, datetime]] = field(default_factory=dict)
+
+    def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str]]:
+        if sender not in self._sender:
+            rows = conn.execute(
+                sa.select(MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject, PARSED_MAIL.c.text_sha256)
+                .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
+                .where(MESSAGE.c.from_addr == sender, MESSAGE.c.received_at.is_not(None))
+            ).all()
+            self._sender[sender] = [(r[0], r[1], r[2] or "", r[3] or "") for r in rows]
+        return self._sender[sender]
+
+    def notices(self, conn: Connection, address: str) -> list[tuple[str, datetime]]:
+        """(kind, when) of the notices queued to ``address`` (the outbox is the truth).
+
+        "When" is the cutoff that queued it, so a catch-up after downtime
+        counts periods as they would have been counted on time.
+        """
+        if address not in self._notices:
+            from mailcase.batch import BATCH
+            from mailcase.outbox import OUTBOX
+
+            rows = conn.execute(
+                sa.select(OUTBOX.c.kind, sa.func.coalesce(BATCH.c.cutoff_at, OUTBOX.c.created_at))
+                .outerjoin(BATCH, BATCH.c.id == OUTBOX.c.batch_id)
+                .where(
+                    OUTBOX.c.to_addr == address, OUTBOX.c.kind.like("notice/%"),
+                    OUTBOX.c.status.in_(["queued", "sending", "sent"]),
+                )
+            ).all()
+            self._notices[address] = [
+                (str(k).partition("/")[2], at if at.tzinfo else at.replace(tzinfo=UTC)) for k, at in rows
+            ]
+        return self._notices[address]
+
+    def add_notice(self, address: str, kind: str, at: datetime) -> None:
+        if address in self._notices:
+            self._notices[address].append((kind, at))
+
+    def requests(self, conn: Connection, account_id: int) -> dict[int, datetime]:
+        """message pk -> received_at of the account's requests (non-historical)."""
+        if account_id not in self._requests:
+            rows = conn.execute(
+                sa.select(MESSAGE.c.id, MESSAGE.c.received_at)
+                .join(CLASSIFICATION, CLASSIFICATION.c.message_pk == MESSAGE.c.id)
+                .where(
+                    CLASSIFICATION.c.account_id == account_id,
+                    CLASSIFICATION.c.disposition.in_(REQUEST_DISPOSITIONS),
+                    MESSAGE.c.historical.is_(False), MESSAGE.c.received_at.is_not(None),
+                )
+            ).all()
+            self._requests[account_id] = {int(r[0]): r[1] for r in rows}
+        return self._requests[account_id]
+
+    def add_request(self, account_id: int, pk: int, at: datetime) -> None:
+        if account_id in self._requests:
+            self._requests[account_id][pk] = at
+
+    def add_pin_failure(self, account_id: int, pk: int, at: datetime) -> None:
+        self._pin_failures.setdefault(account_id, {})[pk] = at
+
+    def pin_failures_in_pass(self, account_id: int, since: datetime, exclude: int | None) -> set[int]:
+        return {pk for pk, at in self._pin_failures.get(account_id, {}).items() if at >= since and pk != exclude}
+
+
+@dataclass
 class DbContext:
     """The rules' Context over the database, for one evaluation pass."""
 
@@ -98,6 +178,7 @@ class DbContext:
     settings: RuleSettings
     directory: DbDirectory
     key: bytes
+    cache: PassCache
     message_pk: int | None = None
     _resolved: dict[int, list[ResolvedCase]] = field(default_factory=dict)
 
@@ -127,71 +208,43 @@ class DbContext:
     def is_our_message_id(self, message_id: str) -> bool:
         return parse_our_message_id(self.key, message_id) is not None
 
-    def _before(self, since: datetime, until: datetime) -> sa.ColumnElement[bool]:
-        cond = sa.and_(MESSAGE.c.received_at >= since, MESSAGE.c.received_at < until)
-        if self.message_pk is not None:
-            cond = sa.and_(cond, MESSAGE.c.id != self.message_pk)
-        return cond
-
     def similar_mails_before(
         self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime
     ) -> int:
-        return int(self.conn.execute(
-            sa.select(sa.func.count())
-            .select_from(MESSAGE.join(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id))
-            .where(
-                MESSAGE.c.from_addr == sender, MESSAGE.c.subject == subject,
-                PARSED_MAIL.c.text_sha256 == body_hash, self._before(since, until),
-            )
-        ).scalar_one())
+        return sum(
+            1 for at, pk, subj, text in self.cache.sender_mails(self.conn, sender)
+            if since <= at < until and pk != self.message_pk and subj == subject and text == body_hash
+        )
 
     def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int:
-        return int(self.conn.execute(
-            sa.select(sa.func.count()).select_from(MESSAGE)
-            .where(MESSAGE.c.from_addr == sender, self._before(since, until))
-        ).scalar_one())
+        return sum(
+            1 for at, pk, _, _ in self.cache.sender_mails(self.conn, sender)
+            if since <= at < until and pk != self.message_pk
+        )
 
     def notices_sent(self, address: str, kind: str, since: datetime) -> int:
-        q = (
-            sa.select(sa.func.count()).select_from(
-                CLASSIFICATION.join(MESSAGE, MESSAGE.c.id == CLASSIFICATION.c.message_pk)
-            )
-            .where(
-                CLASSIFICATION.c.sender == address, CLASSIFICATION.c.notice == kind,
-                CLASSIFICATION.c.notice_allowed.is_(True), MESSAGE.c.received_at >= since,
-                MESSAGE.c.historical.is_(False),
-            )
-        )
-        if self.message_pk is not None:
-            q = q.where(CLASSIFICATION.c.message_pk != self.message_pk)
-        return int(self.conn.execute(q).scalar_one())
+        return sum(1 for k, at in self.cache.notices(self.conn, address) if k == kind and at >= since)
 
     def pin_failures(self, account_id: int, since: datetime) -> int:
         q = (
-            sa.select(sa.func.count(sa.distinct(VERDICT.c.message_pk)))
+            sa.select(sa.distinct(VERDICT.c.message_pk))
             .select_from(VERDICT.join(CLASSIFICATION, CLASSIFICATION.c.message_pk == VERDICT.c.message_pk))
             .where(
                 CLASSIFICATION.c.account_id == account_id,
-                VERDICT.c.name.in_(["pin-missing", "pin-wrong", "pin-ambiguous"]),
+                VERDICT.c.name.in_(PIN_FAILURES),
                 VERDICT.c.at >= since,
             )
         )
         if self.message_pk is not None:
             q = q.where(VERDICT.c.message_pk != self.message_pk)
-        return int(self.conn.execute(q).scalar_one())
+        stored = {int(r[0]) for r in self.conn.execute(q)}
+        return len(stored | self.cache.pin_failures_in_pass(account_id, since, self.message_pk))
 
     def account_requests(self, account_id: int, since: datetime, until: datetime) -> int:
-        q = (
-            sa.select(sa.func.count()).select_from(
-                CLASSIFICATION.join(MESSAGE, MESSAGE.c.id == CLASSIFICATION.c.message_pk)
-            )
-            .where(
-                CLASSIFICATION.c.account_id == account_id,
-                CLASSIFICATION.c.disposition.in_(REQUEST_DISPOSITIONS),
-                self._before(since, until), MESSAGE.c.historical.is_(False),
-            )
+        return sum(
+            1 for pk, at in self.cache.requests(self.conn, account_id).items()
+            if since <= at < until and pk != self.message_pk
         )
-        return int(self.conn.execute(q).scalar_one())
 
     def resolved_cases(self, account_id: int) -> Sequence[ResolvedCase]:
         if account_id not in self._resolved:
@@ -216,12 +269,32 @@ class DbContext:
 # -- building the Mail ------------------------------------------------------------------
 
 
-def load_mails(conn: Connection, pks: Sequence[int]) -> dict[int, Mail]:
+def _info_from_row(r: Any) -> HeaderInfo:
+    """The header fields as ingestion stored them (no re-parse)."""
+    if r.from_addr:
+        addresses: tuple[Address, ...] = (Address(r.from_name or "", r.from_addr),)
+        defects: tuple[str, ...] = () if r.from_strict else ("From was not exactly one well-formed mailbox",)
+    else:
+        addresses, defects = (), ("no From address",)
+    return HeaderInfo(
+        message_id=r.message_id, message_id_derived=bool(r.message_id_derived),
+        from_list=AddressList(addresses, defects), subject=r.subject or "", date_at=r.date_at,
+        in_reply_to=tuple((r.in_reply_to or "").split()), references=tuple((r.refs or "").split()),
+        identity=r.identity,
+    )
+
+
+def load_mails(conn: Connection, pks: Sequence[int], reread_headers: bool = True) -> dict[int, Mail]:
+    """The rules' view of stored mails; ``reread_headers=False`` trusts the stored
+    header fields (a cutoff re-runs the chain on mail classified before)."""
     if not pks:
         return {}
     rows = conn.execute(
         sa.select(
             MESSAGE.c.id, MESSAGE.c.received_at, MESSAGE.c.stored_at, MESSAGE.c.historical,
+            MESSAGE.c.message_id, MESSAGE.c.message_id_derived, MESSAGE.c.from_addr, MESSAGE.c.from_name,
+            MESSAGE.c.from_strict, MESSAGE.c.subject, MESSAGE.c.date_at, MESSAGE.c.in_reply_to,
+            MESSAGE.c.refs, MESSAGE.c.identity,
             BLOB.c.data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
             PARSED_MAIL.c.pin_hmacs,
         )
@@ -234,8 +307,8 @@ def load_mails(conn: Connection, pks: Sequence[int]) -> dict[int, Mail]:
         raw = r.data or b""
         block = split_headers(raw)
         out[r.id] = Mail(
-            raw=raw, block=block, info=read_headers(raw, block), body=r.text_body or "",
-            received_at=r.received_at or r.stored_at, to=tuple(r.to_addrs or ()),
+            raw=raw, block=block, info=read_headers(raw, block) if reread_headers else _info_from_row(r),
+            body=r.text_body or "", received_at=r.received_at or r.stored_at, to=tuple(r.to_addrs or ()),
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
             pin_hmacs=tuple(r.pin_hmacs or ()),
         )
@@ -256,44 +329,92 @@ def state_for(outcome: Outcome, historical: bool) -> MessageState:
     return MessageState.PENDING
 
 
-def record(
-    conn: Connection, mail: Mail, outcome: Outcome, phase: str, now: datetime,
-) -> MessageState:
-    """Store verdicts and outcome, apply effects, move the message on."""
-    assert mail.pk is not None
-    pk = mail.pk
-    conn.execute(sa.insert(VERDICT), [
-        {"message_pk": pk, "phase": phase, "seq": i, "rule": v.rule, "name": v.name,
-         "reason": v.reason[:4000], "disposition": v.disposition.value if v.disposition else None, "at": now}
-        for i, v in enumerate(outcome.verdicts)
-    ] or [{"message_pk": pk, "phase": phase, "seq": 0, "rule": "chain", "name": "no-rule-hit",
-           "reason": "no rule matched: a request for the next cutoff", "disposition": None, "at": now}])
-    sender = outcome.sender
-    linked = next((e.data.get("case_id") for e in outcome.effects if e.kind == "link-case"), None)
-    row = {
-        "message_pk": pk, "phase": phase, "disposition": outcome.final.value,
-        "no_auto_reply": Mark.NO_AUTO_REPLY in outcome.marks,
-        "automatic": Mark.AUTOMATIC in outcome.marks,
-        "account_id": sender.account.id if sender and sender.account else None,
-        "person_id": sender.person.id if sender and sender.person else None,
-        "sender": (sender.address if sender else None) or mail.sender,
-        "eligible": bool(sender and sender.eligible),
-        "case_pk": outcome.case.id if outcome.case else None,
-        "linked_case_id": linked,
-        "notice": outcome.notice.value if outcome.notice else None,
-        "notice_allowed": outcome.notice_allowed,
-        "notice_withheld_reason": outcome.notice_withheld_reason,
-        "severity": outcome.severity, "out_of_scope": outcome.out_of_scope, "hold": outcome.hold,
-        "flags": list(outcome.flags), "at": now,
-    }
-    conn.execute(sa.delete(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk))
-    conn.execute(sa.insert(CLASSIFICATION).values(**row))
-    state = state_for(outcome, mail.historical)
-    if state is not MessageState.HISTORICAL:
-        _apply_effects(conn, mail, outcome, now)
-    conn.execute(
-        sa.update(MESSAGE).where(MESSAGE.c.id == pk).values(state=state.value, state_changed_at=now)
-    )
+class Recorder:
+    """Stores a pass's verdicts and outcomes in bulk (a few statements per
+    pass, not per mail) and applies effects as they come.
+
+    Nothing a rule reads in the same pass comes from these tables (the
+    pass's counters live in :class:`PassCache`), so deferring the writes to
+    :meth:`flush` changes no verdict.
+    """
+
+    def __init__(self, conn: Connection, phase: str, now: datetime, cache: PassCache | None = None) -> None:
+        self.conn = conn
+        self.phase = phase
+        self.now = now
+        self.cache = cache
+        self.verdicts: list[dict[str, Any]] = []
+        self.classifications: list[dict[str, Any]] = []
+        self.states: dict[MessageState, list[int]] = defaultdict(list)
+
+    def add(self, mail: Mail, outcome: Outcome) -> MessageState:
+        assert mail.pk is not None
+        pk, now, phase = mail.pk, self.now, self.phase
+        verdicts = self.verdicts_of(pk, outcome)
+        sender = outcome.sender
+        account_id = sender.account.id if sender and sender.account else None
+        classification = {
+            "message_pk": pk, "phase": phase, "disposition": outcome.final.value,
+            "no_auto_reply": Mark.NO_AUTO_REPLY in outcome.marks,
+            "automatic": Mark.AUTOMATIC in outcome.marks,
+            "account_id": account_id,
+            "person_id": sender.person.id if sender and sender.person else None,
+            "sender": (sender.address if sender else None) or mail.sender,
+            "eligible": bool(sender and sender.eligible),
+            "case_pk": outcome.case.id if outcome.case else None,
+            "linked_case_id": next((e.data.get("case_id") for e in outcome.effects if e.kind == "link-case"), None),
+            "notice": outcome.notice.value if outcome.notice else None,
+            "notice_allowed": outcome.notice_allowed,
+            "notice_withheld_reason": outcome.notice_withheld_reason,
+            "severity": outcome.severity, "out_of_scope": outcome.out_of_scope, "hold": outcome.hold,
+            "flags": list(outcome.flags), "at": now,
+        }
+        state = state_for(outcome, mail.historical)
+        if state is not MessageState.HISTORICAL and (outcome.effects or outcome.case is not None):
+            with self.conn.begin_nested():  # a failing effect leaves nothing behind
+                _apply_effects(self.conn, mail, outcome, now)
+        self.verdicts += verdicts
+        self.classifications.append(classification)
+        if state is not MessageState.HISTORICAL:
+            if self.cache is not None and account_id is not None and outcome.final is Disposition.PENDING:
+                self.cache.add_request(account_id, pk, mail.received_at)
+            if self.cache is not None and account_id is not None and any(
+                v.name in PIN_FAILURES for v in outcome.verdicts
+            ):
+                self.cache.add_pin_failure(account_id, pk, now)
+        self.states[state].append(pk)
+        return state
+
+    def verdicts_of(self, pk: int, outcome: Outcome) -> list[dict[str, Any]]:
+        now, phase = self.now, self.phase
+        return [
+            {"message_pk": pk, "phase": phase, "seq": i, "rule": v.rule, "name": v.name,
+             "reason": v.reason[:4000], "disposition": v.disposition.value if v.disposition else None, "at": now}
+            for i, v in enumerate(outcome.verdicts)
+        ] or [{"message_pk": pk, "phase": phase, "seq": 0, "rule": "chain", "name": "no-rule-hit",
+               "reason": "no rule matched: a request for the next cutoff", "disposition": None, "at": now}]
+
+    def flush(self) -> None:
+        conn = self.conn
+        if self.verdicts:
+            conn.execute(sa.insert(VERDICT), self.verdicts)
+        pks = [row["message_pk"] for row in self.classifications]
+        for i in range(0, len(pks), 500):
+            conn.execute(sa.delete(CLASSIFICATION).where(CLASSIFICATION.c.message_pk.in_(pks[i : i + 500])))
+        if self.classifications:
+            conn.execute(sa.insert(CLASSIFICATION), self.classifications)
+        for state, ids in self.states.items():
+            for i in range(0, len(ids), 500):
+                conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id.in_(ids[i : i + 500]))
+                             .values(state=state.value, state_changed_at=self.now))
+        self.verdicts, self.classifications, self.states = [], [], defaultdict(list)
+
+
+def record(conn: Connection, mail: Mail, outcome: Outcome, phase: str, now: datetime) -> MessageState:
+    """Store one mail's verdicts and outcome at once (tests and one-off callers)."""
+    recorder = Recorder(conn, phase, now)
+    state = recorder.add(mail, outcome)
+    recorder.flush()
     return state
 
 
@@ -326,9 +447,9 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
 
 
 def classify_batch(
-    engine: Engine, config: Config, clock: Clock, limit: int = 200
+    engine: Engine, config: Config, clock: Clock, limit: int = 500
 ) -> StageResult:
-    """Classify up to ``limit`` parsed mails, oldest received first."""
+    """Classify up to ``limit`` parsed mails, oldest received first, in one transaction."""
     with engine.connect() as conn:
         pks = [r[0] for r in conn.execute(
             sa.select(MESSAGE.c.id).where(MESSAGE.c.state == MessageState.PARSED.value)
@@ -342,20 +463,23 @@ def classify_batch(
     key = config.hmac_key()
     with transaction(engine) as conn:
         mails = load_mails(conn, pks)
-        directory = DbDirectory(conn, now, config.staff)
+        from mailcase.cases import staff_addresses
+
+        directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
+        cache = PassCache()
+        recorder = Recorder(conn, "ingest", now, cache)
         for pk in pks:
             mail = mails[pk]
-            ctx = DbContext(conn, now, settings, directory, key, message_pk=pk)
+            ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk)
             try:
-                with conn.begin_nested():
-                    outcome = run_chain(mail, ctx)
-                    record(conn, mail, outcome, "ingest", now)
+                recorder.add(mail, run_chain(mail, ctx))
             except Exception as exc:  # a rule bug quarantines one mail, not the stage
                 log.exception("event=classify-failed message=%s", pk)
                 quarantine(conn, pk, Stage.CLASSIFY, exc, now)
                 result.quarantined += 1
                 continue
             result.done += 1
+        recorder.flush()
     return result
 
 

@@ -19,7 +19,7 @@ from mailcase.calendar import BusinessCalendar
 from mailcase.cases import CASE, CASE_MESSAGE, SPECIALIST, event, get_case
 from mailcase.config import Config
 from mailcase.ledger import MESSAGE
-from mailcase.outbox import OUTBOX, OutgoingMail, enqueue
+from mailcase.outbox import OUTBOX, OutgoingMail, enqueue, with_token
 from mailcase.render import Rendered, find_templates, render
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
@@ -97,4 +97,5 @@ def preview(conn: Connection, config: Config, kind: str, number: int, notice_kin
         }
     else:
         variables = base | {"body": "(your reply here)", "staff_name": "(specialist)"}
-    return render(find_templates(config.outgoing.templates_dir), kind, variables)
+    rendered = render(find_templates(config.outgoing.templates_dir), kind, variables)
+    return Rendered(with_token(rendered.subject, row.number), rendered.text, rendered.html)

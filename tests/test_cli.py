@@ -126,5 +126,12 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert "sample: seen 8, new 8" in r.stdout
     assert "stored: 8 mails" in r.stdout
     assert (tmp_path / "mailcase-data" / "mailcase.db").exists()
+    # the rules, the cutoffs and the outbox ran: cases, acknowledgements, notices
+    assert "cases: 3" in r.stdout
+    assert "#000001 acknowledged" in r.stdout and "#000003 held" in r.stdout
+    written = sorted(p.name for p in (tmp_path / "mailcase-data" / "outbox").iterdir())
+    assert len(written) == 4 and any("erin@acme.example" in n for n in written)
+    assert "notice/not-authorized" in r.stdout and "notice/hold" in r.stdout
     again = run_cli("run", "--once", cwd=tmp_path)
     assert "sample: seen 0, new 0" in again.stdout
+    assert len(list((tmp_path / "mailcase-data" / "outbox").iterdir())) == 4  # no second mail

@@ -1,0 +1,208 @@
+"""Cutoff batches on SQLite and PostgreSQL: when, what, exactly once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from batching import Desk, ny
+from mailcase.batch import BATCH, normalise_subject
+from mailcase.cases import CASE
+from mailcase.classify import CLASSIFICATION
+from mailcase.ledger import MESSAGE
+
+
+def test_mail_before_0930_joins_0930_and_exactly_0930_joins_1530(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    early = desk.mail(ny(2026, 11, 23, 9, 29, 59), subject="Printer queue stuck")
+    exact = desk.mail(ny(2026, 11, 23, 9, 30, 0), sender="bob@globex.example", subject="Export fails")
+    run = desk.process(ny(2026, 11, 23, 9, 45))
+    assert [r.cutoff for r in run.results] == [ny(2026, 11, 23, 9, 30)]
+    assert desk.case_of(early) == 1 and desk.case_of(exact) is None
+    run = desk.process(ny(2026, 11, 23, 15, 31))
+    assert [r.cutoff for r in run.results] == [ny(2026, 11, 23, 15, 30)]
+    assert desk.case_of(exact) == 2
+    # nothing twice: running again does nothing
+    again = desk.process(ny(2026, 11, 23, 15, 40))
+    assert again.results == []
+    assert desk.scalar(sa.select(sa.func.count()).select_from(CASE)) == 2
+    assert len(desk.outbox()) == 2
+
+
+def test_ack_once_per_requester_and_batch_listing_all_cases(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    a = desk.mail(ny(2026, 11, 23, 8, 0), subject="Cannot print invoices")
+    b = desk.mail(ny(2026, 11, 23, 8, 5), subject="Report totals wrong")
+    reply = desk.mail(ny(2026, 11, 23, 8, 30), subject="Re: Cannot print invoices",
+                      headers={"In-Reply-To": a, "References": a})
+    same_subject = desk.mail(ny(2026, 11, 23, 8, 40), subject="AW: [EXTERNAL] report totals WRONG")
+    generic1 = desk.mail(ny(2026, 11, 23, 8, 50), subject="Help")
+    generic2 = desk.mail(ny(2026, 11, 23, 8, 55), subject="help")
+    desk.process(ny(2026, 11, 23, 9, 31))
+    assert desk.case_of(a) == desk.case_of(reply)
+    assert desk.case_of(b) == desk.case_of(same_subject)
+    assert desk.case_of(generic1) != desk.case_of(generic2)
+    numbers = {desk.case_of(m) for m in (a, b, generic1, generic2)}
+    assert len(numbers) == 4
+    acks = [r for r in desk.outbox() if r.kind == "ack"]
+    assert len(acks) == 1
+    ack = acks[0]
+    assert sorted(ack.case_ids) == sorted(
+        desk.scalar(sa.select(CASE.c.id).where(CASE.c.number == n)) for n in numbers)
+    import email
+    from email.policy import default
+
+    msg = email.message_from_bytes(ack.raw, policy=default)
+    text = msg.get_body(("plain",)).get_content()
+    for n in numbers:
+        assert f"[Case #{n:06d}]" in text
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["In-Reply-To"] == a
+    assert msg["To"].addresses[0].addr_spec == "alice@acme.example"
+
+
+def test_directory_as_of_the_cutoff(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    m1 = desk.mail(ny(2026, 11, 23, 8, 0), sender="new.rep@initech.example", subject="First request")
+    # imported at 09:00, before the 09:30 cutoff: counts for it
+    desk.directory("account,address,role\nINITECH,new.rep@initech.example,representative\n", at=ny(2026, 11, 23, 9, 0))
+    m2 = desk.mail(ny(2026, 11, 23, 10, 0), sender="late.rep@initech.example", subject="Second request")
+    # imported at 15:31, after the 15:30 cutoff -- even though that batch runs later
+    desk.directory("account,address,role\nINITECH,late.rep@initech.example,representative\n", at=ny(2026, 11, 23, 15, 31))
+    desk.process(ny(2026, 11, 23, 16, 0))
+    assert desk.case_of(m1) is not None
+    assert desk.case_of(m2) is None
+    notices = [r for r in desk.outbox() if r.kind == "notice/unknown-sender"]
+    assert [r.to_addr for r in notices] == ["late.rep@initech.example"]
+
+
+def test_downtime_friday_to_tuesday_after_monday_holiday(db_url: str, tmp_path: Path) -> None:
+    """Stopped Friday 15:00 before MLK day (Monday 2027-01-18), restarted Tuesday 10:00."""
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    fri_1400 = desk.mail(ny(2027, 1, 15, 14, 0), subject="Friday afternoon question")
+    desk.process(ny(2027, 1, 15, 15, 0))  # running until 15:00 Friday: nothing due
+    assert desk.rows(sa.select(BATCH)) == []
+    fri_1600 = desk.mail(ny(2027, 1, 15, 16, 0), sender="bob@globex.example", subject="Friday evening")
+    sat = desk.mail(ny(2027, 1, 16, 11, 0), subject="Saturday problem")
+    mon = desk.mail(ny(2027, 1, 18, 10, 0), sender="bob@globex.example", subject="Holiday Monday issue")
+    tue_0945 = desk.mail(ny(2027, 1, 19, 9, 45), subject="Tuesday morning")
+    run = desk.process(ny(2027, 1, 19, 10, 0))
+    assert [r.cutoff for r in run.results] == [ny(2027, 1, 15, 15, 30), ny(2027, 1, 19, 9, 30)]
+    cutoffs = [r.cutoff_at for r in desk.rows(sa.select(BATCH).order_by(BATCH.c.id))]
+    assert cutoffs == [ny(2027, 1, 15, 15, 30), ny(2027, 1, 19, 9, 30)]
+    batch_of = {mid: desk.scalar(sa.select(BATCH.c.cutoff_at).join(MESSAGE, MESSAGE.c.batch_id == BATCH.c.id)
+                                 .where(MESSAGE.c.message_id == mid))
+                for mid in (fri_1400, fri_1600, sat, mon, tue_0945)}
+    assert batch_of[fri_1400] == ny(2027, 1, 15, 15, 30)
+    assert batch_of[fri_1600] == batch_of[sat] == batch_of[mon] == ny(2027, 1, 19, 9, 30)
+    assert batch_of[tue_0945] is None  # waits for Tuesday 15:30
+    assert desk.case_of(fri_1400) == 1
+    assert {desk.case_of(fri_1600), desk.case_of(sat), desk.case_of(mon)} == {2, 3, 4}
+    assert desk.case_of(tue_0945) is None
+
+
+def test_cutoff_waits_for_a_mailbox_then_closes_after_grace(db_url: str, tmp_path: Path) -> None:
+    from helpers import config
+
+    desk = Desk(db_url, tmp_path)
+    desk.config = config(db_url, tmp_path, [{"name": "box", "kind": "maildir", "path": str(tmp_path / "md")}],
+                         rules=desk.config.rules.model_dump(),
+                         outgoing={"from_address": "support@support.example", "file_dir": str(tmp_path / "o")})
+    desk.directory()
+    desk.mail(ny(2026, 11, 23, 9, 0))
+    waiting = desk.process(ny(2026, 11, 23, 9, 35))
+    assert waiting.results == [] and "mailbox box has not completed a sync" in waiting.waiting
+    closed = desk.process(ny(2026, 11, 23, 9, 46))  # grace of 15 minutes passed
+    assert [r.late_mailboxes for r in closed.results] == [("box",)]
+    assert desk.rows(sa.select(BATCH.c.late_mailboxes))[0][0] == ["box"]
+
+
+def test_cutoff_waits_for_classification(db_url: str, tmp_path: Path) -> None:
+    from mailcase.batch import run_due
+
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    desk.mail(ny(2026, 11, 23, 9, 0))
+    desk.clock.at = ny(2026, 11, 23, 9, 31)
+    run = run_due(desk.engine, desk.config, desk.clock)  # not parsed yet
+    assert run.results == [] and "not classified yet" in run.waiting
+
+
+def test_held_account_case_then_release(db_url: str, tmp_path: Path) -> None:
+    from mailcase.cases import CASE
+    from mailcase.db import transaction
+    from mailcase.directory import set_standing
+
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    m = desk.mail(ny(2026, 11, 23, 9, 0), sender="dave@umbrella.example", subject="Import fails")
+    desk.process(ny(2026, 11, 23, 9, 31))
+    number = desk.case_of(m)
+    assert desk.scalar(sa.select(CASE.c.status).where(CASE.c.number == number)) == "held"
+    assert [r.kind for r in desk.outbox()] == ["notice/hold"]
+    with transaction(desk.engine) as conn:
+        set_standing(conn, "UMBRELLA", "good", ny(2026, 11, 23, 11, 0), "test")
+        conn.execute(sa.update(CASE).where(CASE.c.number == number).values(released_at=ny(2026, 11, 23, 11, 0)))
+    desk.process(ny(2026, 11, 23, 15, 31))
+    assert desk.scalar(sa.select(CASE.c.status).where(CASE.c.number == number)) == "new"
+    assert [r.kind for r in desk.outbox()] == ["notice/hold", "ack"]
+
+
+def test_notices_and_what_gets_no_mail(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    unknown1 = desk.mail(ny(2026, 11, 23, 8, 0), sender="x@stranger.example", subject="hello?")
+    desk.mail(ny(2026, 11, 23, 8, 10), sender="x@stranger.example", subject="anyone?")
+    forged = desk.mail(ny(2026, 11, 23, 8, 20), sender="y@stranger.example", authenticated=False)
+    user = desk.mail(ny(2026, 11, 23, 8, 30), sender="erin@acme.example", subject="Reset my password")
+    monitor = desk.mail(ny(2026, 11, 23, 8, 40), sender="monitor@acme.example", subject="ALERT: queue length 500",
+                        headers={"Auto-Submitted": "auto-generated"})
+    desk.mail(ny(2026, 11, 23, 8, 50), sender="news@vendor.example", subject="Newsletter",
+              headers={"Precedence": "bulk", "List-Id": "<news.vendor.example>"})
+    historical = desk.mail(ny(2026, 11, 23, 8, 55), sender="x2@stranger.example", historical=True)
+    desk.process(ny(2026, 11, 23, 9, 31))
+    kinds = sorted((r.kind, r.to_addr) for r in desk.outbox())
+    assert kinds == [("notice/not-authorized", "erin@acme.example"),
+                     ("notice/unknown-sender", "x@stranger.example")]
+    assert desk.case_of(monitor) is not None  # a representative's monitoring: a case, no ack
+    assert desk.case_of(unknown1) is None and desk.case_of(user) is None and desk.case_of(forged) is None
+    assert desk.scalar(sa.select(MESSAGE.c.state).where(MESSAGE.c.message_id == historical)) == "historical"
+    withheld = desk.scalar(sa.select(CLASSIFICATION.c.notice_withheld_reason)
+                           .join(MESSAGE, MESSAGE.c.id == CLASSIFICATION.c.message_pk)
+                           .where(MESSAGE.c.message_id == forged))
+    assert "no aligned SPF or DKIM pass" in withheld
+
+
+def test_follow_up_attaches_at_ingest_and_gets_no_ack(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    first = desk.mail(ny(2026, 11, 23, 8, 0), subject="Printing broken")
+    desk.process(ny(2026, 11, 23, 9, 31))
+    ack = desk.outbox()[0]
+    reply = desk.mail(ny(2026, 11, 23, 10, 0), subject="Re: [Case #000001] Printing broken",
+                      headers={"In-Reply-To": ack.message_id, "References": f"{first} {ack.message_id}"})
+    desk.process(ny(2026, 11, 23, 10, 1))
+    assert desk.case_of(reply) == 1  # attached before any cutoff
+    desk.process(ny(2026, 11, 23, 15, 31))
+    assert len(desk.outbox()) == 1
+
+
+def test_normalised_subject() -> None:
+    assert normalise_subject("Re: AW: WG: [EXTERNAL] Printer   DOWN") == "printer down"
+    assert normalise_subject("Fwd: [Case #000123] printer down") == "printer down"
+    assert normalise_subject("SV: Re[2]: printer down") == "printer down"
+
+
+def test_promise_times_are_real_hours_across_dst(db_url: str, tmp_path: Path) -> None:
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    m = desk.mail(ny(2026, 3, 6, 15, 0), subject="Before the spring switch")  # Friday
+    desk.process(ny(2026, 3, 9, 9, 31))
+    row = desk.rows(sa.select(CASE.c.received_at, CASE.c.ack_due_at, CASE.c.ack_breach_at)
+                    .where(CASE.c.number == desk.case_of(m)))[0]
+    assert row.ack_due_at - row.received_at == timedelta(hours=24)
+    assert row.ack_breach_at - row.received_at == timedelta(hours=48)
