@@ -21,6 +21,7 @@ from email.policy import default as default_policy
 from mailcase.charsets import ENCODED_WORD, decode_encoded_words
 
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_ROOT_DOT = re.compile(r"(?<=[A-Za-z0-9])\.(?=\s*>)")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,29 @@ class AddressList:
 
 
 def normalise(addr: str) -> str:
-    """The form addresses are compared in: trimmed, lower case, no trailing dot."""
-    return addr.strip().strip("<>").rstrip(".").lower()
+    """The form addresses are compared in.
+
+    Trimmed and lower case, without the root dot of a fully qualified
+    domain, and with a quoted local part unquoted: a quoted-string is the
+    same local part as its content (RFC 5322 §3.2.4, §3.4.1), so
+    ``"john"@example.org`` is ``john@example.org``.  A quoted local part
+    holding ``@``, a quote or a backslash keeps its quotes, so that it can
+    never pass for another address.
+    """
+    addr = addr.strip().strip("<>")
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        return addr.rstrip(".").lower()
+    return f"{_unquote_local(local)}@{domain.strip().rstrip('.')}".lower()
+
+
+def _unquote_local(local: str) -> str:
+    if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
+        return local
+    inner = re.sub(r"\\(.)", r"\1", local[1:-1])
+    if any(c in inner for c in '@"\\'):
+        return local
+    return inner
 
 
 def _requote_encoded_words(value: str) -> str:
@@ -79,6 +101,12 @@ def _requote_encoded_words(value: str) -> str:
                 if not m2:
                     break
                 end = m2.end()
+            if value[end:].lstrip()[:1] == "@" or value[:i].rstrip()[-1:] == "@":
+                # RFC 2047 §5 (3): never an encoded-word inside an addr-spec;
+                # decoding one there would change the address
+                out.append(value[i:end])
+                i = end
+                continue
             text = decode_encoded_words(value[i:end])
             escaped = text.replace("\\", "\\\\").replace('"', '\\"')
             if in_quotes:
@@ -99,6 +127,12 @@ def parse_address_list(value: str | None) -> AddressList:
     if not value or not value.strip():
         return AddressList((), ())
     text = _requote_encoded_words(value).replace("\r", " ").replace("\n", " ")
+    root_dot: tuple[str, ...] = ()
+    if ".>" in text.replace(" ", ""):
+        # a fully qualified domain's root dot (`<a@example.org.>`) is no
+        # RFC 5322 dot-atom and throws the parser off the whole address
+        text, count = _ROOT_DOT.subn("", text)
+        root_dot = ("domain ends in a dot",) if count else ()
     try:
         header = default_policy.header_factory("To", text)
         parsed = header.addresses
@@ -108,16 +142,26 @@ def parse_address_list(value: str | None) -> AddressList:
     except Exception as exc:  # the stdlib parser has raised IndexError etc. on garbage
         return AddressList((), (f"unparseable address header: {type(exc).__name__}",))
     out: list[Address] = []
-    bad: list[str] = list(defects)
+    bad: list[str] = list(defects) + list(root_dot)
     for a in parsed:
-        if not a.username or not a.domain:
-            bad.append(f"not a complete address: {a.addr_spec!r}")
-            continue
         try:
             name = str(a.display_name or "").strip()
+            local = str(a.username or "")
+            domain = str(a.domain or "")
             spec = str(a.addr_spec)
+            spec.encode("utf-8")
         except Exception:  # surrogates from undecodable bytes
             bad.append("undecodable address")
+            continue
+        if not local.strip():
+            bad.append(f"not a complete address: {spec!r}")
+            continue
+        if not domain:
+            # RFC 5322 §3.4.1 requires a domain, but local bounces come from
+            # a bare MAILER-DAEMON: kept (as written, quotes and all) so rules
+            # can see it, and a defect, so it is never a strict sender
+            bad.append(f"no domain: {spec!r}")
+            out.append(Address(name=name, addr=spec.strip().lower()))
             continue
         out.append(Address(name=name, addr=normalise(spec)))
     return AddressList(tuple(out), tuple(bad))

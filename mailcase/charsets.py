@@ -4,9 +4,17 @@
   US-ASCII text from Windows is windows-1252 (the WHATWG Encoding Standard
   maps both labels to windows-1252 for this reason); GB2312 text is usually
   GBK, a subset of GB18030; ks_c_5601-1987 is cp949; ISO-2022-JP mail often
-  carries the Microsoft/NEC extensions of cp50221.
+  carries the Microsoft/NEC extensions of cp50221 (circled digits, NEC row
+  13), which Python's ISO-2022-JP codecs reject: such text is re-read
+  through cp932, which holds the same characters.
+* A body that is valid UTF-8 but labelled with a single-byte charset is
+  UTF-8 (mislabelled by the mailer): legacy 8-bit text is almost never valid
+  UTF-8 by accident.  Text that is neither valid in its label nor UTF-8
+  decodes as UTF-8 where it can and windows-1252 byte by byte elsewhere, so
+  a body mixing both (seen in real mail) loses nothing.
 * Unlabelled 8-bit header bytes are UTF-8 when they decode as UTF-8 (RFC 6532),
-  else the message's declared charset, else windows-1252.
+  else the most plausible of the charsets the message declares anywhere,
+  else windows-1252.
 * RFC 2047 encoded-words are decoded here with that mapping (the standard
   library's decoder knows neither the mapping nor lenient placement).
 """
@@ -18,11 +26,15 @@ import binascii
 import codecs
 import quopri
 import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
 
 # what a label says -> what the bytes are, in practice
 _CHARSET_MAP = {
     "iso-8859-1": "cp1252",
     "iso8859-1": "cp1252",
+    "iso_8859-1": "cp1252",
     "latin1": "cp1252",
     "latin-1": "cp1252",
     "l1": "cp1252",
@@ -32,6 +44,8 @@ _CHARSET_MAP = {
     "iso-8859-9": "cp1254",
     "iso-8859-11": "cp874",
     "tis-620": "cp874",
+    "windows-874": "cp874",
+    "iso-8859-8-i": "iso8859_8",
     "gb2312": "gb18030",
     "gbk": "gb18030",
     "x-gbk": "gb18030",
@@ -42,6 +56,11 @@ _CHARSET_MAP = {
     "ks_c_5601": "cp949",
     "euc-kr": "cp949",
     "iso-2022-jp": "iso2022_jp_ext",
+    "csiso2022jp": "iso2022_jp_ext",
+    "cp50220": "iso2022_jp_ext",
+    "cp50221": "iso2022_jp_ext",
+    "cp50222": "iso2022_jp_ext",
+    "_iso-2022-jp$esc": "iso2022_jp_ext",
     "shift_jis": "cp932",
     "shift-jis": "cp932",
     "sjis": "cp932",
@@ -56,10 +75,40 @@ _CHARSET_MAP = {
     "unknown-8bit": "cp1252",
     "x-user-defined": "cp1252",
     "default": "cp1252",
-    "_iso-2022-jp$esc": "iso2022_jp_ext",
+}
+
+# codecs.lookup also knows transforms and escapes that are no charset
+_NOT_CHARSETS = {"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined", "mbcs"}
+# encodings whose bytes are all 7-bit: only the codec itself can read them
+_SEVEN_BIT = {"utf-7", "hz", "iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004",
+              "iso2022_jp_3", "iso2022_jp_ext", "iso2022_kr"}
+# encodings whose ASCII-range bytes are not ASCII text
+_NOT_ASCII_BASED = _SEVEN_BIT | {"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+                                 "utf-32-be"}
+_MULTIBYTE = {"gb18030", "gb2312", "gbk", "cp949", "euc_kr", "cp932", "shift_jis", "euc_jp",
+              "big5", "big5hkscs", "cp950", "johab", "euc_jis_2004", "shift_jis_2004"}
+# a legacy charset the message declares may stand for a relative the bytes are
+# really in: Japanese mailers send raw Shift_JIS or EUC-JP next to an
+# ISO-2022-JP label
+_RELATED = {
+    "iso2022_jp_ext": ("cp932", "euc_jp"),
+    "euc_jp": ("cp932",),
+    "cp932": ("euc_jp",),
 }
 
 
+def _cp1252_bytes(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return bytes(bad).decode("cp1252", errors="replace"), exc.end
+
+
+# UTF-8 where valid, windows-1252 for the bytes that are not
+codecs.register_error("mailcase-cp1252", _cp1252_bytes)
+
+
+@lru_cache(maxsize=512)
 def codec_for(label: str | None) -> str | None:
     """The Python codec to decode text labelled ``label``, or None if unknown."""
     if not label:
@@ -67,37 +116,174 @@ def codec_for(label: str | None) -> str | None:
     name = label.strip().strip("\"'").lower()
     name = _CHARSET_MAP.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
         return None
+    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def _single_byte(codec: str) -> bool:
+    return codec not in _SEVEN_BIT and codec not in _MULTIBYTE and not codec.startswith("utf")
 
 
 def decode_text(data: bytes, label: str | None, fallback: str = "cp1252") -> str:
     """Decode ``data`` as ``label`` says; never raises.
 
     A wrong or unknown label falls back to UTF-8 if the bytes are valid UTF-8,
-    then to ``fallback`` with replacement characters.
+    then to UTF-8 with ``fallback`` for the bytes that are not.
     """
+    if not data:
+        return ""
     codec = codec_for(label)
-    if codec:
+    if codec in _NOT_ASCII_BASED:
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            if codec.startswith("iso2022_jp"):
+                text = iso2022jp_via_cp932(data)
+                if text is not None:
+                    return text
+    elif data.isascii():
+        return data.decode("ascii")
+    if codec and codec != "utf-8" and not (_single_byte(codec) and _is_utf8(data)):
         try:
             return data.decode(codec)
         except (UnicodeDecodeError, LookupError):
             pass
-    try:
+    if _is_utf8(data):
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    if codec:
+    if codec and codec != "utf-8":
         try:
             return data.decode(codec, errors="replace")
         except LookupError:
             pass
-    return data.decode(codec_for(fallback) or "cp1252", errors="replace")
+    fb = codec_for(fallback) or "cp1252"
+    if fb == "cp1252":
+        return data.decode("utf-8", errors="mailcase-cp1252")
+    return data.decode(fb, errors="replace")
 
 
-def decode_8bit_header(data: bytes, declared: str | None = None) -> str:
-    """Header bytes: ASCII, UTF-8 (RFC 6532), the declared charset, or windows-1252."""
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# -- ISO-2022-JP with the Microsoft extensions (cp50221) ---------------------------
+
+_JIS_ESC = re.compile(rb"\x1b(\(B|\(J|\(H|\(I|\$@|\$B|&@\x1b\$B|\$\(D|\$\(O|\$\(P|\$\(Q)")
+_JIS_MODE = {b"(B": "ascii", b"(J": "ascii", b"(H": "ascii", b"(I": "kana",
+             b"$@": "jis", b"$B": "jis", b"&@\x1b$B": "jis"}
+
+
+def iso2022jp_via_cp932(data: bytes) -> str | None:
+    """ISO-2022-JP (RFC 1468) read through cp932, or None if it is not that.
+
+    JIS X 0208 rows map arithmetically to Shift_JIS, and cp932 has the NEC
+    and IBM extension rows cp50221 mailers put in ISO-2022-JP mail.
+    """
+    out = bytearray()
+    mode = "ascii"
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        if b == 0x1B:
+            m = _JIS_ESC.match(data, i)
+            if not m or m.group(1) not in _JIS_MODE:
+                return None  # JIS X 0212/0213 are not in cp932
+            mode = _JIS_MODE[m.group(1)]
+            i = m.end()
+            continue
+        if b == 0x0E:  # SO: half-width katakana (JIS X 0201)
+            mode, i = "kana", i + 1
+            continue
+        if b == 0x0F:
+            mode, i = "ascii", i + 1
+            continue
+        if b in (0x0A, 0x0D) or mode == "ascii":
+            if b >= 0x80:
+                return None
+            out.append(b)
+            i += 1
+            continue
+        if mode == "kana":
+            out.append(b | 0x80 if 0x21 <= b <= 0x5F else b)
+            i += 1
+            continue
+        if i + 1 >= n:
+            return None
+        j1, j2 = b, data[i + 1]
+        if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
+            return None
+        s1 = ((j1 - 0x21) >> 1) + 0x81
+        if s1 > 0x9F:
+            s1 += 0x40
+        if j1 & 1:
+            s2 = j2 + (0x20 if j2 >= 0x60 else 0x1F)
+        else:
+            s2 = j2 + 0x7E
+        out += bytes((s1, s2))
+        i += 2
+    return out.decode("cp932", errors="replace")
+
+
+# -- 8-bit header bytes --------------------------------------------------------------
+
+_LATIN_SYMBOLS = set("€‚„…†‡‰‹›‘’“”•–—™«»°§©®±²³µ·¹º¼½¾¿¡£¥¢ª")
+
+
+def _is_cjk(o: int) -> bool:
+    return (0x2E80 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF
+            or 0xFF00 <= o <= 0xFFEF)
+
+
+def _implausibility(text: str) -> int:
+    """How unlike real text a decoding looks (0: nothing odd).
+
+    Legacy Latin text has an accented letter here and there between ASCII
+    ones; East Asian bytes read as Latin give long runs of accented letters
+    and symbols.  East Asian text read from Latin bytes gives a lone
+    ideograph glued to ASCII letters.
+    """
+    score = 0
+    run = 0
+    last = len(text) - 1
+    for i, ch in enumerate(text):
+        o = ord(ch)
+        if o < 0x80:
+            run = 0
+            continue
+        cat = unicodedata.category(ch)
+        if ch == "\ufffd" or cat in ("Cc", "Co", "Cn", "Cs"):
+            score += 4
+            run = 0
+        elif o <= 0x24F:
+            if cat[0] != "L" and ch not in _LATIN_SYMBOLS:
+                score += 2
+            run += 1
+            if run > 2:
+                score += 1
+        else:
+            run = 0
+            if _is_cjk(o):
+                before = text[i - 1] if i else " "
+                after = text[i + 1] if i < last else " "
+                if (before.isascii() and before.isalpha()) or (after.isascii() and after.isalpha()):
+                    score += 2
+    return score
+
+
+def decode_8bit_header(data: bytes, declared: str | Iterable[str] | None = None) -> str:
+    """Header bytes: ASCII, UTF-8 (RFC 6532), a declared charset, or windows-1252.
+
+    ``declared`` is one charset label or several (every charset the message
+    declares); of the ones the bytes are valid in, the most plausible wins,
+    ties going to the earlier label.
+    """
     try:
         return data.decode("ascii")
     except UnicodeDecodeError:
@@ -106,17 +292,42 @@ def decode_8bit_header(data: bytes, declared: str | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    codec = codec_for(declared)
-    if codec and codec not in ("utf-8", "ascii"):
+    labels = [declared] if isinstance(declared, str) else list(declared or ())
+    tried: list[str] = []
+    for label in labels:
+        codec = codec_for(label)
+        if not codec or codec in ("utf-8", "ascii") or codec in _SEVEN_BIT:
+            if codec in _RELATED:
+                tried.extend(c for c in _RELATED[codec] if c not in tried)
+            continue
+        if codec not in tried:
+            tried.append(codec)
+        tried.extend(c for c in _RELATED.get(codec, ()) if c not in tried)
+    if "cp1252" not in tried:
+        tried.append("cp1252")
+    best: tuple[int, str] | None = None
+    for codec in tried:
         try:
-            return data.decode(codec)
-        except UnicodeDecodeError:
-            pass
-    return data.decode("cp1252", errors="replace")
+            text = data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        score = _implausibility(text)
+        if best is None or score < best[0]:
+            best = (score, text)
+        if score == 0:
+            break
+    if best is not None:
+        return best[1]
+    return data.decode("utf-8", errors="mailcase-cp1252")
 
 
-# =?charset[*lang]?B|Q?text?=   (RFC 2047 §2, RFC 2231 §5 language suffix)
-ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*?)\?=")
+# -- RFC 2047 encoded-words ----------------------------------------------------------
+
+# =?charset[*lang]?B|Q?text?=   (RFC 2047 §2, RFC 2231 §5 language suffix).
+# The text may hold spaces: RFC 2047 forbids them, real mailers write them
+# (and fold inside a word); a '?' still ends it, so a word never swallows the
+# next one.
+ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?]*?)\?=")
 # whitespace between two adjacent encoded-words is not displayed (RFC 2047 §6.2)
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(?==\?)")
 
@@ -174,6 +385,7 @@ def decode_encoded_words(value: str) -> str:
 
 
 def _b64(text: str) -> bytes:
+    text = "".join(text.split())
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
     except (binascii.Error, ValueError):

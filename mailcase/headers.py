@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 
 from dateutil import parser as date_parser
 
@@ -32,8 +34,37 @@ _MSGID = re.compile(r"<([^<>\s]+)>")
 _BARE_MSGID = re.compile(r"^[^<>\s@]+@[^<>\s@]+$")
 _MAX_IDS = 200
 _MAX_HEADER_FIELDS = 5000
+_CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""", re.I)
+_MAX_CHARSETS = 8
+# header fields that, seen after a stray line, show the header block goes on
+_KNOWN_FIELDS = {
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "received", "return-path",
+    "reply-to", "sender", "mime-version", "in-reply-to", "references", "delivered-to",
+    "dkim-signature", "authentication-results", "importance", "priority", "thread-topic",
+    "thread-index", "accept-language", "content-language", "user-agent", "precedence",
+}
+_KNOWN_PREFIXES = ("x-", "content-", "arc-", "list-", "resent-", "auto-")
+_LOOKAHEAD_LINES = 40
+_LINE_BREAK_EDGES = re.compile(r"^[\r\n]+|[\r\n]+$")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 DERIVED_MSGID_DOMAIN = "derived.mailcase.invalid"
+
+
+def display_text(value: str) -> str:
+    """A decoded unstructured header value as one line of display text.
+
+    A field body cannot hold a line break (RFC 5322 §2.2): one an
+    encoded-word smuggles in becomes a space (or goes, at either end), and
+    other control characters go.  All other whitespace is kept: spaces inside
+    an encoded-word are text the sender wrote (RFC 2047 §5), and folding
+    whitespace is already unfolded by removing only the CRLF (§2.2.3).
+    """
+    if any(c < " " or c == "\x7f" for c in value):
+        value = _LINE_BREAKS.sub(" ", _LINE_BREAK_EDGES.sub("", value))
+        value = _CONTROLS.sub("", value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,26 +74,36 @@ class HeaderBlock:
     fields: tuple[tuple[str, bytes], ...]
     body_offset: int
     defects: tuple[str, ...]
+    #: where the first header field starts (after an mbox From line or junk)
+    header_start: int = 0
+    #: offsets of header lines that lacked their folding whitespace
+    folded_at: tuple[int, ...] = ()
+    #: the message the block was read from (for the charsets it declares)
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     def raw_values(self, name: str) -> list[bytes]:
         name = name.lower()
         return [v for n, v in self.fields if n == name]
 
+    def _decode(self, value: bytes) -> str:
+        if value.isascii():
+            return value.decode("ascii")
+        return decode_8bit_header(value, self.charsets)
+
     def values(self, name: str) -> list[str]:
         """Every value of ``name``, 8-bit bytes decoded, encoded-words left alone."""
-        charset = self.declared_charset
-        return [decode_8bit_header(v, charset).strip() for v in self.raw_values(name)]
+        return [self._decode(v).strip() for v in self.raw_values(name)]
 
     def first(self, name: str) -> str | None:
         raw = self.raw_values(name)
-        return decode_8bit_header(raw[0], self.declared_charset).strip() if raw else None
+        return self._decode(raw[0]).strip() if raw else None
 
     def text(self, name: str) -> str | None:
         """The first value of ``name`` as display text (encoded-words decoded)."""
         value = self.first(name)
         if value is None:
             return None
-        return " ".join(decode_encoded_words(value).split())
+        return display_text(decode_encoded_words(value))
 
     def has(self, name: str) -> bool:
         name = name.lower()
@@ -76,16 +117,41 @@ class HeaderBlock:
                 return m.group(1).decode("ascii") if m else None
         return None
 
+    @cached_property
+    def charsets(self) -> tuple[str, ...]:
+        """Every charset the message declares, top-level first.
+
+        Raw 8-bit header bytes carry no label; the charsets of the message's
+        parts are the best evidence of what the sender's mailer used.
+        """
+        found: list[str] = []
+        top = self.declared_charset
+        if top:
+            found.append(top.lower())
+        for m in _CHARSET_PARAM.finditer(self.raw):
+            label = m.group(1).decode("ascii").lower()
+            if label not in found:
+                found.append(label)
+                if len(found) >= _MAX_CHARSETS:
+                    break
+        return tuple(found)
+
 
 def split_headers(raw: bytes) -> HeaderBlock:
-    """Split ``raw`` into header fields and the offset where the body starts."""
+    """Split ``raw`` into header fields and the offset where the body starts.
+
+    Unfolding removes only the line break (RFC 5322 §2.2.3): the whitespace
+    that follows it is part of the value.
+    """
     fields: list[tuple[str, bytearray]] = []
     defects: list[str] = []
+    folded_at: list[int] = []
     pos = 0
     n = len(raw)
     if raw.startswith(b"From "):  # mbox envelope line, not a header
         nl = raw.find(b"\n")
         pos = n if nl < 0 else nl + 1
+    header_start = pos
     body_offset = n
     skipped_junk = False
     while pos < n:
@@ -99,7 +165,7 @@ def split_headers(raw: bytes) -> HeaderBlock:
             break
         if line[:1] in (b" ", b"\t"):
             if fields:
-                fields[-1][1].extend(b" " + line.strip())
+                fields[-1][1].extend(line)
             else:
                 defects.append("continuation line before the first header")
             pos = nxt
@@ -111,23 +177,54 @@ def split_headers(raw: bytes) -> HeaderBlock:
                 defects.append(f"more than {_MAX_HEADER_FIELDS} header fields; rest ignored")
                 body_offset = pos
                 break
-            fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :].strip())))
+            fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :].lstrip(b" \t"))))
             pos = nxt
             continue
         if not fields and not skipped_junk and _headers_follow(raw, nxt):
             # text before the first header (seen in real mail): skip one line
             defects.append("text before the first header")
             skipped_junk = True
+            pos = header_start = nxt
+            continue
+        if fields and _header_block_resumes(raw, nxt):
+            # a folded line that lost its leading whitespace (seen in real
+            # mail: long X- headers broken by a gateway)
+            if not folded_at:
+                defects.append("header line without folding whitespace")
+            folded_at.append(pos)
+            fields[-1][1].extend(b" " + line)
             pos = nxt
             continue
         defects.append("no blank line between header and body")
         body_offset = pos
         break
     return HeaderBlock(
-        fields=tuple((k, bytes(v)) for k, v in fields),
+        fields=tuple((k, bytes(v).rstrip(b" \t")) for k, v in fields),
         body_offset=body_offset,
         defects=tuple(defects),
+        header_start=header_start,
+        folded_at=tuple(folded_at),
+        raw=raw,
     )
+
+
+def _header_block_resumes(raw: bytes, pos: int) -> bool:
+    """After a stray line, does a well-known header field follow before a blank line?"""
+    for _ in range(_LOOKAHEAD_LINES):
+        if pos >= len(raw):
+            return False
+        eol = raw.find(b"\n", pos)
+        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r")
+        if not line:
+            return False
+        colon = line.find(b":")
+        if colon > 0 and line[:1] not in (b" ", b"\t") and _FIELD_NAME.match(line[:colon]):
+            name = line[:colon].decode("ascii").lower()
+            return name in _KNOWN_FIELDS or name.startswith(_KNOWN_PREFIXES)
+        if eol < 0:
+            return False
+        pos = eol + 1
+    return False
 
 
 def _headers_follow(raw: bytes, pos: int) -> bool:
@@ -171,7 +268,10 @@ def parse_date(value: str | None) -> datetime | None:
         result = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         try:
-            result = date_parser.parse(value, fuzzy=True)
+            with warnings.catch_warnings():
+                # unknown zone names warn; the zone is then unknown, as for "-0000"
+                warnings.simplefilter("ignore")
+                result = date_parser.parse(value, fuzzy=True)
         except (ValueError, OverflowError, TypeError):
             return None
     if result is None:
@@ -219,13 +319,39 @@ class HeaderInfo:
         return self.from_list.single is not None
 
 
+def _from_list(block: HeaderBlock) -> AddressList:
+    """The author; of several From fields, the first that holds an address.
+
+    RFC 5322 §3.6 allows one From field.  With several the author is in
+    doubt: the result says so in its defects, so it is never taken as a
+    strict sender.
+    """
+    values = block.values("from")
+    if len(values) <= 1:
+        return parse_address_list(values[0] if values else None)
+    chosen = None
+    for value in values:
+        candidate = parse_address_list(value)
+        if candidate.addresses:
+            chosen = candidate
+            break
+    chosen = chosen or parse_address_list(values[0])
+    return AddressList(chosen.addresses, chosen.defects + (f"{len(values)} From fields",))
+
+
 def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
     block = block or split_headers(raw)
-    from_list = parse_address_list(block.first("from"))
+    from_list = _from_list(block)
     subject = block.text("subject") or ""
     date_value = block.first("date")
     date_at = parse_date(date_value)
-    body_hash = hashlib.sha256(normalised_body(raw, block.body_offset)).hexdigest()
+    # the top-level MIME headers belong to the body: two mails with the same
+    # bytes under a different Content-Type are different mails
+    mime = "\0".join(" ".join((block.first(h) or "").lower().split())
+                     for h in ("content-type", "content-transfer-encoding"))
+    body_hash = hashlib.sha256(
+        mime.encode("utf-8", "surrogatepass") + b"\0" + normalised_body(raw, block.body_offset)
+    ).hexdigest()
     from_key = from_list.addresses[0].addr if from_list.addresses else (block.first("from") or "")
     date_key = date_at.isoformat() if date_at else " ".join((date_value or "").split())
 
@@ -240,6 +366,8 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
     identity_src = "\0".join((message_id, from_key, date_key, body_hash))
     identity = hashlib.sha256(identity_src.encode("utf-8", "surrogatepass")).hexdigest()
     defects = list(block.defects) + [f"From: {d}" for d in from_list.defects]
+    if not block.has("from"):
+        defects.append("no From field")
     if derived:
         defects.append("no Message-ID; derived one")
     if date_value and date_at is None:

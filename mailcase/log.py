@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-_QUIET_LIBRARIES = ("mailparser", "imapclient", "alembic", "inscriptis")
+_QUIET_LIBRARIES = ("mailparser", "imapclient", "alembic")
 
 
 class KeyValueFormatter(logging.Formatter):
