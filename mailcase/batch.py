@@ -34,16 +34,28 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase.calendar import BusinessCalendar
 from mailcase.cases import CASE, CASE_MESSAGE, CaseStatus, create_case, event, priority_for, staff_addresses
-from mailcase.classify import CLASSIFICATION, DbContext, PassCache, Recorder, load_mails, rule_settings
+from mailcase.classify import (
+    CLASSIFICATION,
+    DbContext,
+    PassCache,
+    Recorder,
+    bounce_matcher,
+    load_mails,
+    rule_settings,
+)
 from mailcase.clock import Clock
 from mailcase.config import Config
 from mailcase.db import insert_ignore, is_postgres, transaction
 from mailcase.directory import ACCOUNT, DbDirectory
 from mailcase.fetch import MAILBOX_STATE
+from mailcase.kb import Suggestion
+from mailcase.kb import count as kb_count
+from mailcase.kb import suggest as kb_suggest
 from mailcase.ledger import MESSAGE
 from mailcase.log import kv
 from mailcase.models import Batch as BatchRow
 from mailcase.outbox import OutgoingMail, enqueue
+from mailcase.quoting import latest_reply
 from mailcase.render import find_templates, render
 from mailcase.rules.base import Disposition, Mail, Mark, Outcome
 from mailcase.rules.chain import run_chain
@@ -259,7 +271,7 @@ def run_cutoff(
 
     requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
     cache = PassCache()
-    recorder = Recorder(conn, phase, now, cache)
+    recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now))
     notice_only: list[int] = []
     for pk in claimed:
         mail = mails[pk]
@@ -290,18 +302,26 @@ def run_cutoff(
         _set_state(conn, notice_only, MessageState.BATCHED, now)
 
     generic = {s.lower() for s in config.batch.generic_subjects}
+    kb_ready = config.kb.suggestions > 0 and kb_count(conn) > 0
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     ack_meta: dict[str, tuple[Mail, Outcome, list[int]]] = {}
     for (requester, account_id), items in requests.items():
         for idxs in group_requests(items, generic):
             group = [items[i] for i in idxs]
-            case = _make_case(conn, group, previous, now, batch_id, result)
+            suggestions: list[Suggestion] = []
+            if kb_ready:
+                first_mail = group[0][0]
+                suggestions = kb_suggest(conn, f"{first_mail.subject}\n{latest_reply(first_mail.body)}",
+                                         config.kb.suggestions, config.kb.min_score)
+            case = _make_case(conn, group, previous, now, batch_id, result,
+                              kb_answer=bool(suggestions) and suggestions[0].score >= config.kb.answer_score)
             case_id, number, values = case
             first_mail, first_outcome = group[0]
             view = {
                 "number": number, "subject": values["subject"],
                 "severity_name": SEVERITY_NAMES.get(values["severity"], str(values["severity"])),
                 "repeat_of": _repeat_of(values["flags"]),
+                "suggestions": [{"title": x.title, "url": x.url} for x in suggestions],
             }
             if values["held"] or values["out_of_scope"]:
                 notice = "hold" if values["held"] else "out-of-scope"
@@ -362,7 +382,7 @@ def _repeat_of(flags: Sequence[str]) -> int | None:
 
 def _make_case(
     conn: Connection, group: list[tuple[Mail, Outcome]], previous: datetime | None, now: datetime,
-    batch_id: int, result: CutoffResult,
+    batch_id: int, result: CutoffResult, kb_answer: bool = False,
 ) -> tuple[int, int, dict[str, Any]]:
     first_mail, first = group[0]
     sender = first.sender
@@ -374,6 +394,8 @@ def _make_case(
         flags += [f for f in o.flags if f not in flags]
     if previous is not None and any(m.received_at < previous for m, _ in group):
         flags.append("late")  # received before an earlier cutoff, arrived after it closed
+    if kb_answer:
+        flags.append("kb-answer")  # an abuse flag: the knowledge base answers this
     linked = next((e.data.get("case_id") for _, o in group for e in o.effects if e.kind == "link-case"), None)
     received = min(m.received_at for m, _ in group)
     status = CaseStatus.HELD if held else CaseStatus.OUT_OF_SCOPE if out_of_scope else CaseStatus.NEW
@@ -444,6 +466,17 @@ def _queue_notice(
     ), config, key, now)
 
 
+def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dict[str, str]]:
+    seen: set[str] = set()
+    out = []
+    for view in views:
+        for s in view.get("suggestions", []):
+            if s["url"] not in seen:
+                seen.add(s["url"])
+                out.append(s)
+    return out[:limit]
+
+
 def _queue_ack(
     conn: Connection, config: Config, key: bytes, templates: Any, base: dict[str, Any], requester: str,
     views: list[dict[str, Any]], case_ids: list[int], mail: Mail, outcome: Outcome, cutoff: datetime,
@@ -456,7 +489,7 @@ def _queue_ack(
         "cutoff": cutoff.astimezone(zone),
         "promise_due": (received + timedelta(hours=24)).astimezone(zone),
         "promise_breach": (received + timedelta(hours=48)).astimezone(zone),
-        "suggestions": [],
+        "suggestions": _merged_suggestions(views),
     }
     rendered = render(templates, "ack", variables)
     enqueue(conn, OutgoingMail(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -338,7 +338,11 @@ class Recorder:
     :meth:`flush` changes no verdict.
     """
 
-    def __init__(self, conn: Connection, phase: str, now: datetime, cache: PassCache | None = None) -> None:
+    def __init__(
+        self, conn: Connection, phase: str, now: datetime, cache: PassCache | None = None,
+        on_bounce: Callable[[Mail, int], None] | None = None,
+    ) -> None:
+        self.on_bounce = on_bounce
         self.conn = conn
         self.phase = phase
         self.now = now
@@ -372,7 +376,9 @@ class Recorder:
         state = state_for(outcome, mail.historical)
         if state is not MessageState.HISTORICAL and (outcome.effects or outcome.case is not None):
             with self.conn.begin_nested():  # a failing effect leaves nothing behind
-                _apply_effects(self.conn, mail, outcome, now)
+                for bounce_id in _apply_effects(self.conn, mail, outcome, now):
+                    if self.on_bounce is not None:
+                        self.on_bounce(mail, bounce_id)
         self.verdicts += verdicts
         self.classifications.append(classification)
         if state is not MessageState.HISTORICAL:
@@ -418,8 +424,10 @@ def record(conn: Connection, mail: Mail, outcome: Outcome, phase: str, now: date
     return state
 
 
-def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime) -> None:
+def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime) -> list[int]:
+    """Apply the outcome's effects; returns the ids of the bounce rows recorded."""
     assert mail.pk is not None
+    bounces: list[int] = []
     if outcome.case is not None and outcome.final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
         role = "staff-note" if outcome.final is Disposition.STAFF_NOTE else "follow-up"
         insert_ignore(conn, CASE_MESSAGE, [{"message_pk": mail.pk, "case_id": outcome.case.id,
@@ -427,11 +435,11 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
     for effect in outcome.effects:
         d = effect.data
         if effect.kind == "record-bounce":
-            conn.execute(sa.insert(BOUNCE).values(
+            bounces.append(int(conn.execute(sa.insert(BOUNCE).values(
                 message_pk=mail.pk, recipient=d.get("recipient"), status=d.get("status"),
                 action=d.get("action"), original_message_id=d.get("original_message_id"),
                 kind=d.get("kind", "dsn"), matched_outbox_id=None, at=now,
-            ))
+            ).returning(BOUNCE.c.id)).scalar_one()))
         elif effect.kind == "lock-pin":
             conn.execute(sa.update(ACCOUNT).where(
                 ACCOUNT.c.id == d["account_id"], ACCOUNT.c.pin_locked_at.is_(None)
@@ -441,9 +449,16 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
                 status="in-progress", resolved_at=None, closed_at=None))
         elif effect.kind == "alert":
             log.warning("event=alert message=%s what=%s", mail.pk, kv(d.get("what", "")))
+    return bounces
 
 
 # -- the stage ----------------------------------------------------------------------------
+
+
+def bounce_matcher(conn: Connection, config: Config, key: bytes, now: datetime) -> Callable[[Mail, int], None]:
+    from mailcase.bounces import match_bounce
+
+    return lambda mail, bounce_id: match_bounce(conn, config, key, mail, bounce_id, now)
 
 
 def classify_batch(
@@ -467,7 +482,7 @@ def classify_batch(
 
         directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
         cache = PassCache()
-        recorder = Recorder(conn, "ingest", now, cache)
+        recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now))
         for pk in pks:
             mail = mails[pk]
             ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk)

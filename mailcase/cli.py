@@ -770,12 +770,14 @@ def case_progress(c: Ctx, number: int) -> None:
 @click.option("--note", required=True, help="The resolution (sent to the requester).")
 @pass_ctx
 def case_resolve(c: Ctx, number: int, note: str) -> None:
-    """Resolve the case with a note."""
-    from mailcase.cases import CaseStatus, set_status
+    """Resolve the case: queue the resolution mail, and the survey after its delay."""
+    from mailcase.surveys import resolve
 
     with transaction(c.engine) as conn:
-        set_status(conn, number, CaseStatus.RESOLVED, c.clock.now(), _actor(), note)
-    click.echo(f"case #{number:06d}: resolved")
+        _, no_survey = resolve(conn, c.config, number, note, c.clock.now(), _actor())
+    click.echo(f"case #{number:06d}: resolved, resolution mail queued; "
+               + (f"no survey: {no_survey}" if no_survey else
+                  f"survey follows in {c.config.surveys.delay_hours:g} h"))
 
 
 @case.command("close")
@@ -888,6 +890,116 @@ def outbox_list(c: Ctx, status: str | None, limit: int) -> None:
     for r in rows:
         click.echo(f"{r.id:>6} {r.status:<9} {r.kind:<24} {_short(r.to_addr, 30):<30} {_short(r.subject, 40)}"
                    + (f"  ({_short(r.last_error, 50)})" if r.last_error else ""))
+
+
+@outbox.command("retry")
+@click.argument("row_ids", type=int, nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed row.")
+@pass_ctx
+def outbox_retry(c: Ctx, row_ids: tuple[int, ...], all_failed: bool) -> None:
+    """Queue rows again now (failed, capped or waiting for a retry)."""
+    from mailcase.outbox import retry_rows
+
+    if all_failed == bool(row_ids):
+        raise UsageError("give ROW_IDS or --failed")
+    with transaction(c.engine) as conn:
+        n = retry_rows(conn, None if all_failed else list(row_ids), c.clock.now())
+    click.echo(f"{n} rows queued again")
+
+
+@outbox.command("cancel")
+@click.argument("row_ids", type=int, nargs=-1, required=True)
+@pass_ctx
+def outbox_cancel(c: Ctx, row_ids: tuple[int, ...]) -> None:
+    """Never send these rows (queued, failed or capped ones)."""
+    from mailcase.outbox import cancel_rows
+
+    with transaction(c.engine) as conn:
+        n = cancel_rows(conn, list(row_ids), _actor())
+    click.echo(f"{n} rows cancelled")
+
+
+@outbox.command("deliver")
+@pass_ctx
+def outbox_deliver(c: Ctx) -> None:
+    """Send what is due now through the configured transport (the service does this on its own)."""
+    from mailcase.outbox import deliver_due, transport_for
+
+    r = deliver_due(c.engine, transport_for(c.config), c.clock.now(), c.config)
+    click.echo(f"sent {r.sent}, deferred {r.retried}, failed {r.failed}, capped {r.capped}, suppressed {r.suppressed}")
+    if r.failed:
+        sys.exit(1)
+
+
+@cli.group()
+def suppress() -> None:
+    """Addresses we never send to (hard bounces)."""
+
+
+@suppress.command("list")
+@pass_ctx
+def suppress_list(c: Ctx) -> None:
+    """Suppressed addresses with why and since when."""
+    from mailcase.bounces import suppressed
+
+    with c.engine.connect() as conn:
+        rows = suppressed(conn)
+    if not rows:
+        click.echo("no address is suppressed")
+    for r in rows:
+        click.echo(f"{r.address:<40} since {_fmt_time(r.since_at)}  {r.reason}")
+
+
+@suppress.command("clear")
+@click.argument("address")
+@pass_ctx
+def suppress_clear(c: Ctx, address: str) -> None:
+    """Send to ADDRESS again."""
+    from mailcase.bounces import clear
+
+    with transaction(c.engine) as conn:
+        done = clear(conn, address, _actor(), c.clock.now())
+    if not done:
+        raise UsageError(f"{address} is not suppressed")
+    click.echo(f"{address}: no longer suppressed")
+
+
+@cli.group()
+def kb() -> None:
+    """The knowledge base behind suggested solutions."""
+
+
+@kb.command("reindex")
+@click.option("--path", help="Folder of Markdown articles or a CSV (default: kb.path).")
+@pass_ctx
+def kb_reindex(c: Ctx, path: str | None) -> None:
+    """Load the articles and rebuild the full-text index."""
+    from pathlib import Path
+
+    from mailcase.kb import load_articles, reindex
+
+    source = path or c.config.kb.path
+    if not source:
+        raise UsageError("no knowledge base configured (kb.path) and no --path")
+    articles = load_articles(Path(source))
+    with transaction(c.engine) as conn:
+        n = reindex(conn, articles)
+    click.echo(f"indexed {n} articles from {source}")
+
+
+@kb.command("search")
+@click.argument("text", nargs=-1, required=True)
+@pass_ctx
+def kb_search(c: Ctx, text: tuple[str, ...]) -> None:
+    """The articles an acknowledgement would suggest for TEXT."""
+    from mailcase.kb import suggest
+
+    with c.engine.connect() as conn:
+        found = suggest(conn, " ".join(text), c.config.kb.suggestions or 3, c.config.kb.min_score)
+    if not found:
+        click.echo("no article matches")
+    for s in found:
+        click.echo(f"{s.score:.2f}  {s.title}  {s.url}")
 
 
 @outbox.command("show")

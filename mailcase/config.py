@@ -27,6 +27,7 @@ from mailcase.states import PostAction
 
 DEMO_MAILDIR = Path(__file__).parent / "demo" / "maildir"
 DEMO_ACCOUNTS = Path(__file__).parent / "demo" / "accounts.csv"
+DEMO_KB = Path(__file__).parent / "demo" / "kb"
 CONFIG_ENV = "MAILCASE_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("/etc/mailcase/mailcase.toml"),)
 
@@ -307,6 +308,25 @@ class DirectoryConfig(_Frozen):
         return datetime.fromisoformat(self.effective.replace("Z", "+00:00"))
 
 
+class SurveyConfig(_Frozen):
+    #: hours after a resolution before its satisfaction survey goes out
+    delay_hours: float = Field(default=24.0, ge=0)
+    #: no survey to a person surveyed within this many days (across all cases)
+    quiet_days: int = Field(default=14, ge=0)
+
+
+class KbConfig(_Frozen):
+    #: a folder of Markdown articles (front matter title: and url:) or a CSV
+    #: (title, url, body); reindexed at start and whenever it changes
+    path: str | None = None
+    #: articles listed in an acknowledgement
+    suggestions: int = Field(default=3, ge=0, le=10)
+    #: how much of a request an article must cover to be suggested (0-1)
+    min_score: float = Field(default=0.3, gt=0, le=1)
+    #: an article covering this much of a request flags it "kb-answer"
+    answer_score: float = Field(default=0.75, gt=0, le=1)
+
+
 class SecretsConfig(_Frozen):
     #: the key of every keyed hash: PINs, our Message-IDs, bounce addresses
     hmac_key: Secret | None = None
@@ -318,16 +338,56 @@ class OutgoingConfig(_Frozen):
     from_name: str = "Support"
     #: the domain in our Message-IDs; default: the from_address domain
     message_id_domain: str | None = None
-    #: "file" writes each mail as an .eml into file_dir (the demo's default)
-    transport: Literal["file"] = "file"
+    #: the envelope sender base: bounces+<row>-<mac>@domain (VERP); never an
+    #: intake address.  Default: bounces@<from_address domain>
+    bounce_address: str | None = None
+    #: "file" writes each mail as an .eml into file_dir (the demo's default);
+    #: "smtp" delivers through the smtp_* server
+    transport: Literal["file", "smtp"] = "file"
     #: for transport = "file"; default: <data_dir>/outbox
     file_dir: str | None = None
+    smtp_host: str | None = None
+    #: default: 465 for tls, 587 for starttls, 25 for plain
+    smtp_port: int | None = Field(default=None, gt=0, lt=65536)
+    #: "tls" (implicit), "starttls" or "plain" (127.0.0.1 only); certificates verified
+    smtp_security: Literal["tls", "starttls", "plain"] = "starttls"
+    smtp_ca_file: str | None = None
+    smtp_username: str | None = None
+    smtp_password: Secret | None = None
+    smtp_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: automatic mail (notices, resolutions, surveys) to one address per 24 h;
+    #: acknowledgements of an eligible requester's cases are never capped
+    daily_cap_per_address: int = Field(default=10, ge=1)
+    #: more matched hard bounces than this within an hour pause suppression
+    #: (our own relay failing looks like every customer bouncing) and alert
+    bounce_spike_per_hour: int = Field(default=20, ge=1)
     #: templates folder; default: the templates shipped with mailcase
     templates_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OutgoingConfig:
+        if self.transport == "smtp":
+            if not self.smtp_host:
+                raise ValueError("smtp_host: required when transport = smtp")
+            if self.smtp_security == "plain" and not is_loopback(self.smtp_host):
+                raise ValueError("smtp_security: plain SMTP is allowed to 127.0.0.1 only; use tls or starttls")
+            if self.smtp_username and self.smtp_password is None:
+                raise ValueError("smtp_password: required with smtp_username")
+        return self
 
     @property
     def domain(self) -> str:
         return self.message_id_domain or self.from_address.rpartition("@")[2].lower()
+
+    @property
+    def bounce_base(self) -> str:
+        return (self.bounce_address or f"bounces@{self.from_address.rpartition('@')[2]}").lower()
+
+    @property
+    def smtp_port_number(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return {"tls": 465, "starttls": 587, "plain": 25}[self.smtp_security]
 
 
 class BatchConfig(_Frozen):
@@ -362,6 +422,8 @@ class Config(_Frozen):
     staff: StaffConfig = StaffConfig()
     secrets: SecretsConfig = SecretsConfig()
     directory: DirectoryConfig = DirectoryConfig()
+    surveys: SurveyConfig = SurveyConfig()
+    kb: KbConfig = KbConfig()
     outgoing: OutgoingConfig = OutgoingConfig()
     calendar: CalendarConfig = CalendarConfig()
     batch: BatchConfig = BatchConfig()
@@ -485,10 +547,14 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     box["password"] = {**pw, "file": fix(pw["file"])}
             new.append(box)
         data["mailboxes"] = new
-    for section, keys in (("outgoing", ("file_dir", "templates_dir")), ("directory", ("csv",))):
+    for section, keys in (("outgoing", ("file_dir", "templates_dir", "smtp_ca_file")), ("directory", ("csv",)),
+                          ("kb", ("path",))):
         table = data.get(section)
         if isinstance(table, dict):
             data[section] = {k: (fix(v) if k in keys else v) for k, v in table.items()}
+    out = data.get("outgoing")
+    if isinstance(out, dict) and isinstance(out.get("smtp_password"), dict) and "file" in out["smtp_password"]:
+        data["outgoing"] = {**out, "smtp_password": {**out["smtp_password"], "file": fix(out["smtp_password"]["file"])}}
     secrets = data.get("secrets")
     if isinstance(secrets, dict):
         data["secrets"] = {
@@ -505,6 +571,9 @@ def parse_config(data: dict[str, Any], where: str, base: Path | None = None) -> 
         for i, box in enumerate(data.get("mailboxes") or [])
         if isinstance(box, dict) and isinstance(box.get("password"), str)
     ]
+    outgoing = data.get("outgoing")
+    if isinstance(outgoing, dict) and isinstance(outgoing.get("smtp_password"), str):
+        inline.append("outgoing.smtp_password")
     secrets = data.get("secrets")
     if isinstance(secrets, dict):
         inline += [f"secrets.{k}" for k, v in secrets.items() if isinstance(v, str)]
@@ -553,6 +622,7 @@ def embedded_defaults(data_dir: str | None = None) -> Config:
         # the sample mail waits for cutoffs in November 2026: the demo
         # directory counts from before them
         directory=DirectoryConfig(csv=str(DEMO_ACCOUNTS), effective="2026-11-01T00:00:00Z"),
+        kb=KbConfig(path=str(DEMO_KB)),
     )
 
 

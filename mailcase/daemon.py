@@ -48,6 +48,43 @@ class PassResult:
 _imported: dict[str, tuple[float, int]] = {}
 
 
+def _changed(path: Path) -> tuple[float, int] | None:
+    """The file's (mtime, size) if it changed since this process last read it."""
+    try:
+        stat = path.stat()
+        if path.is_dir():
+            newest = max((p.stat().st_mtime for p in path.iterdir()), default=stat.st_mtime)
+            marker = (max(newest, stat.st_mtime), sum(1 for _ in path.iterdir()))
+        else:
+            marker = (stat.st_mtime, stat.st_size)
+    except OSError:
+        return None
+    return None if _imported.get(str(path)) == marker else marker
+
+
+def reindex_kb(engine: Engine, config: Config) -> int | None:
+    """Reindex the knowledge base when its files changed (or at start)."""
+    if not config.kb.path:
+        return None
+    path = Path(config.kb.path)
+    marker = _changed(path)
+    if marker is None:
+        return None
+    from mailcase.errors import MailcaseError
+    from mailcase.kb import load_articles, reindex
+
+    try:
+        articles = load_articles(path)
+        with transaction(engine) as conn:
+            n = reindex(conn, articles)
+    except MailcaseError as exc:
+        log.warning("event=kb-reindex-failed path=%s error=%s", kv(path), kv(exc))
+        return None
+    _imported[str(path)] = marker
+    log.info("event=kb-reindexed path=%s articles=%d", kv(path), n)
+    return n
+
+
 def import_directory(engine: Engine, config: Config, now: datetime) -> str | None:
     """Import the configured CSV when it changed since this process last did (idempotent)."""
     path_text = config.directory.csv
@@ -82,6 +119,7 @@ def run_pass(
     """
     result = PassResult()
     result.directory = import_directory(engine, config, clock.now())
+    reindex_kb(engine, config)
     own_parser = parser is None
     if parser is None:
         parser = BackgroundParser(
@@ -101,7 +139,7 @@ def run_pass(
     result.batches = run_due(engine, config, clock)
     if result.batches.waiting:
         log.info("event=cutoff-waiting %s", kv(result.batches.waiting))
-    result.delivery = deliver_due(engine, transport_for(config), clock.now())
+    result.delivery = deliver_due(engine, transport_for(config), clock.now(), config)
     return result
 
 

@@ -414,6 +414,45 @@ class Outbox(SQLModel, table=True):
     status_reason: str | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = _ts(index=True)
+    #: when a sender claimed it ("sending"); a stale claim is retried
+    claimed_at: datetime | None = _ts()
     last_error: str | None = None
     created_at: datetime | None = _ts(nullable=False)
     sent_at: datetime | None = _ts()
+
+
+# -- delivery: suppression, surveys, knowledge base (issue 6) -----------------------------
+
+
+class Suppression(SQLModel, table=True):
+    """An address we never send to again (until staff clear it)."""
+
+    __tablename__ = "suppression"
+    address: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    status: str | None = Field(default=None, max_length=16)
+    bounce_id: int | None = None
+    since_at: datetime | None = _ts(nullable=False)
+    cleared_at: datetime | None = _ts()
+    cleared_by: str | None = None
+
+
+class SurveyResponse(SQLModel, table=True):
+    __tablename__ = "survey_response"
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(index=True)
+    case_id: int = Field(index=True)
+    message_pk: int = Field(sa_column_kwargs={"unique": True})
+    score: int
+    at: datetime | None = _ts(nullable=False)
+
+
+class KbArticle(SQLModel, table=True):
+    """A knowledge-base article (indexed for full-text search)."""
+
+    __tablename__ = "kb_article"
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    title: str
+    url: str
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))

@@ -44,3 +44,31 @@ def parse_our_message_id(key: bytes, message_id: str) -> OurId | None:
         return None
     number = int(case)
     return OurId(kind.lower(), number or None, unique.lower())
+
+
+# -- VERP bounce addresses ---------------------------------------------------------------
+
+_VERP = re.compile(r"^([^@+\s]+)\+(\d{1,12})-([0-9a-f]{10})@([^@\s]+)$", re.IGNORECASE)
+
+
+def _verp_mac(key: bytes, row_id: int) -> str:
+    return hmac.new(key, f"mailcase-verp:{row_id}".encode(), hashlib.sha256).hexdigest()[:10]
+
+
+def verp_address(key: bytes, base: str, row_id: int) -> str:
+    """The envelope sender of outbox row ``row_id``: ``local+ID-MAC@domain``."""
+    local, _, domain = base.partition("@")
+    return f"{local}+{row_id}-{_verp_mac(key, row_id)}@{domain}"
+
+
+def parse_verp(key: bytes, base: str, address: str) -> int | None:
+    """The outbox row a bounce address names, if it is ours and its MAC is right."""
+    m = _VERP.match(address.strip().strip("<>"))
+    if not m:
+        return None
+    local, row, mac, domain = m.groups()
+    b_local, _, b_domain = base.partition("@")
+    if local.lower() != b_local.lower() or domain.lower() != b_domain.lower():
+        return None
+    row_id = int(row)
+    return row_id if hmac.compare_digest(_verp_mac(key, row_id), mac.lower()) else None

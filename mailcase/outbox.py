@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,12 +38,13 @@ from mailcase.config import Config
 from mailcase.db import insert_ignore, transaction
 from mailcase.errors import TransientError
 from mailcase.log import kv
-from mailcase.models import Outbox
+from mailcase.models import Outbox, Suppression
 from mailcase.msgid import make_message_id
 from mailcase.render import Rendered, clean_header_text
 
 log = logging.getLogger(__name__)
 OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
+SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
 
 #: RFC 3834 §5: replies to a person's mail are auto-replied; mail we start ourselves auto-generated
 AUTO_SUBMITTED = {
@@ -185,6 +187,10 @@ class FileTransport:
 
 
 def transport_for(config: Config) -> Transport:
+    if config.outgoing.transport == "smtp":
+        from mailcase.smtp import SmtpTransport
+
+        return SmtpTransport(config.outgoing)
     folder = config.outgoing.file_dir or str(Path(config.data_dir) / "outbox")
     return FileTransport(Path(folder))
 
@@ -194,11 +200,24 @@ class DeliveryResult:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    capped: int = 0
+    suppressed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=1)
+#: a claim this old belongs to a sender that died mid-delivery
+STALE_CLAIM = timedelta(minutes=10)
+#: kinds never capped: an eligible requester always gets the receipt of their cases
+UNCAPPED = ("ack", "reply")
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """Exponential, capped, with +-50% jitter so many deferred rows do not retry in lockstep."""
+    base: timedelta = min(RETRY_BASE * (2 ** min(max(attempts - 1, 0), 12)), RETRY_MAX)
+    factor: float = rng.uniform(0.5, 1.5) if rng else random.uniform(0.5, 1.5)
+    return base * factor
 
 
 def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
@@ -218,50 +237,135 @@ def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
             event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
 
 
-def deliver_due(engine: Engine, transport: Transport, now: datetime, limit: int = 100) -> DeliveryResult:
+def is_suppressed(conn: Connection, address: str) -> str | None:
+    row = conn.execute(sa.select(SUPPRESSION.c.reason).where(
+        SUPPRESSION.c.address == address.lower(), SUPPRESSION.c.cleared_at.is_(None))).first()
+    return row[0] if row else None
+
+
+def _policy(conn: Connection, row: Any, config: Config, now: datetime) -> tuple[str, str] | None:
+    """(status, reason) when the row must not go out; None to send it."""
+    reason = is_suppressed(conn, row.to_addr)
+    if reason is not None:
+        return "suppressed", f"{row.to_addr} is suppressed: {reason}"
+    if row.kind.split("/")[0] not in UNCAPPED:
+        sent = conn.execute(sa.select(sa.func.count()).where(
+            OUTBOX.c.to_addr == row.to_addr, OUTBOX.c.status.in_(["sent", "sending"]),
+            OUTBOX.c.kind.not_in(UNCAPPED), OUTBOX.c.id != row.id,
+            OUTBOX.c.sent_at >= now - timedelta(hours=24),
+        )).scalar_one()
+        cap = config.outgoing.daily_cap_per_address
+        if sent >= cap:
+            return "capped", f"{sent} automatic mails to {row.to_addr} in 24 h (cap {cap})"
+    return None
+
+
+def release_stale_claims(engine: Engine, now: datetime) -> int:
+    """Rows left "sending" by a sender that died: back in the queue.
+
+    This is the one window where a mail can go out twice: the server had
+    accepted it but the sender died before recording that.  Everything
+    else (re-runs, retries, several senders) is kept to once by the key and
+    the claim.
+    """
+    with transaction(engine) as conn:
+        return int(conn.execute(
+            sa.update(OUTBOX).where(OUTBOX.c.status == "sending", OUTBOX.c.claimed_at < now - STALE_CLAIM)
+            .values(status="queued", next_attempt_at=now, last_error="sender died during delivery; retried")
+        ).rowcount)
+
+
+def deliver_due(
+    engine: Engine, transport: Transport, now: datetime, config: Config | None = None, limit: int = 200,
+) -> DeliveryResult:
     """Send queued rows whose time has come, oldest first."""
     result = DeliveryResult()
+    release_stale_claims(engine, now)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(OUTBOX.c.id).where(
                 OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= now
             ).order_by(OUTBOX.c.id).limit(limit)
         ).scalars().all()
-    for row_id in rows:
-        with transaction(engine) as conn:
-            # claim: a second sender finds it no longer queued
-            claimed = conn.execute(
-                sa.update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.status == "queued")
-                .values(status="sending", attempts=OUTBOX.c.attempts + 1)
-            ).rowcount
-            row = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id == row_id)).one()
+    key = config.hmac_key() if config else None
+    try:
+        for row_id in rows:
+            _deliver_one(engine, transport, row_id, now, config, key, result)
+    finally:
+        close = getattr(transport, "close", None)
+        if close is not None:
+            close()
+    return result
+
+
+def _deliver_one(
+    engine: Engine, transport: Transport, row_id: int, now: datetime, config: Config | None,
+    key: bytes | None, result: DeliveryResult,
+) -> None:
+    from mailcase.msgid import verp_address
+    from mailcase.smtp import PermanentDeliveryError
+
+    with transaction(engine) as conn:
+        # claim: a second sender finds it no longer queued
+        claimed = conn.execute(
+            sa.update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.status == "queued")
+            .values(status="sending", attempts=OUTBOX.c.attempts + 1, claimed_at=now)
+        ).rowcount
         if not claimed:
-            continue
-        try:
-            transport.send(row.id, row.envelope_from, row.to_addr, row.raw)
-        except TransientError as exc:
-            delay = min(RETRY_BASE * (2 ** min(row.attempts, 10)), RETRY_MAX)
-            with transaction(engine) as conn:
-                conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                    status="queued", next_attempt_at=now + delay, last_error=str(exc)[:2000]))
-            result.retried += 1
-            log.warning("event=send-deferred outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
-            continue
-        except Exception as exc:
-            with transaction(engine) as conn:
-                conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                    status="failed", last_error=f"{type(exc).__name__}: {exc}"[:2000]))
-            result.failed += 1
-            result.errors.append(f"{row_id}: {exc}")
-            log.error("event=send-failed outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
-            continue
+            return
+        row = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id == row_id)).one()
+        blocked = _policy(conn, row, config, now) if config else None
+        if blocked is not None:
+            status, reason = blocked
+            conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                status=status, status_reason=reason))
+            log.info("event=not-sent outbox=%s status=%s reason=%s", row_id, status, kv(reason))
+            if status == "capped":
+                result.capped += 1
+            else:
+                result.suppressed += 1
+            return
+        envelope = verp_address(key, config.outgoing.bounce_base, row_id) if key and config else row.envelope_from
+        if envelope != row.envelope_from:
+            conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(envelope_from=envelope))
+    try:
+        transport.send(row.id, envelope, row.to_addr, row.raw)
+    except TransientError as exc:
         with transaction(engine) as conn:
             conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                status="sent", sent_at=now, last_error=None))
-            _mark_receipts(conn, row, now)
-        result.sent += 1
-        log.info("event=sent outbox=%s kind=%s to=%s transport=%s", row_id, row.kind, row.to_addr, transport.name)
-    return result
+                status="queued", next_attempt_at=now + backoff(row.attempts + 1), last_error=str(exc)[:2000]))
+        result.retried += 1
+        log.warning("event=send-deferred outbox=%s to=%s attempt=%d error=%s",
+                    row_id, row.to_addr, row.attempts + 1, kv(exc))
+        return
+    except (PermanentDeliveryError, Exception) as exc:
+        with transaction(engine) as conn:
+            conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                status="failed", status_reason="refused", last_error=f"{type(exc).__name__}: {exc}"[:2000]))
+        result.failed += 1
+        result.errors.append(f"{row_id}: {exc}")
+        log.error("event=send-failed outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
+        return
+    with transaction(engine) as conn:
+        conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+            status="sent", sent_at=now, last_error=None))
+        _mark_receipts(conn, row, now)
+    result.sent += 1
+    log.info("event=sent outbox=%s kind=%s to=%s transport=%s", row_id, row.kind, row.to_addr, transport.name)
+
+
+def retry_rows(conn: Connection, ids: Sequence[int] | None, now: datetime) -> int:
+    """Queue failed/capped/deferred rows again (all failed ones with ids=None)."""
+    q = sa.update(OUTBOX).where(OUTBOX.c.status.in_(["failed", "queued", "capped"]))
+    q = q.where(OUTBOX.c.id.in_(list(ids))) if ids is not None else q.where(OUTBOX.c.status == "failed")
+    return int(conn.execute(q.values(status="queued", next_attempt_at=now, status_reason=None)).rowcount)
+
+
+def cancel_rows(conn: Connection, ids: Sequence[int], actor: str) -> int:
+    return int(conn.execute(
+        sa.update(OUTBOX).where(OUTBOX.c.id.in_(list(ids)), OUTBOX.c.status.in_(["queued", "failed", "capped"]))
+        .values(status="cancelled", status_reason=f"cancelled by {actor}")
+    ).rowcount)
 
 
 def list_outbox(conn: Connection, status: str | None = None, limit: int = 50) -> Sequence[Any]:

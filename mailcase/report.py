@@ -131,6 +131,10 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     report.by_tier = dict(sorted(tier.items()))
     report.by_status = dict(sorted(status.items()))
     report.abuse_flags = {k: dict(v) for k, v in sorted(flags.items())}
+    from mailcase.surveys import stats
+
+    st = stats(conn, since)
+    report.extra["surveys"] = {"sent": st.sent, "responses": st.responses, "average score": st.average}
     return report
 
 

@@ -60,6 +60,9 @@ def test_defaults_in_example_match_code() -> None:
     from mailcase.config import BatchConfig, DirectoryConfig
 
     assert cfg.batch == BatchConfig()
+    from mailcase.config import KbConfig, SurveyConfig
+
+    assert cfg.surveys == SurveyConfig() and cfg.kb == KbConfig()
     assert cfg.directory == DirectoryConfig()
     defaults = RulesConfig()
     assert cfg.rules.model_dump(exclude={"sender_authentication", "authserv_id"}) == defaults.model_dump(

@@ -1,0 +1,134 @@
+"""Bounces of our own mail: match, fail the row, suppress the address.
+
+A bounce changes state only when it matches a mail we sent: the VERP
+envelope address it came back to (``bounces+ROW-MAC@...``: the MAC is ours,
+so it cannot be forged) or our Message-ID in the returned headers -- and in
+both cases the failed recipient must be the one we sent to.  A forged bounce
+naming a customer matches nothing and changes nothing.
+
+A matched 5.1.x (bad mailbox / domain) suppresses the address for all later
+mail; other 5.x failures suppress it once they repeat over two days; 4.x
+failures only alert.  A sudden spike of hard bounces (our own relay failing
+looks like every customer bouncing) pauses suppression and alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailcase.addresses import parse_address_list
+from mailcase.config import Config
+from mailcase.db import insert_ignore
+from mailcase.log import kv
+from mailcase.models import Bounce as BounceRow
+from mailcase.msgid import parse_verp
+from mailcase.outbox import OUTBOX, SUPPRESSION
+from mailcase.rules.base import Mail
+
+log = logging.getLogger(__name__)
+BOUNCE = BounceRow.__table__  # type: ignore[attr-defined]
+_ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to", "x-failed-recipients")
+
+
+def _our_rows(mail: Mail, config: Config, key: bytes) -> set[int]:
+    """Outbox rows named by the VERP address the bounce was delivered to."""
+    rows: set[int] = set()
+    base = config.outgoing.bounce_base
+    for name in _ENVELOPE_HEADERS:
+        for value in mail.headers(name):
+            for addr in parse_address_list(value).addresses:
+                row = parse_verp(key, base, addr.addr)
+                if row is not None:
+                    rows.add(row)
+    return rows
+
+
+def match_bounce(conn: Connection, config: Config, key: bytes, mail: Mail, bounce_id: int, now: datetime) -> None:
+    b = conn.execute(sa.select(BOUNCE).where(BOUNCE.c.id == bounce_id)).one()
+    if b.kind not in ("dsn", "vendor"):
+        return
+    candidates = _our_rows(mail, config, key)
+    by_id = []
+    if b.original_message_id:
+        by_id = [r[0] for r in conn.execute(sa.select(OUTBOX.c.id).where(OUTBOX.c.message_id == b.original_message_id))]
+    rows = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id.in_(sorted(candidates | set(by_id))))).all()
+    matched = None
+    for row in rows:
+        if b.recipient is None and row.id not in candidates:
+            continue  # a Message-ID alone, with no recipient named, proves too little
+        if b.recipient is None or row.to_addr == b.recipient.lower():
+            matched = row
+            break
+    if matched is None:
+        log.info("event=bounce-unmatched message=%s recipient=%s: changes nothing", mail.pk, kv(b.recipient or "-"))
+        return
+    conn.execute(sa.update(BOUNCE).where(BOUNCE.c.id == bounce_id).values(matched_outbox_id=matched.id))
+    status = b.status or ""
+    conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == matched.id, OUTBOX.c.status.in_(["sent", "sending", "queued"]))
+                 .values(status="failed", status_reason=f"bounced: {status or 'no status'}"))
+    address = matched.to_addr
+    if not status.startswith("5."):
+        log.warning("event=alert what=%s", kv(f"delivery to {address} failed temporarily ({status or 'no status'}); "
+                                              "not suppressed"))
+        return
+    spike = conn.execute(sa.select(sa.func.count()).select_from(BOUNCE).where(
+        BOUNCE.c.matched_outbox_id.is_not(None), BOUNCE.c.status.like("5.%"), BOUNCE.c.at >= now - timedelta(hours=1),
+    )).scalar_one()
+    if spike > config.outgoing.bounce_spike_per_hour:
+        log.warning("event=alert what=%s", kv(
+            f"{spike} hard bounces in the last hour (limit {config.outgoing.bounce_spike_per_hour}): "
+            f"suppression paused, {address} not suppressed; check the outgoing relay"))
+        return
+    reason: str | None = None
+    if status.startswith("5.1."):
+        reason = f"hard bounce {status} of outbox row {matched.id}"
+    else:
+        first = conn.execute(
+            sa.select(sa.func.min(BOUNCE.c.at)).select_from(BOUNCE.join(OUTBOX, OUTBOX.c.id == BOUNCE.c.matched_outbox_id))
+            .where(OUTBOX.c.to_addr == address, BOUNCE.c.status.like("5.%"))
+        ).scalar()
+        if first is not None and first.tzinfo is None:
+            from datetime import UTC
+
+            first = first.replace(tzinfo=UTC)
+        if first is not None and now - first >= timedelta(days=2):
+            reason = f"permanent failures ({status}) repeated since {first:%Y-%m-%d}"
+        else:
+            log.warning("event=alert what=%s", kv(f"permanent failure {status} for {address}; suppressed if it "
+                                                  "repeats over two days"))
+    if reason:
+        suppress(conn, address, reason, status, bounce_id, now)
+
+
+def suppress(conn: Connection, address: str, reason: str, status: str | None, bounce_id: int | None,
+             now: datetime) -> None:
+    address = address.lower()
+    existing = conn.execute(sa.select(SUPPRESSION).where(SUPPRESSION.c.address == address)).first()
+    if existing is None:
+        insert_ignore(conn, SUPPRESSION, [{"address": address, "reason": reason, "status": status,
+                                           "bounce_id": bounce_id, "since_at": now, "cleared_at": None,
+                                           "cleared_by": None}], ["address"])
+    elif existing.cleared_at is not None:
+        conn.execute(sa.update(SUPPRESSION).where(SUPPRESSION.c.address == address).values(
+            reason=reason, status=status, bounce_id=bounce_id, since_at=now, cleared_at=None, cleared_by=None))
+    else:
+        return
+    log.warning("event=suppressed address=%s reason=%s", address, kv(reason))
+
+
+def clear(conn: Connection, address: str, actor: str, now: datetime) -> bool:
+    return bool(conn.execute(
+        sa.update(SUPPRESSION).where(SUPPRESSION.c.address == address.lower(), SUPPRESSION.c.cleared_at.is_(None))
+        .values(cleared_at=now, cleared_by=actor)
+    ).rowcount)
+
+
+def suppressed(conn: Connection) -> list[Any]:
+    return list(conn.execute(
+        sa.select(SUPPRESSION).where(SUPPRESSION.c.cleared_at.is_(None)).order_by(SUPPRESSION.c.since_at)
+    ).all())

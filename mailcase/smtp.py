@@ -1,0 +1,115 @@
+"""Delivering over SMTP: implicit TLS, STARTTLS (certificate verified), or plain to 127.0.0.1.
+
+One connection serves a whole delivery run.  A 4xx reply or a connection
+problem is a :class:`TransientError` (the row is retried with backoff); a
+5xx reply is a :class:`PermanentDeliveryError` (the row fails).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from mailcase.config import OutgoingConfig
+from mailcase.errors import AuthError, ConfigError, MailcaseError, TransientError
+
+
+class PermanentDeliveryError(MailcaseError):
+    """The server refused this mail for good (5xx)."""
+
+
+def _classify(code: int, text: str, where: str) -> MailcaseError:
+    msg = f"{where}: {code} {text}".strip()
+    return PermanentDeliveryError(msg) if 500 <= code < 600 else TransientError(msg)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+@dataclass
+class SmtpTransport:
+    config: OutgoingConfig
+    name: str = "smtp"
+    _conn: smtplib.SMTP | None = field(default=None, repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"smtp {self.config.smtp_host}:{self.config.smtp_port_number}"
+
+    def _context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=self.config.smtp_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"outgoing.smtp_ca_file {self.config.smtp_ca_file}: {exc}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        assert c.smtp_host is not None
+        try:
+            if c.smtp_security == "tls":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    c.smtp_host, c.smtp_port_number, timeout=c.smtp_timeout_seconds, context=self._context())
+            else:
+                conn = smtplib.SMTP(c.smtp_host, c.smtp_port_number, timeout=c.smtp_timeout_seconds)
+                if c.smtp_security == "starttls":
+                    conn.starttls(context=self._context())
+            if c.smtp_username:
+                assert c.smtp_password is not None
+                conn.login(c.smtp_username, c.smtp_password.read())
+            return conn
+        except ssl.SSLCertVerificationError as exc:
+            raise TransientError(f"{self.where}: TLS certificate refused: {exc.verify_message}") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise AuthError(f"{self.where}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise TransientError(f"{self.where}: {exc}") from None
+        except smtplib.SMTPResponseException as exc:
+            raise TransientError(f"{self.where}: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientError(f"{self.where}: cannot connect: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            refused = self._conn.sendmail(envelope_from, [to_addr], raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            raise _classify(code, _text(text), f"{self.where}: recipient {to_addr}") from None
+        except smtplib.SMTPSenderRefused as exc:
+            raise _classify(exc.smtp_code, _text(exc.smtp_error), f"{self.where}: sender {envelope_from}") from None
+        except smtplib.SMTPDataError as exc:
+            raise _classify(exc.smtp_code, _text(exc.smtp_error), f"{self.where}: data") from None
+        except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
+            self.close()
+            raise TransientError(f"{self.where}: connection lost: {exc}") from None
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            raise _classify(exc.smtp_code, _text(exc.smtp_error), self.where) from None
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise _classify(code, _text(text), f"{self.where}: recipient {to_addr}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except Exception:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+            self._conn = None
+
+    def __enter__(self) -> SmtpTransport:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
