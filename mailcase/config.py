@@ -247,6 +247,8 @@ class RulesConfig(_Frozen):
     flood_sender_count: int = Field(default=50, ge=1)
     flood_sender_minutes: int = Field(default=30, ge=1)
     weekly_request_threshold: int = Field(default=25, ge=1)
+    #: cosine similarity (0-1) over content words between a request and one of
+    #: the account's resolved cases that flags it as a repeat
     repeat_similarity: float = Field(default=0.75, gt=0, le=1)
     pin_max_failures: int = Field(default=5, ge=1)
     pin_failure_hours: int = Field(default=24, ge=1)

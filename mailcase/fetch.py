@@ -269,79 +269,88 @@ def _ensure_folder(client: imapclient.IMAPClient, folder: str) -> None:
 def sync_imap(
     engine: Engine, cfg: MailboxConfig, now: datetime, progress: Progress | None = None
 ) -> SyncResult:
+    """One sync on a connection of its own, under the mailbox's lease."""
+    with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease, session(cfg) as client:
+        return sync_with(engine, cfg, client, lease, now, progress)
+
+
+def sync_with(
+    engine: Engine, cfg: MailboxConfig, client: imapclient.IMAPClient, lease: Lease, now: datetime,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """One sync on a connection the caller holds (the daemon keeps it for IDLE)."""
     result = SyncResult(cfg.name, Tally())
     post_action = _post_action_for(cfg)
-    with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease, session(cfg) as client:
-        if cfg.post_action is PostAction.MOVE:
-            assert cfg.move_to is not None
-            _ensure_folder(client, cfg.move_to)
-        info = client.select_folder(cfg.folder, readonly=cfg.post_action is PostAction.LEAVE)
-        uidvalidity = int(info[b"UIDVALIDITY"])
-        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+    if cfg.post_action is PostAction.MOVE:
+        assert cfg.move_to is not None
+        _ensure_folder(client, cfg.move_to)
+    info = client.select_folder(cfg.folder, readonly=cfg.post_action is PostAction.LEAVE)
+    uidvalidity = int(info[b"UIDVALIDITY"])
+    uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+    with transaction(engine) as conn:
+        state = load_state(conn, cfg.name)
+        changes: dict[str, Any] = {"last_sync_started_at": now}
+        if state["uidvalidity"] is None:
+            changes.update(_start_point(client, cfg, uidnext, now))
+            changes["uidvalidity"] = uidvalidity
+            changes["last_uid"] = 0
+        elif state["uidvalidity"] != uidvalidity:
+            log.warning(
+                "mailbox=%s event=uidvalidity-changed old=%s new=%s action=resync-by-identity",
+                cfg.name, state["uidvalidity"], uidvalidity,
+            )
+            result.uidvalidity_changed = True
+            # UIDs of the old generation mean nothing now; post-actions owed
+            # under it cannot be done (the resync owes them again)
+            conn.execute(
+                sa.update(RAW_COPY)
+                .where(
+                    RAW_COPY.c.source == mailbox_source(cfg.name),
+                    RAW_COPY.c.uidvalidity != uidvalidity,
+                    RAW_COPY.c.post_action.is_not(None),
+                    RAW_COPY.c.post_action_done_at.is_(None),
+                )
+                .values(post_action_done_at=now)
+            )
+            changes.update(uidvalidity=uidvalidity, last_uid=0, historical_below_uid=0)
+        update_state(conn, cfg.name, **changes)
+        state.update(changes)
+        owed = _owed_post_actions(conn, cfg.name, uidvalidity)
+    # repair: post-actions a crash left undone
+    result.post_actions_done += _apply_post_actions(engine, client, cfg, owed, now)
+    _refetch_released(engine, client, cfg, uidvalidity, post_action, now)
+    
+    last_uid = int(state["last_uid"])
+    below = int(state["historical_below_uid"])
+    before: datetime | None = state["historical_before"]
+    
+    def is_historical(uid: int, at: datetime | None) -> bool:
+        if uid <= below:
+            return True
+        return before is not None and at is not None and at < before
+    
+    uids = sorted(int(u) for u in client.search(["UID", f"{last_uid + 1}:*"]) if int(u) > last_uid)
+    sizes = _sizes(client, uids)
+    for chunk in plan_chunks(
+        sizes, cfg.fetch_chunk_bytes, cfg.fetch_chunk_count, cfg.max_message_bytes
+    ):
+        items = _fetch_chunk(
+            client, cfg, chunk, sizes, uidvalidity, is_historical, post_action
+        )
         with transaction(engine) as conn:
-            state = load_state(conn, cfg.name)
-            changes: dict[str, Any] = {"last_sync_started_at": now}
-            if state["uidvalidity"] is None:
-                changes.update(_start_point(client, cfg, uidnext, now))
-                changes["uidvalidity"] = uidvalidity
-                changes["last_uid"] = 0
-            elif state["uidvalidity"] != uidvalidity:
-                log.warning(
-                    "mailbox=%s event=uidvalidity-changed old=%s new=%s action=resync-by-identity",
-                    cfg.name, state["uidvalidity"], uidvalidity,
-                )
-                result.uidvalidity_changed = True
-                # UIDs of the old generation mean nothing now; post-actions owed
-                # under it cannot be done (the resync owes them again)
-                conn.execute(
-                    sa.update(RAW_COPY)
-                    .where(
-                        RAW_COPY.c.source == mailbox_source(cfg.name),
-                        RAW_COPY.c.uidvalidity != uidvalidity,
-                        RAW_COPY.c.post_action.is_not(None),
-                        RAW_COPY.c.post_action_done_at.is_(None),
-                    )
-                    .values(post_action_done_at=now)
-                )
-                changes.update(uidvalidity=uidvalidity, last_uid=0, historical_below_uid=0)
-            update_state(conn, cfg.name, **changes)
-            state.update(changes)
-            owed = _owed_post_actions(conn, cfg.name, uidvalidity)
-        # repair: post-actions a crash left undone
+            results = store(conn, items, now)
+            update_state(conn, cfg.name, last_uid=max(chunk))
+            owed = _owed_post_actions(conn, cfg.name, uidvalidity) if post_action else []
+        result.tally.add(results)
         result.post_actions_done += _apply_post_actions(engine, client, cfg, owed, now)
-        _refetch_released(engine, client, cfg, uidvalidity, post_action, now)
-
-        last_uid = int(state["last_uid"])
-        below = int(state["historical_below_uid"])
-        before: datetime | None = state["historical_before"]
-
-        def is_historical(uid: int, at: datetime | None) -> bool:
-            if uid <= below:
-                return True
-            return before is not None and at is not None and at < before
-
-        uids = sorted(int(u) for u in client.search(["UID", f"{last_uid + 1}:*"]) if int(u) > last_uid)
-        sizes = _sizes(client, uids)
-        for chunk in plan_chunks(
-            sizes, cfg.fetch_chunk_bytes, cfg.fetch_chunk_count, cfg.max_message_bytes
-        ):
-            items = _fetch_chunk(
-                client, cfg, chunk, sizes, uidvalidity, is_historical, post_action
-            )
-            with transaction(engine) as conn:
-                results = store(conn, items, now)
-                update_state(conn, cfg.name, last_uid=max(chunk))
-                owed = _owed_post_actions(conn, cfg.name, uidvalidity) if post_action else []
-            result.tally.add(results)
-            result.post_actions_done += _apply_post_actions(engine, client, cfg, owed, now)
-            lease.renew()
-            if progress:
-                progress(len(chunk))
-        with transaction(engine) as conn:
-            update_state(
-                conn, cfg.name, last_sync_ok_at=now, last_sync_ok_started_at=now,
-                last_error=None, last_error_at=None,
-            )
+        lease.renew()
+        if progress:
+            progress(len(chunk))
+    with transaction(engine) as conn:
+        update_state(
+            conn, cfg.name, last_sync_ok_at=now, last_sync_ok_started_at=now,
+            last_error=None, last_error_at=None,
+        )
     return result
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -16,20 +17,44 @@ from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
 
 RULE = "abuse-flags"
-_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr)\s*:\s*)+", re.IGNORECASE)
+# words that say nothing about what a request is about; greetings and
+# sign-offs included, since they are what two mails of one sender share most
+_STOPWORDS = frozenset("""
+    the and for are but not you your yours our ours was were has have had this that these those
+    with from into when what which who how why where there here then than them they their its
+    can could would should will shall may might must does did doing done been being also just
+    very again still any all some each every other such only own same too about after before
+    since until while please thanks thank regards best kind dear hello hi team sincerely
+    cheers greetings morning afternoon evening today yesterday tomorrow
+    der die das und oder aber nicht ist sind war wir ihr sie uns euch mit von bei für auf aus
+    dem den des ein eine einer eines einem noch schon auch bitte danke gruß grüße freundlichen
+    hallo guten tag sehr geehrte geehrter viele
+    les des une est sont pas pour par avec dans sur nous vous ils elles mais que qui quoi
+    bonjour merci cordialement madame monsieur bien
+""".split())
+#: below this many content words a text is too short to call a repeat
+MIN_WORDS = 5
 
 
 def _words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text)}
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS}
 
 
 def similarity(a: str, b: str) -> float:
-    """Jaccard similarity of the two texts' word sets."""
+    """Cosine similarity of the two texts' content-word sets (Ochiai).
+
+    Jaccard punishes every word only one text has: a new mail restating a
+    resolved case with its own greeting, context and signature scores well
+    under any useful threshold.  Ochiai grows with the shared words against
+    the size of both texts, so a short request inside a long one still
+    counts, and neither text alone decides.
+    """
     wa, wb = _words(a), _words(b)
-    if not wa or not wb:
+    if len(wa) < MIN_WORDS or len(wb) < MIN_WORDS:
         return 0.0
-    return len(wa & wb) / len(wa | wb)
+    return len(wa & wb) / math.sqrt(len(wa) * len(wb))
 
 
 def abuse_flags(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:

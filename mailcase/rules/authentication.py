@@ -10,6 +10,8 @@ explicit insecure-off mode.
 
 from __future__ import annotations
 
+import re
+
 import authres
 
 from mailcase.addresses import domain_of
@@ -29,6 +31,20 @@ def _aligned(domain: str | None, from_domain: str) -> bool:
     return d == from_domain or d.endswith("." + from_domain) or from_domain.endswith("." + d)
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def authserv_id(value: str) -> str:
+    """The authserv-id of an Authentication-Results value, read without the
+    full parser, so that a header the parser rejects is still recognised as
+    ours (RFC 8601 §2.2: ``authserv-id [ CFWS authres-version ] ; ...``)."""
+    head = value.split(";", 1)[0]
+    for _ in range(3):  # comments nest rarely, and never deeply in practice
+        head = _COMMENT.sub(" ", head)
+    words = head.split()
+    return words[0].lower().rstrip(".") if words else ""
+
+
 def evaluate(mail: Mail, ctx: Context) -> AuthResult:
     settings = ctx.settings
     spam = False
@@ -40,12 +56,16 @@ def evaluate(mail: Mail, ctx: Context) -> AuthResult:
     from_domain = domain_of(mail.sender or "")
     ours = settings.authserv_id.lower()
     for value in mail.headers("authentication-results"):
+        if authserv_id(value) != ours.rstrip("."):
+            continue
+        # the topmost of ours is the one our server wrote: a lower copy is the
+        # sender's, whether or not ours can be read (RFC 8601 §5)
         try:
             parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
-        except Exception:
-            continue
-        if (parsed.authserv_id or "").lower() != ours:
-            continue
+        except Exception as exc:
+            return AuthResult(True, True, False, False, False, spam,
+                              f"our server's Authentication-Results ({settings.authserv_id}) "
+                              f"cannot be read ({type(exc).__name__}): not authenticated")
         dmarc = spf = dkim = False
         seen: list[str] = []
         for r in parsed.results:

@@ -30,18 +30,62 @@ _OOO_SUBJECT = re.compile(
 )
 _AUTOREPLY_HEADERS = (
     "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply", "x-autoreply-from",
-    "x-mail-autoreply", "x-ms-exchange-generated-message-source",
+    "x-mail-autoreply",
 )
+# Exchange writes this on every mail a server agent generates, inbox-rule
+# forwards and redirects included: machine-sent (a forward rule pointed back
+# at us is a loop), but not an out-of-office reply.
+_GENERATED_HEADERS = ("x-ms-exchange-generated-message-source",)
+# X-Auto-Response-Suppress values that cover our acknowledgements: "AutoReply"
+# means auto-replies other than OOF, "All" everything; DR, NDR, RN, NRN and
+# OOF name reports and replies we never send ([MS-OXCMAIL] 2.2.3.2.14).
+_XARS_OURS = {"all", "autoreply"}
 _ROBOT_LOCALPART = re.compile(r"^(?:mailer-daemon|postmaster)$", re.IGNORECASE)
 _NOREPLY_LOCALPART = re.compile(r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply)", re.IGNORECASE)
 
 
+def _strip_comments(value: str) -> str:
+    """``value`` without RFC 5322 comments (nested parentheses, quoted pairs)."""
+    out: list[str] = []
+    depth = 0
+    escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(ch)
+            continue
+        if ch == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(ch)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
 def _auto_submitted(mail: Mail) -> str | None:
+    """The Auto-Submitted keyword, lower case, or None when the field is absent.
+
+    RFC 3834 §5 allows CFWS around the keyword and parameters after it, so
+    ``no (sent by a person)`` is ``no``.  A field with no readable keyword
+    is kept as written: it is not ``no``, so it still counts as automatic;
+    an empty one says nothing and counts as absent.
+    """
     value = mail.header("auto-submitted")
     if value is None:
         return None
-    token = value.split(";", 1)[0].strip().lower()
-    return token or None
+    text = " ".join(_strip_comments(value).split(";", 1)[0].split())
+    return text.lower() or None
+
+
+def _suppresses_our_replies(value: str) -> bool:
+    tokens = {t.strip().lower() for t in re.split(r"[,;\s]+", value) if t.strip()}
+    return bool(tokens & _XARS_OURS)
 
 
 def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
@@ -61,7 +105,7 @@ def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
         if mail.header(name) is not None:
             automatic.append(f"{name.title()} (list mail)")
             break
-    for name in _AUTOREPLY_HEADERS:
+    for name in _AUTOREPLY_HEADERS + _GENERATED_HEADERS:
         if mail.header(name) is not None:
             automatic.append(f"{name} header")
     if mail.header("feedback-id") is not None or mail.header("x-campaign-id") is not None:
@@ -71,15 +115,20 @@ def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
         automatic.append(f"sender {mail.sender}")
     elif _NOREPLY_LOCALPART.match(local):
         no_reply.append(f"sender {mail.sender} takes no replies")
-    if mail.header("x-auto-response-suppress") is not None:
+    xars = mail.header("x-auto-response-suppress")
+    if xars is not None and _suppresses_our_replies(xars):
         # asks us not to reply; does not make the mail automatic (DESIGN §3)
-        no_reply.append("X-Auto-Response-Suppress")
+        no_reply.append(f"X-Auto-Response-Suppress: {xars}")
     return automatic, no_reply
 
 
 def is_out_of_office(mail: Mail) -> str | None:
     """Why this looks like an out-of-office / vacation reply, or None."""
+    # "no" declares nothing automatic, exactly like an absent field: it
+    # neither marks a mail nor shields one from the other signs
     auto = _auto_submitted(mail)
+    if auto == "no":
+        auto = None
     ooo_subject = bool(_OOO_SUBJECT.match(mail.subject or ""))
     autoreply_header = any(mail.header(h) is not None for h in _AUTOREPLY_HEADERS)
     precedence = (mail.header("precedence") or "").strip().lower()
@@ -89,7 +138,7 @@ def is_out_of_office(mail: Mail) -> str | None:
         return "an X-Autoreply-family header"
     if precedence == "auto_reply":
         return "Precedence: auto_reply"
-    if ooo_subject and (auto not in (None, "no") or mail.header("x-auto-response-suppress")):
+    if ooo_subject and (auto is not None or mail.header("x-auto-response-suppress")):
         return f"out-of-office subject {mail.subject!r} on automatic mail"
     if ooo_subject and mail.info.in_reply_to and auto is None:
         return f"out-of-office subject {mail.subject!r} in reply to a mail"
@@ -103,7 +152,6 @@ def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if mail.sender and mail.sender in ctx.settings.our_addresses:
         return Verdict(RULE, "own-mail", f"sent from our own address {mail.sender}: a loop",
                        Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
-    auto = _auto_submitted(mail)
     why_ooo = is_out_of_office(mail)
     if why_ooo:
         return Verdict(RULE, "out-of-office", f"out-of-office or vacation reply: {why_ooo}",
@@ -116,8 +164,6 @@ def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if no_reply:
         return Verdict(RULE, "no-auto-reply", "no automatic reply: " + ", ".join(no_reply),
                        marks=frozenset({Mark.NO_AUTO_REPLY}))
-    if auto == "no":
-        return None  # Auto-Submitted: no is a person's mail (RFC 3834 §5)
     return None
 
 
@@ -131,6 +177,8 @@ def automatic_ineligible(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict |
                        f"automatic mail from representative {sender.address} "
                        "(a monitoring system or group alias): a request, without acknowledgement")
     who = sender.address if sender and sender.address else "an unidentified sender"
+    # the identity rule may have asked for a notice: record why none goes out
     return Verdict(RULE, "automatic-ineligible",
                    f"automatic mail from {who}, who is not an authorized representative: "
-                   "kept, no case, no reply", Disposition.SUPPRESSED)
+                   "kept, no case, no reply", Disposition.SUPPRESSED,
+                   notice_allowed=False if so_far.notice is not None else None)

@@ -4,7 +4,9 @@ A support inbox is mostly forged spam; a notice to a forged sender is
 backscatter.  Notices go only to senders that passed aligned SPF or DKIM in
 our own server's header and were not marked as spam, never to mail we may
 not answer automatically (RFC 3834), and at most one of each kind per
-address per period.  A notice not sent is recorded with the reason.
+address per period.  A notice not sent is recorded with the reason.  The
+verdict carries what our server said about the sender: the notice to a
+known user names the administrators only when the sender authenticated.
 """
 
 from __future__ import annotations
@@ -25,21 +27,21 @@ def no_backscatter(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     addr = mail.sender
     if not addr or not mail.info.from_strict:
         return Verdict(RULE, "notice-withheld", f"{kind} notice not sent: no single From address",
-                       notice_allowed=False)
+                       notice_allowed=False, auth=auth)
     if Mark.NO_AUTO_REPLY in so_far.marks:
         return Verdict(RULE, "notice-withheld",
                        f"{kind} notice not sent: the mail may not be answered automatically (RFC 3834)",
-                       notice_allowed=False)
+                       notice_allowed=False, auth=auth)
     if auth.spam:
         return Verdict(RULE, "notice-withheld", f"{kind} notice not sent: marked as spam",
-                       notice_allowed=False)
+                       notice_allowed=False, auth=auth)
     if not auth.may_receive_notice:
         return Verdict(RULE, "notice-withheld",
                        f"{kind} notice not sent: no aligned SPF or DKIM pass ({auth.detail})",
-                       notice_allowed=False)
+                       notice_allowed=False, auth=auth)
     period = ctx.settings.notice_period_days
     if ctx.notices_sent(addr, kind, mail.received_at - timedelta(days=period)) > 0:
         return Verdict(RULE, "notice-withheld",
                        f"{kind} notice not sent: {addr} had one in the last {period} days",
-                       notice_allowed=False)
-    return Verdict(RULE, "notice-allowed", f"{kind} notice may go to {addr}", notice_allowed=True)
+                       notice_allowed=False, auth=auth)
+    return Verdict(RULE, "notice-allowed", f"{kind} notice may go to {addr}", notice_allowed=True, auth=auth)

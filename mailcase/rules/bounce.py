@@ -3,7 +3,11 @@
 RFC 3464 delivery status notifications (``multipart/report;
 report-type=delivery-status``) are read field by field; the common vendor
 formats (Exchange, qmail, Exim, Postfix without DSN, ...) are recognised by
-flufl.bounce when the mail looks like a bounce at all.  Each failed
+flufl.bounce when the mail looks like a bounce at all: it comes from a mail
+system (MAILER-DAEMON, postmaster), has a null return path, or has a
+bounce's subject -- not a person's "Fwd:" or "Re:" of one, which is a
+request about the bounce.  A mail system's own notice in no known format
+is still a bounce, with no recipient to count.  Each failed
 recipient is recorded with its status code and the original Message-ID: the
 delivery stage (issue 6) counts a bounce against one of our mails only when
 it matches a mail we sent.  Read receipts (RFC 8098
@@ -16,6 +20,7 @@ from __future__ import annotations
 import email
 import re
 from dataclasses import dataclass
+from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
@@ -29,6 +34,10 @@ _BOUNCE_SUBJECT = re.compile(
     r"|failure notice|unzustellbar|nicht zustellbar|non remis|could not be delivered"
     r"|delivery has failed|message not delivered|undelivered)", re.IGNORECASE)
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+# a person forwarding or answering a bounce writes a request about it
+_REPLY_OR_FORWARD = re.compile(
+    r"^\s*(re|aw|antw|sv|vs|r|rif|tr|fwd?|wg|i|rv|enc|doorst)\s*(\[\d+\])?\s*:", re.IGNORECASE)
+_ROBOTS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,29 @@ def _report_type(mail: Mail) -> str | None:
 
 def _tree(raw: bytes) -> Message:
     return email.message_from_bytes(raw, policy=compat32)
+
+
+def _text(value: object) -> str | None:
+    """A compat32 header value as text.
+
+    compat32 hands back raw 8-bit bytes as a Header object, not a str; in a
+    delivery status report they are UTF-8 (RFC 6533), so that is what they
+    are read as.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Header):
+        return str(value)
+    out = []
+    for chunk, charset in decode_header(value):
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset if charset and charset != "unknown-8bit" else "utf-8", "replace"))
+        except LookupError:
+            out.append(chunk.decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def _addr(value: str | None) -> str | None:
@@ -71,9 +103,9 @@ def dsn_failures(tree: Message) -> list[Failure]:
         for block in blocks[1:] if len(blocks) > 1 else blocks:
             if not isinstance(block, Message):
                 continue
-            recipient = _addr(block.get("Final-Recipient") or block.get("Original-Recipient"))
-            status = (block.get("Status") or "").strip() or None
-            action = (block.get("Action") or "").strip().lower() or None
+            recipient = _addr(_text(block.get("Final-Recipient")) or _text(block.get("Original-Recipient")))
+            status = (_text(block.get("Status")) or "").strip() or None
+            action = (_text(block.get("Action")) or "").strip().lower() or None
             if recipient or status:
                 out.append(Failure(recipient, status, action))
     return out
@@ -86,27 +118,35 @@ def original_message_id(tree: Message) -> str | None:
             text = part.get_payload(decode=True)
             if isinstance(text, bytes):
                 inner = email.message_from_bytes(text, policy=compat32)
-                ids = message_ids(inner.get("Message-ID"))
+                ids = message_ids(_text(inner.get("Message-ID")))
                 if ids:
                     return ids[0]
         elif ctype in ("message/rfc822", "message/rfc822-headers"):
             payload = part.get_payload()
             inner_msg = payload[0] if isinstance(payload, list) and payload else None
             if isinstance(inner_msg, Message):
-                ids = message_ids(inner_msg.get("Message-ID"))
+                ids = message_ids(_text(inner_msg.get("Message-ID")))
                 if ids:
                     return ids[0]
     return None
 
 
+def _from_robot(mail: Mail) -> bool:
+    return (mail.sender or "").partition("@")[0].lower() in _ROBOTS
+
+
+def _null_return_path(mail: Mail) -> bool:
+    return (mail.header("return-path") or "").strip() == "<>"
+
+
+def _bounce_subject(mail: Mail) -> bool:
+    """A bounce's subject, not a person's reply to one or forward of one."""
+    subject = mail.subject or ""
+    return bool(_BOUNCE_SUBJECT.search(subject)) and not _REPLY_OR_FORWARD.match(subject)
+
+
 def _looks_like_bounce(mail: Mail) -> bool:
-    local = (mail.sender or "").partition("@")[0].lower()
-    return_path = (mail.header("return-path") or "").strip()
-    return (
-        local in ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
-        or return_path == "<>"
-        or bool(_BOUNCE_SUBJECT.search(mail.subject or ""))
-    )
+    return _from_robot(mail) or _null_return_path(mail) or _bounce_subject(mail)
 
 
 def _vendor_failures(tree: Message) -> list[Failure]:
@@ -147,7 +187,11 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
             status = m.group(1) if m else None
             failures = [Failure(f.recipient, status, f.action) for f in failures]
     if report != "delivery-status" and not failures:
-        return None
+        if not (_from_robot(mail) and (_null_return_path(mail) or _bounce_subject(mail))):
+            return None
+        # a mail system's own non-delivery notice in a format no detector
+        # knows: still no request, but nothing to count against our mail
+        kind = "unparsed"
     original = original_message_id(tree)
     effects = tuple(
         Effect("record-bounce", {

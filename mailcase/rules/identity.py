@@ -37,10 +37,12 @@ def _names_account(subject: str, code: str, name: str) -> bool:
 def sender_identity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     addr = mail.sender
     if not addr or not mail.info.from_strict:
+        # no requester: the first address of a From the parser doubts (two
+        # mailboxes, ``bob@x)<mallory@y>``) is whatever the forger put first
         why = "; ".join(mail.info.from_list.defects) or "no From address"
         return Verdict(RULE, "sender-unparseable",
                        f"From is not exactly one well-formed mailbox ({why}): never matched",
-                       Disposition.NOTICE_ONLY, sender=SenderMatch("unparseable", addr))
+                       Disposition.NOTICE_ONLY, sender=SenderMatch("unparseable", None))
     people = list(ctx.directory.people(addr))
     if not people:
         return Verdict(RULE, "unknown-sender", f"{addr} is not a known address of any account",

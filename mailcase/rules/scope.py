@@ -18,7 +18,7 @@ RULE = "scope"
 
 
 @lru_cache(maxsize=64)
-def _pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
+def phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
     if not phrases:
         return None
     alternatives = "|".join(r"\s+".join(map(re.escape, p.split())) for p in phrases if p.strip())
@@ -26,7 +26,7 @@ def _pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
-    pattern = _pattern(phrases)
+    pattern = phrase_pattern(phrases)
     if pattern is None:
         return None
     m = pattern.search(text)
@@ -38,8 +38,11 @@ def scope(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     for category, phrases in ctx.settings.scope_phrases.items():
         found = find_phrase(text, tuple(phrases))
         if found:
+            # an account on hold hears about the hold first: the case stays
+            # out of scope when it is released
+            notice = Notice.OUT_OF_SCOPE if so_far.notice is None else None
             return Verdict(RULE, "out-of-scope",
                            f"asks for {category} advice ({found!r}), which the agreement does not cover",
-                           notice=Notice.OUT_OF_SCOPE, out_of_scope=True,
+                           notice=notice, out_of_scope=True,
                            flags=(f"out-of-scope:{category}",))
     return None

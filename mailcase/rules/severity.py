@@ -2,7 +2,9 @@
 
 An explicit ``Severity: 1``-``4`` line in the newest part of the body or an
 ``[S1]``-style subject tag wins; otherwise configurable keyword rules
-("system down", "cannot submit claims" -> high).
+("system down", "cannot submit claims" -> high).  A keyword the sender
+negates ("this is not urgent", "no data loss") says the opposite of what it
+names, so it does not count.
 """
 
 from __future__ import annotations
@@ -11,12 +13,34 @@ import re
 
 from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
-from mailcase.rules.scope import find_phrase
+from mailcase.rules.scope import phrase_pattern
 
 RULE = "severity"
 NAMES = {1: "critical", 2: "high", 3: "normal", 4: "low"}
 _LINE = re.compile(r"^\s*(?:severity|priority|sev)\s*[:=]\s*([1-4])\b", re.IGNORECASE | re.MULTILINE)
 _TAG = re.compile(r"\[\s*S([1-4])\s*\]", re.IGNORECASE)
+# a negation in the few words before a keyword, within its clause
+_NEGATION = re.compile(
+    r"(?:\b(?:not|no|non|never|nothing|without|nicht|kein\w*|pas|sans)\b|n't)\W+(?:\w+\W+){0,2}$",
+    re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.!?;:\n]")
+
+
+def _negated(text: str, start: int) -> bool:
+    before = text[max(0, start - 60):start]
+    cut = max((m.end() for m in _CLAUSE_END.finditer(before)), default=0)
+    return bool(_NEGATION.search(before[cut:]))
+
+
+def find_keyword(text: str, phrases: tuple[str, ...]) -> str | None:
+    """The first keyword of ``phrases`` in ``text`` that the sender did not negate."""
+    pattern = phrase_pattern(phrases)
+    if pattern is None:
+        return None
+    for m in pattern.finditer(text):
+        if not _negated(text, m.start()):
+            return " ".join(m.group(0).split())
+    return None
 
 
 def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
@@ -31,7 +55,7 @@ def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         return Verdict(RULE, "severity-explicit", f"'Severity: {level}' line: {NAMES[level]}", severity=level)
     subject_and_text = f"{mail.subject}\n{text}"
     for level in sorted(ctx.settings.severity_phrases):
-        found = find_phrase(subject_and_text, tuple(ctx.settings.severity_phrases[level]))
+        found = find_keyword(subject_and_text, tuple(ctx.settings.severity_phrases[level]))
         if found:
             return Verdict(RULE, "severity-keyword", f"{found!r}: {NAMES.get(level, level)}", severity=level)
     return None

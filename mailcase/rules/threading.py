@@ -5,9 +5,12 @@ A mail whose In-Reply-To/References name a Message-ID already in a case
 sent it (a Cc'd colleague replying on the case is a follow-up, not misuse;
 a Message-ID is not guessable the way a case number is).  A subject token
 ``[Case #000123]`` attaches only when the sender belongs to the case's
-account (osTicket's rule): a stranger cannot inject mail into a case by
-writing its number.  A reply to a closed case within the reopen window
-reopens it; after that it is a new request linked to the old one.
+account (osTicket's rule) and, unless authentication is off, the mail
+passed DMARC aligned with its From domain: a stranger cannot inject mail
+into a case by writing its number, nor by also writing a customer's
+address in From (case numbers are sequential, addresses are public).  A
+reply to a closed case within the reopen window reopens it; after that it
+is a new request linked to the old one.
 Staff mail is left to the staff rule.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import CaseRef, Context, Disposition, Effect, Mail, Outcome, Verdict
 
 RULE = "threading"
@@ -42,17 +46,24 @@ def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
     if case is None:
         return None, f"subject names case #{number:06d}, which does not exist"
     sender = mail.sender
+    how: str | None = None
     if sender and mail.info.from_strict:
         if sender == case.requester:
-            return case, "subject token, sender is the case's requester"
-        if ctx.directory.is_staff(sender):
-            return case, "subject token, sender is staff"
-        if case.account_id is not None and any(
+            how = "subject token, sender is the case's requester"
+        elif ctx.directory.is_staff(sender):
+            how = "subject token, sender is staff"
+        elif case.account_id is not None and any(
             p.account_id == case.account_id for p in ctx.directory.people(sender)
         ):
-            return case, "subject token, sender belongs to the case's account"
-    return None, (f"subject names case #{number:06d} but {sender or 'the sender'} does not belong "
-                  "to its account: token ignored")
+            how = "subject token, sender belongs to the case's account"
+    if how is None:
+        return None, (f"subject names case #{number:06d} but {sender or 'the sender'} does not belong "
+                      "to its account: token ignored")
+    auth = evaluate(mail, ctx)
+    if auth.checked and not auth.dmarc_pass:
+        return None, (f"subject names case #{number:06d} and From is {sender}, but the mail is not "
+                      f"authenticated ({auth.detail}): token ignored")
+    return case, how
 
 
 def threading(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
