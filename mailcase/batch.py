@@ -267,11 +267,11 @@ def run_cutoff(
     zone = cal.zone
     base_vars = _template_vars(config, zone)
     phase = f"cutoff {cutoff:%Y-%m-%dT%H:%MZ}"
-    mails = load_mails(conn, claimed, reread_headers=False)
+    mails = load_mails(conn, claimed, reread_headers=False, settings=settings)
 
     requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
     cache = PassCache()
-    recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now))
+    recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now), settings)
     notice_only: list[int] = []
     for pk in claimed:
         mail = mails[pk]

@@ -40,6 +40,7 @@ from mailcase.models import Verdict as VerdictRow
 from mailcase.msgid import parse_our_message_id
 from mailcase.quarantine import quarantine
 from mailcase.rules.base import (
+    AuthResult,
     CaseRef,
     Disposition,
     Mail,
@@ -205,6 +206,27 @@ class DbContext:
         row = self.conn.execute(sa.select(CASE).where(CASE.c.number == number)).first()
         return _case_ref(row) if row else None
 
+    def survey_for(self, ids: Sequence[str], token_case: int | None, sender: str) -> tuple[CaseRef, int] | None:
+        from mailcase.outbox import OUTBOX
+
+        for mid in ids:
+            ours = parse_our_message_id(self.key, mid)
+            if ours is None or ours.kind != "survey":
+                continue
+            row = self.conn.execute(sa.select(OUTBOX.c.id, OUTBOX.c.case_id).where(OUTBOX.c.message_id == mid)).first()
+            if row is not None and row.case_id is not None:
+                case = self.conn.execute(sa.select(CASE).where(CASE.c.id == row.case_id)).first()
+                if case is not None:
+                    return _case_ref(case), int(row.id)
+        if token_case is not None:
+            case = self.conn.execute(sa.select(CASE).where(CASE.c.number == token_case)).first()
+            if case is not None and case.requester == sender:
+                row = self.conn.execute(sa.select(OUTBOX.c.id).where(
+                    OUTBOX.c.case_id == case.id, OUTBOX.c.kind == "survey").order_by(OUTBOX.c.id.desc())).first()
+                if row is not None:
+                    return _case_ref(case), int(row.id)
+        return None
+
     def is_our_message_id(self, message_id: str) -> bool:
         return parse_our_message_id(self.key, message_id) is not None
 
@@ -269,6 +291,23 @@ class DbContext:
 # -- building the Mail ------------------------------------------------------------------
 
 
+def _auth_key(settings: RuleSettings) -> list[Any]:
+    return [settings.authserv_id, settings.spam_header, list(settings.spam_values)]
+
+
+def auth_json(auth: AuthResult, settings: RuleSettings) -> dict[str, Any]:
+    return {"key": _auth_key(settings), "checked": auth.checked, "found": auth.found, "dmarc": auth.dmarc_pass,
+            "spf": auth.spf_aligned_pass, "dkim": auth.dkim_aligned_pass, "spam": auth.spam, "detail": auth.detail}
+
+
+def auth_from_json(data: Any, settings: RuleSettings) -> AuthResult | None:
+    """The stored result, if it was computed under the same settings."""
+    if not isinstance(data, dict) or data.get("key") != _auth_key(settings):
+        return None
+    return AuthResult(bool(data["checked"]), bool(data["found"]), bool(data["dmarc"]), bool(data["spf"]),
+                      bool(data["dkim"]), bool(data["spam"]), str(data["detail"]))
+
+
 def _info_from_row(r: Any) -> HeaderInfo:
     """The header fields as ingestion stored them (no re-parse)."""
     if r.from_addr:
@@ -284,7 +323,9 @@ def _info_from_row(r: Any) -> HeaderInfo:
     )
 
 
-def load_mails(conn: Connection, pks: Sequence[int], reread_headers: bool = True) -> dict[int, Mail]:
+def load_mails(
+    conn: Connection, pks: Sequence[int], reread_headers: bool = True, settings: RuleSettings | None = None,
+) -> dict[int, Mail]:
     """The rules' view of stored mails; ``reread_headers=False`` trusts the stored
     header fields (a cutoff re-runs the chain on mail classified before)."""
     if not pks:
@@ -296,10 +337,11 @@ def load_mails(conn: Connection, pks: Sequence[int], reread_headers: bool = True
             MESSAGE.c.from_strict, MESSAGE.c.subject, MESSAGE.c.date_at, MESSAGE.c.in_reply_to,
             MESSAGE.c.refs, MESSAGE.c.identity,
             BLOB.c.data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
-            PARSED_MAIL.c.pin_hmacs,
+            PARSED_MAIL.c.pin_hmacs, CLASSIFICATION.c.auth,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
         .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
+        .outerjoin(CLASSIFICATION, CLASSIFICATION.c.message_pk == MESSAGE.c.id)
         .where(MESSAGE.c.id.in_(list(pks)))
     ).all()
     out: dict[int, Mail] = {}
@@ -311,6 +353,7 @@ def load_mails(conn: Connection, pks: Sequence[int], reread_headers: bool = True
             body=r.text_body or "", received_at=r.received_at or r.stored_at, to=tuple(r.to_addrs or ()),
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
             pin_hmacs=tuple(r.pin_hmacs or ()),
+            auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
         )
     return out
 
@@ -324,7 +367,7 @@ def state_for(outcome: Outcome, historical: bool) -> MessageState:
     d = outcome.final
     if d is Disposition.HELD_FOR_REVIEW:
         return MessageState.HELD
-    if d in (Disposition.SUPPRESSED, Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
+    if d in (Disposition.SUPPRESSED, Disposition.FOLLOW_UP, Disposition.STAFF_NOTE, Disposition.SURVEY_RESPONSE):
         return MessageState.CLASSIFIED
     return MessageState.PENDING
 
@@ -340,9 +383,10 @@ class Recorder:
 
     def __init__(
         self, conn: Connection, phase: str, now: datetime, cache: PassCache | None = None,
-        on_bounce: Callable[[Mail, int], None] | None = None,
+        on_bounce: Callable[[Mail, int], None] | None = None, settings: RuleSettings | None = None,
     ) -> None:
         self.on_bounce = on_bounce
+        self.settings = settings
         self.conn = conn
         self.phase = phase
         self.now = now
@@ -372,6 +416,7 @@ class Recorder:
             "notice_withheld_reason": outcome.notice_withheld_reason,
             "severity": outcome.severity, "out_of_scope": outcome.out_of_scope, "hold": outcome.hold,
             "flags": list(outcome.flags), "at": now,
+            "auth": auth_json(outcome.auth, self.settings) if outcome.auth and self.settings else None,
         }
         state = state_for(outcome, mail.historical)
         if state is not MessageState.HISTORICAL and (outcome.effects or outcome.case is not None):
@@ -445,8 +490,15 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
                 ACCOUNT.c.id == d["account_id"], ACCOUNT.c.pin_locked_at.is_(None)
             ).values(pin_locked_at=now))
         elif effect.kind == "reopen-case":
+            from mailcase.cases import event
+
             conn.execute(sa.update(CASE).where(CASE.c.id == d["case_id"]).values(
                 status="in-progress", resolved_at=None, closed_at=None))
+            event(conn, int(d["case_id"]), now, "mailcase", "reopened", f"reply from {mail.sender} (mail #{mail.pk})")
+        elif effect.kind == "record-survey":
+            from mailcase.surveys import record_score
+
+            record_score(conn, int(d["case_id"]), mail.pk, int(d["outbox_id"]), int(d["score"]), now)
         elif effect.kind == "alert":
             log.warning("event=alert message=%s what=%s", mail.pk, kv(d.get("what", "")))
     return bounces
@@ -482,7 +534,7 @@ def classify_batch(
 
         directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
         cache = PassCache()
-        recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now))
+        recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now), settings)
         for pk in pks:
             mail = mails[pk]
             ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk)

@@ -178,6 +178,12 @@ class MailboxState(SQLModel, table=True):
     last_sync_ok_started_at: datetime | None = _ts()
     last_error: str | None = None
     last_error_at: datetime | None = _ts()
+    #: what the daemon's worker for this mailbox is doing (for `mailcase status`)
+    mode: str | None = Field(default=None, max_length=16)  # "idle", "poll", "maildir"
+    worker_state: str | None = Field(default=None, max_length=32)  # "connected", "down", "waiting-lease"
+    worker_state_at: datetime | None = _ts()
+    worker: str | None = Field(default=None, max_length=300)  # host and pid
+    heartbeat_at: datetime | None = _ts()
 
 
 class Lease(SQLModel, table=True):
@@ -279,6 +285,8 @@ class Classification(SQLModel, table=True):
     out_of_scope: bool = False
     hold: bool = False
     flags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: the sender-authentication result and the settings it was computed under
+    auth: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     at: datetime | None = _ts(nullable=False)
 
 
@@ -456,3 +464,16 @@ class KbArticle(SQLModel, table=True):
     title: str
     url: str
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+
+
+class OAuthToken(SQLModel, table=True):
+    """OAuth2 tokens of one mailbox or the SMTP server; the refresh token rotates."""
+
+    __tablename__ = "oauth_token"
+    name: str = Field(primary_key=True, max_length=100)
+    access_token: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    expires_at: datetime | None = _ts()
+    refresh_token: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    updated_at: datetime | None = _ts()
+    last_error: str | None = None
+    last_error_at: datetime | None = _ts()

@@ -70,6 +70,15 @@ class FakeContext:
     def case_by_number(self, number: int) -> CaseRef | None:
         return self.cases.get(number)
 
+    def survey_for(self, ids: Sequence[str], token_case: int | None, sender: str) -> tuple[CaseRef, int] | None:
+        for mid in ids:
+            ours = parse_our_message_id(KEY, mid)
+            if ours is not None and ours.kind == "survey" and ours.case_number in self.cases:
+                return self.cases[ours.case_number], 1
+        if token_case in self.cases and self.cases[token_case].requester == sender:
+            return self.cases[token_case], 1
+        return None
+
     def is_our_message_id(self, message_id: str) -> bool:
         return parse_our_message_id(KEY, message_id) is not None
 

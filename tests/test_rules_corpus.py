@@ -52,7 +52,7 @@ from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
 CORPUS = Path(__file__).parent / "rules_corpus"
 DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(CORPUS / "directory.toml")
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
-RULES = ("automatic-mail", "bounce", "threading", "staff", "sender-identity", "sender-authentication",
+RULES = ("automatic-mail", "bounce", "survey", "threading", "staff", "sender-identity", "sender-authentication",
          "no-backscatter", "pin", "standing", "scope", "severity", "floods", "abuse-flags")
 
 

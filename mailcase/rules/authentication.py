@@ -46,6 +46,8 @@ def authserv_id(value: str) -> str:
 
 
 def evaluate(mail: Mail, ctx: Context) -> AuthResult:
+    if mail.auth_cache is not None:
+        return mail.auth_cache
     settings = ctx.settings
     spam = False
     if settings.spam_header:

@@ -33,6 +33,7 @@ class Disposition(StrEnum):
     STAFF_NOTE = "staff-note"            # staff mail on a case
     NOTICE_ONLY = "notice-only"          # no case; a notice may be owed
     HELD_FOR_REVIEW = "held-for-review"  # floods: nothing until staff release it
+    SURVEY_RESPONSE = "survey-response"  # a satisfaction score, recorded
     PENDING = "pending"                  # a request for the next cutoff
 
 
@@ -157,6 +158,9 @@ class Mail:
     historical: bool = False
     #: HMACs of the PIN candidates found at parse time (the digits are never kept)
     pin_hmacs: tuple[str, ...] = ()
+    #: the authentication result an earlier pass computed under the same
+    #: settings (parsing Authentication-Results is the chain's dearest step)
+    auth_cache: AuthResult | None = None
 
     @property
     def sender(self) -> str | None:
@@ -202,6 +206,9 @@ class Context(Protocol):
 
     def case_for_message_ids(self, ids: Sequence[str]) -> CaseRef | None: ...
     def case_by_number(self, number: int) -> CaseRef | None: ...
+    def survey_for(self, ids: Sequence[str], token_case: int | None, sender: str) -> tuple[CaseRef, int] | None:
+        """(case, outbox row) of a survey we sent that these ids or this token answer."""
+        ...
     def is_our_message_id(self, message_id: str) -> bool: ...
     def similar_mails_before(
         self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime

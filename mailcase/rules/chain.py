@@ -23,6 +23,7 @@ from mailcase.rules.scope import scope
 from mailcase.rules.severity import severity
 from mailcase.rules.staff import staff
 from mailcase.rules.standing import standing
+from mailcase.rules.survey import survey
 from mailcase.rules.threading import threading
 
 CHAIN: tuple[RuleSpec, ...] = (
@@ -30,6 +31,7 @@ CHAIN: tuple[RuleSpec, ...] = (
     RuleSpec("bounce", bounce),
     RuleSpec("automatic-mail", automatic_mail),
     RuleSpec("floods", floods),
+    RuleSpec("survey", survey),
     RuleSpec("threading", threading),
     RuleSpec("staff", staff),
     RuleSpec("sender-identity", sender_identity),

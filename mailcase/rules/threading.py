@@ -24,7 +24,8 @@ from mailcase.rules.base import CaseRef, Context, Disposition, Effect, Mail, Out
 
 RULE = "threading"
 CASE_TOKEN = re.compile(r"\[\s*Case\s*#\s*(\d{1,9})\s*\]", re.IGNORECASE)
-_CLOSED = ("closed",)
+#: a reply to a case in these states reopens it (within the window)
+_CLOSED = ("closed", "resolved")
 
 
 def case_token(subject: str) -> int | None:
@@ -74,21 +75,27 @@ def threading(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         if case_token(mail.subject) is not None:
             return Verdict(RULE, "case-token-ignored", how)
         return None
+    return attach(mail, ctx, case, how)
+
+
+def attach(mail: Mail, ctx: Context, case: CaseRef, how: str, rule: str = RULE) -> Verdict:
+    """The verdict for mail that belongs to ``case``: a follow-up, a reopening, or
+    (after the reopen window) a new request linked to it."""
     if case.status in _CLOSED:
         window = timedelta(days=ctx.settings.reopen_window_days)
         closed = case.closed_at or case.resolved_at
         if closed is not None and mail.received_at - closed > window:
             return Verdict(
-                RULE, "reply-to-old-case",
-                f"replies to case #{case.number:06d}, closed {closed:%Y-%m-%d}, more than "
+                rule, "reply-to-old-case",
+                f"replies to case #{case.number:06d}, {case.status} {closed:%Y-%m-%d}, more than "
                 f"{ctx.settings.reopen_window_days} days ago: a new request linked to it",
                 effects=(Effect("link-case", {"case_id": case.id, "number": case.number}),),
             )
         return Verdict(
-            RULE, "reopen", f"replies to closed case #{case.number:06d} within "
+            rule, "reopen", f"replies to {case.status} case #{case.number:06d} within "
             f"{ctx.settings.reopen_window_days} days ({how}): reopened",
             Disposition.FOLLOW_UP, case=case,
             effects=(Effect("reopen-case", {"case_id": case.id}),),
         )
-    return Verdict(RULE, "follow-up", f"follow-up of case #{case.number:06d} ({how})",
+    return Verdict(rule, "follow-up", f"follow-up of case #{case.number:06d} ({how})",
                    Disposition.FOLLOW_UP, case=case)
