@@ -209,7 +209,7 @@ def run(c: Ctx, once: bool) -> None:
         if result.failures:
             sys.exit(1)
         return
-    sys.exit(Daemon(c.engine, config, c.clock).run())
+    sys.exit(Daemon(c.engine, config, c.clock, config_path=config.source).run())
 
 
 def _print_ledger(c: Ctx) -> None:
@@ -1055,6 +1055,112 @@ def report(c: Ctx, since: date | None, fmt: str) -> None:
     with c.engine.connect() as conn:
         r = reports.build(conn, c.clock.now(), start)
     click.echo({"text": reports.as_text, "csv": reports.as_csv, "json": reports.as_json}[fmt](r))
+
+
+# -- operations: status, check, purge, erase ----------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(c: Ctx, as_json: bool) -> None:
+    """What the service is doing: mailboxes, tokens, pending mail, the next cutoff, backlogs."""
+    from dataclasses import asdict
+
+    from mailcase.status import collect
+
+    st = collect(c.engine, c.config, c.clock)
+    if as_json:
+        click.echo(json.dumps(asdict(st), default=str, indent=2))
+        return
+    if st.test_clock:
+        click.echo(f"TEST CLOCK in effect: now is {st.now:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"sender authentication: {st.sender_authentication}")
+    for m in st.mailboxes:
+        state = m.state or "never run"
+        since = f" since {_fmt_time(m.state_since)}" if m.state_since else ""
+        click.echo(f"mailbox {m.name} ({m.kind}{', disabled' if not m.enabled else ''}): {state}{since}, "
+                   f"{m.mode or '-'}; last sync {_fmt_time(m.last_sync_ok_at)}; {m.pending} pending"
+                   + (f"; worker {m.worker}" if m.worker else ""))
+        if m.state == "down" and m.detail:
+            click.echo(f"    error: {m.detail}")
+        if m.token is not None:
+            click.echo(f"    token: {'ok' if m.token.ok else 'WARNING'}: {m.token.detail}")
+    click.echo(f"mail: {st.pending_mail} pending for the next cutoff, {st.unclassified_mail} not yet classified, "
+               f"{st.held_for_review} held for review, {st.quarantined} quarantined")
+    if st.due_cutoff:
+        click.echo(f"cutoff {_fmt_time(st.due_cutoff)} is due" +
+                   (f" but blocked: {st.cutoff_blocked}" if st.cutoff_blocked else ""))
+    click.echo(f"next cutoff: {_fmt_time(st.next_cutoff)}")
+    click.echo(f"outbox: {st.outbox_queued} queued, {st.outbox_failed} failed, {st.outbox_capped} capped, "
+               f"{st.outbox_suppressed} suppressed; {st.open_cases} open cases")
+
+
+@cli.command()
+@pass_ctx
+def check(c: Ctx) -> None:
+    """Validate the configuration and try every connection, one line per check with the fix."""
+    from mailcase.check import run_checks
+
+    engine = None
+    try:
+        engine = c.engine
+    except MailcaseError:
+        engine = None
+    failed = 0
+    for ch in run_checks(c.config, engine, c.clock):
+        mark = "ok  " if ch.ok else "FAIL"
+        click.echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
+        failed += not ch.ok
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--before", "before", callback=lambda c, p, v: _date(c, p, v), required=True, metavar="DATE",
+              help="Mail received before DATE (YYYY-MM-DD).")
+@click.option("--dry-run", is_flag=True, help="Count what would go; remove nothing.")
+@click.option("--raw/--no-raw", default=True, help="Remove the raw mail (default yes).")
+@click.option("--text/--no-text", default=True, help="Remove the parsed text (default yes).")
+@pass_ctx
+def purge(c: Ctx, before: date, dry_run: bool, raw: bool, text: bool) -> None:
+    """Remove raw mail and text of mail received before DATE (never of an open case; counts stay)."""
+    from datetime import UTC
+
+    from mailcase.retention import purge as do_purge
+    from mailcase.retention import purgeable
+
+    when = datetime(before.year, before.month, before.day, tzinfo=UTC)
+    if dry_run:
+        with c.engine.connect() as conn:
+            click.echo(f"dry run: {len(purgeable(conn, when))} mails received before {before} could be purged")
+        return
+    with transaction(c.engine) as conn:
+        r = do_purge(conn, when, raw=raw, text=text)
+    click.echo(f"purged {r.summary()}")
+
+
+@cli.command()
+@click.option("--address", required=True, help="The person's mail address.")
+@click.option("--dry-run", is_flag=True, help="Count what would be erased.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def erase(c: Ctx, address: str, dry_run: bool, yes: bool) -> None:
+    """Erase a person's mail and personal data (rows and counts stay, contents go)."""
+    from mailcase.retention import erase as do_erase
+
+    if dry_run:
+        with c.engine.connect() as conn:
+            trans = conn.begin()
+            r = do_erase(conn, address, c.clock.now())
+            trans.rollback()
+        click.echo(f"dry run: would erase {r.summary()} of {address}")
+        return
+    if not yes and sys.stdin.isatty() and not click.confirm(f"erase everything about {address}?"):
+        raise click.Abort()
+    with transaction(c.engine) as conn:
+        r = do_erase(conn, address, c.clock.now())
+    click.echo(f"erased {r.summary()} of {address}")
 
 
 # -- entry point ------------------------------------------------------------------

@@ -93,6 +93,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class OAuthConfig(_Frozen):
+    """OAuth2 for XOAUTH2/OAUTHBEARER logins (Microsoft 365, Google)."""
+
+    token_url: str
+    flow: Literal["client_credentials", "refresh_token"] = "client_credentials"
+    client_id: str
+    client_secret: Secret | None = None
+    scope: str | None = None
+    #: the first refresh token (refresh_token flow); rotated ones are kept in the database
+    refresh_token: Secret | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OAuthConfig:
+        url = self.token_url.lower()
+        if not url.startswith("https://"):
+            host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+            if not (url.startswith("http://") and is_loopback(host)):
+                raise ValueError("token_url: use https:// (http only to 127.0.0.1)")
+        if self.flow == "client_credentials" and self.client_secret is None:
+            raise ValueError("client_secret: required for the client_credentials flow")
+        return self
+
+
 _START_AT = re.compile(r"^(now|all|uid:\d+|\d{4}-\d{2}-\d{2}(T[0-9:.+\-Z]+)?)$")
 
 
@@ -112,7 +136,10 @@ class MailboxConfig(_Frozen):
     security: Literal["tls", "starttls", "plain"] = "tls"
     ca_file: str | None = None
     username: str | None = None
+    #: "password", or "xoauth2" / "oauthbearer" with an oauth table
+    auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
     password: Secret | None = None
+    oauth: OAuthConfig | None = None
     folder: str = "INBOX"
     post_action: PostAction = PostAction.LEAVE
     move_to: str | None = None
@@ -140,9 +167,10 @@ class MailboxConfig(_Frozen):
         if not _START_AT.match(self.start_at):
             raise ValueError("start_at: use now, all, uid:N or an ISO date")
         if self.kind == "imap":
-            for key in ("host", "username", "password"):
+            needed = ("host", "username", "password") if self.auth == "password" else ("host", "username", "oauth")
+            for key in needed:
                 if getattr(self, key) is None:
-                    raise ValueError(f"{key}: required for an imap mailbox")
+                    raise ValueError(f"{key}: required for an imap mailbox with auth = {self.auth}")
             assert self.host is not None
             if self.security == "plain" and not is_loopback(self.host):
                 raise ValueError(
@@ -329,6 +357,14 @@ class KbConfig(_Frozen):
     answer_score: float = Field(default=0.75, gt=0, le=1)
 
 
+class RetentionConfig(_Frozen):
+    #: days raw mail is kept (0 = forever); never purged while its case is
+    #: open, nor before its case has been closed this long
+    raw_days: int = Field(default=0, ge=0)
+    #: days the parsed text is kept (0 = forever); same rule
+    text_days: int = Field(default=0, ge=0)
+
+
 class SecretsConfig(_Frozen):
     #: the key of every keyed hash: PINs, our Message-IDs, bounce addresses
     hmac_key: Secret | None = None
@@ -356,6 +392,8 @@ class OutgoingConfig(_Frozen):
     smtp_ca_file: str | None = None
     smtp_username: str | None = None
     smtp_password: Secret | None = None
+    #: log in with XOAUTH2 and this OAuth2 client instead of smtp_password
+    smtp_oauth: OAuthConfig | None = None
     smtp_timeout_seconds: float = Field(default=60.0, gt=0)
     #: automatic mail (notices, resolutions, surveys) to one address per 24 h;
     #: acknowledgements of an eligible requester's cases are never capped
@@ -373,8 +411,8 @@ class OutgoingConfig(_Frozen):
                 raise ValueError("smtp_host: required when transport = smtp")
             if self.smtp_security == "plain" and not is_loopback(self.smtp_host):
                 raise ValueError("smtp_security: plain SMTP is allowed to 127.0.0.1 only; use tls or starttls")
-            if self.smtp_username and self.smtp_password is None:
-                raise ValueError("smtp_password: required with smtp_username")
+            if self.smtp_username and self.smtp_password is None and self.smtp_oauth is None:
+                raise ValueError("smtp_password: required with smtp_username (or smtp_oauth)")
         return self
 
     @property
@@ -409,8 +447,34 @@ class BatchConfig(_Frozen):
 
 
 class DaemonConfig(_Frozen):
-    #: seconds between polls of a mailbox (without IDLE) and between stage runs
+    #: seconds between polls of a mailbox without IDLE (and of Maildir mailboxes)
     poll_seconds: float = Field(default=60.0, gt=0)
+    #: use IMAP IDLE where the server offers it
+    idle: bool = True
+    #: IDLE is re-issued after this long (RFC 2177: servers may drop it after 29 min)
+    idle_reissue_seconds: float = Field(default=540.0, gt=0, le=1700)
+    #: an IDLE the server has said nothing on for this long is probed with NOOP
+    idle_silence_seconds: float = Field(default=180.0, gt=0)
+    #: reconnects back off exponentially (with jitter) up to this
+    reconnect_max_seconds: float = Field(default=300.0, gt=0)
+    #: how often the service runs the stages, due cutoffs and the outbox
+    stage_seconds: float = Field(default=1.0, gt=0)
+    batch_seconds: float = Field(default=10.0, gt=0)
+    deliver_seconds: float = Field(default=10.0, gt=0)
+    #: directory and knowledge-base reloads, quarantine retries, retention
+    housekeeping_seconds: float = Field(default=60.0, gt=0)
+    #: quarantined mail is retried automatically this many times (backoff 5 min, 30 min, 3 h ...)
+    quarantine_retries: int = Field(default=3, ge=0)
+    #: "127.0.0.1:9469" serves Prometheus metrics; loopback only
+    metrics_listen: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DaemonConfig:
+        if self.metrics_listen is not None:
+            host, _, port = self.metrics_listen.rpartition(":")
+            if not port.isdigit() or not is_loopback(host.strip("[]")):
+                raise ValueError("metrics_listen: give 127.0.0.1:PORT (metrics stay on the loopback)")
+        return self
 
 
 class Config(_Frozen):
@@ -425,6 +489,7 @@ class Config(_Frozen):
     secrets: SecretsConfig = SecretsConfig()
     directory: DirectoryConfig = DirectoryConfig()
     surveys: SurveyConfig = SurveyConfig()
+    retention: RetentionConfig = RetentionConfig()
     kb: KbConfig = KbConfig()
     outgoing: OutgoingConfig = OutgoingConfig()
     calendar: CalendarConfig = CalendarConfig()
@@ -524,6 +589,10 @@ def _describe(exc: ValidationError, where: str) -> str:
     return f"{where}: {key}: {msg}{more}"
 
 
+def _fix_oauth(table: dict[str, Any], fix: Any) -> dict[str, Any]:
+    return {k: ({**v, "file": fix(v["file"])} if isinstance(v, dict) and "file" in v else v) for k, v in table.items()}
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are relative to the file's folder."""
 
@@ -547,6 +616,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 pw = box.get("password")
                 if isinstance(pw, dict) and "file" in pw:
                     box["password"] = {**pw, "file": fix(pw["file"])}
+                if isinstance(box.get("oauth"), dict):
+                    box["oauth"] = _fix_oauth(box["oauth"], fix)
             new.append(box)
         data["mailboxes"] = new
     for section, keys in (("outgoing", ("file_dir", "templates_dir", "smtp_ca_file")), ("directory", ("csv",)),
@@ -556,7 +627,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             data[section] = {k: (fix(v) if k in keys else v) for k, v in table.items()}
     out = data.get("outgoing")
     if isinstance(out, dict) and isinstance(out.get("smtp_password"), dict) and "file" in out["smtp_password"]:
-        data["outgoing"] = {**out, "smtp_password": {**out["smtp_password"], "file": fix(out["smtp_password"]["file"])}}
+        out = {**out, "smtp_password": {**out["smtp_password"], "file": fix(out["smtp_password"]["file"])}}
+    if isinstance(out, dict) and isinstance(out.get("smtp_oauth"), dict):
+        out = {**out, "smtp_oauth": _fix_oauth(out["smtp_oauth"], fix)}
+    if out is not None:
+        data["outgoing"] = out
     secrets = data.get("secrets")
     if isinstance(secrets, dict):
         data["secrets"] = {

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import schedule
 from sqlalchemy.engine import Engine
 
 from mailcase.batch import BatchRun, run_due
-from mailcase.classify import run_classify_stage
+from mailcase.classify import classify_batch, run_classify_stage
 from mailcase.clock import Clock
 from mailcase.config import Config
 from mailcase.db import transaction
@@ -28,6 +30,8 @@ from mailcase.directory import import_csv
 from mailcase.errors import MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
 from mailcase.log import kv
+from mailcase.notify import notify, watchdog_interval
+from mailcase.watch import MailboxWorker
 from mailcase.outbox import DeliveryResult, deliver_due, transport_for
 from mailcase.stages import BackgroundParser, StageResult, run_headers_stage
 
@@ -170,39 +174,170 @@ def _sync_all(
 
 
 class Daemon:
-    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
+    """The service: a worker per mailbox, the parse pool, and a metronome for the rest."""
+
+    def __init__(self, engine: Engine, config: Config, clock: Clock, config_path: str | None = None) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock
+        self.config_path = config_path
         self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
         self.parser = BackgroundParser(
             engine, clock, workers=config.ingest.parse_workers, pin_key=config.hmac_key()
         )
+        self.workers: dict[str, MailboxWorker] = {}
+        self.metrics: Any = None
+        self._last_ping = 0.0
 
-    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+    # -- signals -------------------------------------------------------------------------
+
+    def _on_term(self, signum: int, _frame: FrameType | None) -> None:
         log.info("event=stopping signal=%s", signal.Signals(signum).name)
         self.stopping.set()
 
-    def tick(self) -> None:
-        try:
-            run_pass(self.engine, self.config, self.clock, self.parser)
-        except MailcaseError as exc:
-            log.error("event=pass-failed error=%s", kv(exc))
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested.set()
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> int:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
+    # -- mailboxes -------------------------------------------------------------------------
+
+    def _stored(self, result: SyncResult) -> None:
+        t = result.tally
+        if t.seen:
+            log.info("event=synced mailbox=%s new=%d duplicate=%d historical=%d quarantined=%d",
+                     result.mailbox, t.new, t.duplicate + t.copies, t.historical, t.quarantined)
+            if self.metrics is not None:
+                self.metrics.stored(result.mailbox, t.new)
+        self.parser.poke()
+
+    def _start_workers(self) -> None:
+        for cfg in self.config.mailboxes:
+            if cfg.enabled and cfg.name not in self.workers:
+                worker = MailboxWorker(self.engine, self.config, cfg, self.clock, self._stored)
+                self.workers[cfg.name] = worker
+                worker.start()
+
+    def _stop_workers(self, names: list[str] | None = None, timeout: float = 8.0) -> None:
+        chosen = [w for n, w in self.workers.items() if names is None or n in names]
+        for w in chosen:
+            w.stop()
+        end = time.monotonic() + timeout
+        for w in chosen:
+            w.join(max(0.1, end - time.monotonic()))
+        for n in [n for n, w in self.workers.items() if w in chosen]:
+            del self.workers[n]
+
+    # -- the metronome's jobs ------------------------------------------------------------------
+
+    def _job(self, name: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except MailcaseError as exc:
+            log.error("event=job-failed job=%s error=%s", name, kv(exc))
+        except Exception:
+            log.exception("event=job-failed job=%s", name)
+
+    def stages(self) -> None:
+        run_headers_stage(self.engine, self.clock.now())
+        r = classify_batch(self.engine, self.config, self.clock)
+        if r.done or r.quarantined:
+            log.info("event=classified done=%d quarantined=%d", r.done, r.quarantined)
+
+    def batches(self) -> None:
+        run = run_due(self.engine, self.config, self.clock)
+        if run.waiting:
+            log.info("event=cutoff-waiting %s", kv(run.waiting))
+        if self.metrics is not None:
+            for r in run.results:
+                self.metrics.cutoff(r)
+
+    def deliver(self) -> None:
+        r = deliver_due(self.engine, transport_for(self.config), self.clock.now(), self.config)
+        if self.metrics is not None:
+            self.metrics.delivered(r)
+
+    def housekeeping(self) -> None:
+        import_directory(self.engine, self.config, self.clock.now())
+        reindex_kb(self.engine, self.config)
+        from mailcase.quarantine import auto_retry
+
+        with transaction(self.engine) as conn:
+            n = auto_retry(conn, self.clock.now(), self.config.daemon.quarantine_retries)
+        if n:
+            log.info("event=quarantine-retried entries=%d", n)
+        from mailcase.retention import apply_retention
+
+        apply_retention(self.engine, self.config, self.clock.now())
+
+    def _ping(self) -> None:
+        interval = watchdog_interval()
+        if interval is not None and time.monotonic() - self._last_ping >= interval:
+            notify("WATCHDOG=1")
+            self._last_ping = time.monotonic()
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.reload_requested.clear()
+        if not self.config_path:
+            log.warning("event=reload-refused reason=%s", kv("running on embedded defaults: nothing to reload"))
+            return
+        from mailcase.config import load_config
+        from mailcase.render import environment
+
+        try:
+            new = load_config(Path(self.config_path))
+            new.hmac_key()
+        except MailcaseError as exc:
+            log.error("event=reload-refused error=%s action=%s", kv(exc), kv("keeping the running configuration"))
+            return
+        changed = [n for n, w in self.workers.items()
+                   if n not in {m.name for m in new.mailboxes if m.enabled} or w.cfg != new.mailbox(n)
+                   or new.daemon != self.config.daemon]
+        self._stop_workers(changed)
+        self.config = new
+        environment.cache_clear()
+        self._start_workers()
+        log.info("event=reloaded config=%s restarted_mailboxes=%s", kv(self.config_path), kv(",".join(changed) or "-"))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        d = self.config.daemon
+        if d.metrics_listen:
+            from mailcase.metrics import Metrics
+
+            self.metrics = Metrics(self.engine, self.config, self.clock)
+            self.metrics.serve(d.metrics_listen)
         self.parser.start()
+        self._start_workers()
+        # READY once every mailbox is connected or in a clear state (down, waiting)
+        deadline = time.monotonic() + 20
+        for w in list(self.workers.values()):
+            w.first_state.wait(max(0.0, deadline - time.monotonic()))
+        states = ", ".join(f"{n} {w.state}" for n, w in self.workers.items()) or "no mailbox"
+        notify("READY=1", f"STATUS=mailboxes: {states}")
+        log.info("event=started mailboxes=%s", kv(states))
         scheduler = schedule.Scheduler()
-        scheduler.every(max(1, round(self.config.daemon.poll_seconds))).seconds.do(self.tick)
-        self.tick()
-        if on_ready:
-            on_ready()
+        scheduler.every(max(1, round(d.stage_seconds))).seconds.do(self._job, "stages", self.stages)
+        scheduler.every(max(1, round(d.batch_seconds))).seconds.do(self._job, "batches", self.batches)
+        scheduler.every(max(1, round(d.deliver_seconds))).seconds.do(self._job, "deliver", self.deliver)
+        scheduler.every(max(1, round(d.housekeeping_seconds))).seconds.do(
+            self._job, "housekeeping", self.housekeeping)
+        self._job("housekeeping", self.housekeeping)
         while not self.stopping.is_set():
+            self._ping()
+            if self.reload_requested.is_set():
+                self._job("reload", self.reload)
             scheduler.run_pending()
-            idle = scheduler.idle_seconds
-            self.stopping.wait(min(max(idle or 0.5, 0.05), 1.0))
+            self.stopping.wait(0.5)
+        notify("STOPPING=1")
+        self._stop_workers()
         self.parser.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("event=stopped")
         return 0
-

@@ -529,44 +529,53 @@ def store_stream(
 
 def sync_maildir(
     engine: Engine, cfg: MailboxConfig, config: Config, now: datetime,
-    progress: Progress | None = None,
+    progress: Progress | None = None, lease: Lease | None = None,
+) -> SyncResult:
+    """One scan of a Maildir mailbox, under its lease (the caller's, if given)."""
+    if lease is not None:
+        return _sync_maildir(engine, cfg, config, now, progress, lease)
+    with Lease(engine, f"mailbox:{cfg.name}", "sync") as own:
+        return _sync_maildir(engine, cfg, config, now, progress, own)
+
+
+def _sync_maildir(
+    engine: Engine, cfg: MailboxConfig, config: Config, now: datetime, progress: Progress | None, lease: Lease,
 ) -> SyncResult:
     assert cfg.path is not None
     path = Path(cfg.path)
     source = mailbox_source(cfg.name)
-    with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease:
-        with transaction(engine) as conn:
-            state = load_state(conn, cfg.name)
-            changes: dict[str, Any] = {"last_sync_started_at": now}
-            if state["uidvalidity"] is None:
-                kind, value = cfg.start_point()
-                before: datetime | None = None
-                if kind == "now":
-                    before = now
-                elif kind == "date":
-                    assert isinstance(value, datetime)
-                    before = value
-                changes.update(uidvalidity=0, historical_before=before)
-            update_state(conn, cfg.name, **changes)
-            state.update(changes)
-            keys = [k for k, _ in maildir_files(path)]
-            known = set(existing_copies(conn, source, keys))
-        items = incoming_from_files(
-            path,
-            source,
-            historical=False,
-            receiving_hosts=config.ingest.receiving_hosts,
-            kind=FileKind.MAILDIR,
-            historical_before=state["historical_before"],
-            mailbox_name=cfg.name,
-            skip_keys=known,
+    with transaction(engine) as conn:
+        state = load_state(conn, cfg.name)
+        changes: dict[str, Any] = {"last_sync_started_at": now}
+        if state["uidvalidity"] is None:
+            kind, value = cfg.start_point()
+            before: datetime | None = None
+            if kind == "now":
+                before = now
+            elif kind == "date":
+                assert isinstance(value, datetime)
+                before = value
+            changes.update(uidvalidity=0, historical_before=before)
+        update_state(conn, cfg.name, **changes)
+        state.update(changes)
+        keys = [k for k, _ in maildir_files(path)]
+        known = set(existing_copies(conn, source, keys))
+    items = incoming_from_files(
+        path,
+        source,
+        historical=False,
+        receiving_hosts=config.ingest.receiving_hosts,
+        kind=FileKind.MAILDIR,
+        historical_before=state["historical_before"],
+        mailbox_name=cfg.name,
+        skip_keys=known,
+    )
+    tally = store_stream(engine, items, now, lease=lease, progress=progress)
+    with transaction(engine) as conn:
+        update_state(
+            conn, cfg.name, last_sync_ok_at=now, last_sync_ok_started_at=now,
+            last_error=None, last_error_at=None,
         )
-        tally = store_stream(engine, items, now, lease=lease, progress=progress)
-        with transaction(engine) as conn:
-            update_state(
-                conn, cfg.name, last_sync_ok_at=now, last_sync_ok_started_at=now,
-                last_error=None, last_error_at=None,
-            )
     return SyncResult(cfg.name, tally)
 
 

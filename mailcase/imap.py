@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import imapclient
@@ -38,10 +38,17 @@ def _where(cfg: MailboxConfig) -> str:
     return f"imap {cfg.name} ({cfg.host}:{cfg.imap_port})"
 
 
-def connect(cfg: MailboxConfig) -> imapclient.IMAPClient:
-    """A logged-in client; raises TransientError, TlsError or AuthError."""
-    assert cfg.host is not None and cfg.username is not None and cfg.password is not None
-    password = cfg.password.read()
+def connect(cfg: MailboxConfig, token: Callable[[], str] | None = None) -> imapclient.IMAPClient:
+    """A logged-in client; raises TransientError, TlsError or AuthError.
+
+    With ``auth`` xoauth2/oauthbearer, ``token`` gives the access token.
+    """
+    assert cfg.host is not None and cfg.username is not None
+    if cfg.auth == "password":
+        assert cfg.password is not None
+        password = cfg.password.read()
+    elif token is None:
+        raise ConfigError(f"mailbox {cfg.name}: auth = {cfg.auth} needs an OAuth token source")
     where = _where(cfg)
     client: imapclient.IMAPClient | None = None
     try:
@@ -61,7 +68,14 @@ def connect(cfg: MailboxConfig) -> imapclient.IMAPClient:
         client.normalise_times = False
         if cfg.security == "starttls":
             client.starttls(ssl_context(cfg))
-        client.login(cfg.username, password)
+        if cfg.auth == "password":
+            client.login(cfg.username, password)
+        elif cfg.auth == "xoauth2":
+            assert token is not None
+            client.oauth2_login(cfg.username, token())
+        else:
+            assert token is not None
+            client.oauthbearer_login(cfg.username, token())
         return client
     except ssl.SSLCertVerificationError as exc:
         _close(client)
@@ -102,9 +116,9 @@ def _close(client: imapclient.IMAPClient | None) -> None:
 
 
 @contextmanager
-def session(cfg: MailboxConfig) -> Iterator[imapclient.IMAPClient]:
+def session(cfg: MailboxConfig, token: Callable[[], str] | None = None) -> Iterator[imapclient.IMAPClient]:
     """A logged-in client, logged out at the end; server errors become TransientError."""
-    client = connect(cfg)
+    client = connect(cfg, token)
     try:
         yield client
     except (TimeoutError, socket.timeout):

@@ -104,3 +104,23 @@ def retry_all(conn: Connection, now: datetime) -> int:
     for qid in ids:
         retry(conn, qid, now)
     return len(ids)
+
+
+def auto_retry(conn: Connection, now: datetime, cap: int) -> int:
+    """Retry open entries automatically with backoff (5 min, 30 min, 3 h, ...) up to ``cap`` attempts.
+
+    A transient cause (a database hiccup, a bug fixed by an upgrade) heals;
+    a mail that fails every time stays quarantined for staff.  Over-size mail
+    (the fetch stage) waits for an operator's decision.
+    """
+    from datetime import timedelta
+
+    done = 0
+    for e in open_entries(conn):
+        if e.stage == Stage.FETCH.value or e.attempts > cap:
+            continue
+        created = e.created_at if e.created_at.tzinfo else e.created_at.replace(tzinfo=now.tzinfo)
+        if now - created >= timedelta(minutes=5) * (6 ** (e.attempts - 1)):
+            retry(conn, e.id, now)
+            done += 1
+    return done

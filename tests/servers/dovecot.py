@@ -112,6 +112,8 @@ class Dovecot:
         return self
 
     def stop(self) -> None:
+        """Stop the server and every session it had (as a real restart does: the
+        master leaves its imap processes behind when it is stopped this way)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -120,6 +122,19 @@ class Dovecot:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        prefix = f"dovecot-test-{self.port}/".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if fh.read().startswith(prefix):
+                        os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
 
     def restart(self) -> None:
         self.stop()

@@ -1,0 +1,81 @@
+"""The optional Prometheus endpoint (127.0.0.1 only): the status figures and counters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+
+from mailcase.clock import Clock
+from mailcase.config import Config
+from mailcase.status import collect
+
+
+class _StatusCollector(Collector):
+    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
+        self.engine, self.config, self.clock = engine, config, clock
+
+    def collect(self) -> Iterator[Any]:
+        st = collect(self.engine, self.config, self.clock)
+        for name, value, doc in (
+            ("mailcase_pending_mail", st.pending_mail, "Mail waiting for the next cutoff"),
+            ("mailcase_unclassified_mail", st.unclassified_mail, "Mail stored but not yet through the rules"),
+            ("mailcase_held_for_review", st.held_for_review, "Mail held for review (floods)"),
+            ("mailcase_quarantined", st.quarantined, "Open quarantine entries"),
+            ("mailcase_outbox_queued", st.outbox_queued, "Mail queued for delivery"),
+            ("mailcase_outbox_failed", st.outbox_failed, "Mail whose delivery failed for good"),
+            ("mailcase_outbox_capped", st.outbox_capped, "Mail not sent: over the per-address cap"),
+            ("mailcase_open_cases", st.open_cases, "Open cases"),
+            ("mailcase_cutoff_blocked", 1 if st.cutoff_blocked else 0, "A due cutoff is waiting for a mailbox or mail"),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+        up = GaugeMetricFamily("mailcase_mailbox_up", "The mailbox's worker is connected", labels=["mailbox", "mode"])
+        last = GaugeMetricFamily("mailcase_mailbox_last_sync_timestamp_seconds", "Last successful sync",
+                                 labels=["mailbox"])
+        token = GaugeMetricFamily("mailcase_mailbox_token_ok", "OAuth token health (1 ok)", labels=["mailbox"])
+        for m in st.mailboxes:
+            up.add_metric([m.name, m.mode or "-"], 1 if m.state == "connected" else 0)
+            if m.last_sync_ok_at:
+                last.add_metric([m.name], m.last_sync_ok_at.timestamp())
+            if m.token is not None:
+                token.add_metric([m.name], 1 if m.token.ok else 0)
+        yield up
+        yield last
+        yield token
+
+
+class Metrics:
+    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StatusCollector(engine, config, clock))
+        self.mails = Counter("mailcase_mails_stored", "New mails stored", ["mailbox"], registry=self.registry)
+        self.cutoffs = Counter("mailcase_cutoffs_closed", "Cutoffs closed", registry=self.registry)
+        self.cases = Counter("mailcase_cases_created", "Cases created at cutoffs", registry=self.registry)
+        self.sent = Counter("mailcase_mails_sent", "Mails delivered", registry=self.registry)
+        self.failed = Counter("mailcase_mails_failed", "Mails whose delivery failed for good", registry=self.registry)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+    def stored(self, mailbox: str, n: int) -> None:
+        self.mails.labels(mailbox).inc(n)
+
+    def cutoff(self, result: Any) -> None:
+        self.cutoffs.inc()
+        self.cases.inc(len(result.cases))
+
+    def delivered(self, result: Any) -> None:
+        self.sent.inc(result.sent)
+        self.failed.inc(result.failed)
