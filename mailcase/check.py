@@ -63,16 +63,12 @@ def _imap(engine: Engine | None, box: MailboxConfig, clock: Clock) -> Check:
         return Check(ok, f"maildir {box.name}", str(path) if ok else f"{path} is not a Maildir (new/ and cur/)",
                      "" if ok else "set path to a Maildir folder the service can read")
     token = None
-    if box.auth != "password" and box.oauth is not None:
+    if box.auth != "password":
         if engine is None:
             return Check(False, what, "OAuth needs the database for its token cache", "fix the database first")
-        from mailcase.oauth import access_token
+        from mailcase.oauth import imap_token
 
-        oauth = box.oauth
-
-        def token() -> str:
-            assert engine is not None
-            return access_token(engine, f"imap:{box.name}", oauth, clock.now())
+        token = imap_token(engine, box, clock.now)
     try:
         with session(box, token) as client:
             info = client.select_folder(box.folder, readonly=True)

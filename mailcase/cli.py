@@ -925,7 +925,7 @@ def outbox_deliver(c: Ctx) -> None:
     """Send what is due now through the configured transport (the service does this on its own)."""
     from mailcase.outbox import deliver_due, transport_for
 
-    r = deliver_due(c.engine, transport_for(c.config), c.clock.now(), c.config)
+    r = deliver_due(c.engine, transport_for(c.config, c.engine, c.clock), c.clock.now(), c.config)
     click.echo(f"sent {r.sent}, deferred {r.retried}, failed {r.failed}, capped {r.capped}, suppressed {r.suppressed}")
     if r.failed:
         sys.exit(1)
@@ -1150,7 +1150,10 @@ def erase(c: Ctx, address: str, dry_run: bool, yes: bool) -> None:
     from mailcase.retention import erase as do_erase
 
     if dry_run:
+        from mailcase.db import WRITE
+
         with c.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
             trans = conn.begin()
             r = do_erase(conn, address, c.clock.now())
             trans.rollback()

@@ -143,7 +143,7 @@ def run_pass(
     result.batches = run_due(engine, config, clock)
     if result.batches.waiting:
         log.info("event=cutoff-waiting %s", kv(result.batches.waiting))
-    result.delivery = deliver_due(engine, transport_for(config), clock.now(), config)
+    result.delivery = deliver_due(engine, transport_for(config, engine, clock), clock.now(), config)
     return result
 
 
@@ -252,7 +252,7 @@ class Daemon:
                 self.metrics.cutoff(r)
 
     def deliver(self) -> None:
-        r = deliver_due(self.engine, transport_for(self.config), self.clock.now(), self.config)
+        r = deliver_due(self.engine, transport_for(self.config, self.engine, self.clock), self.clock.now(), self.config)
         if self.metrics is not None:
             self.metrics.delivered(r)
 

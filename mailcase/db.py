@@ -30,6 +30,8 @@ from mailcase import models  # noqa: F401  (registers the tables)
 from mailcase.errors import ConfigError, TransientError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: execution option marking a connection that will write (SQLite: BEGIN IMMEDIATE)
+WRITE = "mailcase_write"
 
 
 def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
@@ -68,7 +70,10 @@ def _sqlite_events(engine: Engine, busy_timeout_seconds: float) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers (transaction()) take the write lock up front; readers start a
+        # deferred transaction, which WAL lets run beside a writer
+        write = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def is_postgres(bind: Engine | Connection) -> bool:
@@ -77,10 +82,12 @@ def is_postgres(bind: Engine | Connection) -> bool:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction; database outages become TransientError."""
+    """One write transaction; database outages become TransientError."""
     try:
-        with engine.begin() as conn:
-            yield conn
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
     except sa.exc.OperationalError as exc:
         raise TransientError(f"database: {_short(exc)}") from exc
 
@@ -115,8 +122,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision``; returns (before, after)."""
     before = current_revision(engine)
     try:
-        with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), revision)
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                command.upgrade(_alembic_config(conn), revision)
     except sa.exc.OperationalError as exc:
         raise TransientError(f"database: {_short(exc)}") from exc
     return before, current_revision(engine) or ""

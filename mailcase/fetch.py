@@ -270,7 +270,10 @@ def sync_imap(
     engine: Engine, cfg: MailboxConfig, now: datetime, progress: Progress | None = None
 ) -> SyncResult:
     """One sync on a connection of its own, under the mailbox's lease."""
-    with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease, session(cfg) as client:
+    from mailcase.oauth import imap_token
+
+    token = imap_token(engine, cfg, lambda: now)
+    with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease, session(cfg, token) as client:
         return sync_with(engine, cfg, client, lease, now, progress)
 
 
@@ -439,7 +442,10 @@ def reprocess_imap(
 ) -> Tally:
     """Read a mailbox (read-only) into the ledger; no post-actions, no high-water change."""
     tally = Tally()
-    with Lease(engine, f"mailbox:{cfg.name}", "reprocess") as lease, session(cfg) as client:
+    from mailcase.oauth import imap_token
+
+    token = imap_token(engine, cfg, lambda: now)
+    with Lease(engine, f"mailbox:{cfg.name}", "reprocess") as lease, session(cfg, token) as client:
         info = client.select_folder(cfg.folder, readonly=True)
         uidvalidity = int(info[b"UIDVALIDITY"])
         criteria: list[Any] = []
@@ -482,7 +488,10 @@ def _store_chunk(
     if not dry_run:
         with transaction(engine) as conn:
             return store(conn, items, now)
+    from mailcase.db import WRITE
+
     with engine.connect() as conn:
+        conn = conn.execution_options(**{WRITE: True})
         trans = conn.begin()
         try:
             return store(conn, items, now)

@@ -132,3 +132,11 @@ def health(engine: Engine, name: str, now: datetime) -> TokenHealth:
     if left < REFRESH_AHEAD:
         return TokenHealth(False, f"token expires in {int(left.total_seconds() // 60)} min and is not refreshed yet")
     return TokenHealth(True, f"token valid until {expires:%Y-%m-%d %H:%M} UTC")
+
+
+def imap_token(engine: Engine, cfg: Any, now_fn: Any) -> Any:
+    """The token source a mailbox's IMAP login uses, or None for password logins."""
+    if getattr(cfg, "auth", "password") == "password" or cfg.oauth is None:
+        return None
+    oauth = cfg.oauth
+    return lambda: access_token(engine, f"imap:{cfg.name}", oauth, now_fn())

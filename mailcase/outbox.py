@@ -186,11 +186,17 @@ class FileTransport:
         os.replace(tmp, path)
 
 
-def transport_for(config: Config) -> Transport:
+def transport_for(config: Config, engine: Engine | None = None, clock: Any = None) -> Transport:
     if config.outgoing.transport == "smtp":
         from mailcase.smtp import SmtpTransport
 
-        return SmtpTransport(config.outgoing)
+        token = None
+        oauth = config.outgoing.smtp_oauth
+        if oauth is not None and engine is not None and clock is not None:
+            from mailcase.oauth import access_token
+
+            token = lambda: access_token(engine, "smtp", oauth, clock.now())  # noqa: E731
+        return SmtpTransport(config.outgoing, token=token)
     folder = config.outgoing.file_dir or str(Path(config.data_dir) / "outbox")
     return FileTransport(Path(folder))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -34,6 +35,8 @@ def _text(raw: bytes | str) -> str:
 class SmtpTransport:
     config: OutgoingConfig
     name: str = "smtp"
+    #: gives the XOAUTH2 access token when smtp_oauth is configured
+    token: Callable[[], str] | None = None
     _conn: smtplib.SMTP | None = field(default=None, repr=False)
 
     @property
@@ -59,7 +62,13 @@ class SmtpTransport:
                 conn = smtplib.SMTP(c.smtp_host, c.smtp_port_number, timeout=c.smtp_timeout_seconds)
                 if c.smtp_security == "starttls":
                     conn.starttls(context=self._context())
-            if c.smtp_username:
+            if c.smtp_username and c.smtp_oauth is not None and self.token is not None:
+                bearer = self.token()
+                user = c.smtp_username
+                conn.ehlo_or_helo_if_needed()
+                conn.auth("XOAUTH2", lambda challenge=None: f"user={user}\x01auth=Bearer {bearer}\x01\x01",
+                          initial_response_ok=True)
+            elif c.smtp_username:
                 assert c.smtp_password is not None
                 conn.login(c.smtp_username, c.smtp_password.read())
             return conn

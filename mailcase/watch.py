@@ -182,12 +182,10 @@ class MailboxWorker:
     # -- IMAP --------------------------------------------------------------------------
 
     def _token(self) -> Callable[[], str] | None:
-        if self.cfg.auth == "password" or self.cfg.oauth is None:
-            return None
-        from mailcase.oauth import access_token
+        from mailcase.oauth import imap_token
 
-        oauth = self.cfg.oauth
-        return lambda: access_token(self.engine, f"imap:{self.cfg.name}", oauth, self.clock.now())
+        token: Callable[[], str] | None = imap_token(self.engine, self.cfg, self.clock.now)
+        return token
 
     def _imap(self, lease: Lease) -> None:
         d = self.config.daemon

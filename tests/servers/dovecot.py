@@ -50,6 +50,8 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 class Dovecot:
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: an introspection URL: XOAUTH2 and OAUTHBEARER logins are checked there
+    oauth_introspection: str | None = None
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcdv", dir="/tmp")))
     port: int = field(default_factory=free_port)
     tls_port: int = 0
@@ -79,6 +81,16 @@ class Dovecot:
             text = text.replace(
                 "  inet_listener imaps {\n    port = 0\n  }",
                 f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {self.tls_port}\n    ssl = yes\n  }}",
+            )
+        if self.oauth_introspection:
+            text = text.replace("auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer")
+            text += (
+                "\npassdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {self.root}/dovecot-oauth2.conf.ext\n}}\n"
+            )
+            (self.root / "dovecot-oauth2.conf.ext").write_text(
+                f"introspection_mode = post\nintrospection_url = {self.oauth_introspection}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
             )
         (self.root / "dovecot.conf").write_text(text)
         # users exist before start: passwd-file changes within one second of
