@@ -354,7 +354,7 @@ class KbConfig(_Frozen):
     #: how much of a request an article must cover to be suggested (0-1)
     min_score: float = Field(default=0.3, gt=0, le=1)
     #: an article covering this much of a request flags it "kb-answer"
-    answer_score: float = Field(default=0.75, gt=0, le=1)
+    answer_score: float = Field(default=0.9, gt=0, le=1)
 
 
 class RetentionConfig(_Frozen):
