@@ -17,6 +17,10 @@
   else windows-1252.
 * RFC 2047 encoded-words are decoded here with that mapping (the standard
   library's decoder knows neither the mapping nor lenient placement).
+* Decoded text is always storable: some codecs (UTF-7, UTF-16 with a lone
+  surrogate) yield lone surrogates, which neither SQLite nor PostgreSQL can
+  store (UTF-8 cannot encode them); they become U+FFFD here, and
+  :func:`storable` also drops NUL, which PostgreSQL text cannot hold.
 """
 
 from __future__ import annotations
@@ -97,6 +101,21 @@ _RELATED = {
 }
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def no_surrogates(text: str) -> str:
+    """``text`` with lone surrogates (from UTF-7, UTF-16) replaced by U+FFFD."""
+    if text.isascii() or not _SURROGATES.search(text):
+        return text
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def storable(text: str) -> str:
+    """Text any database can store: no lone surrogates, no NUL."""
+    return no_surrogates(text).replace("\x00", "")
+
+
 def _cp1252_bytes(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
@@ -129,11 +148,15 @@ def _single_byte(codec: str) -> bool:
 
 
 def decode_text(data: bytes, label: str | None, fallback: str = "cp1252") -> str:
-    """Decode ``data`` as ``label`` says; never raises.
+    """Decode ``data`` as ``label`` says; never raises, never returns a lone surrogate.
 
     A wrong or unknown label falls back to UTF-8 if the bytes are valid UTF-8,
     then to UTF-8 with ``fallback`` for the bytes that are not.
     """
+    return no_surrogates(_decode_text(data, label, fallback))
+
+
+def _decode_text(data: bytes, label: str | None, fallback: str) -> str:
     if not data:
         return ""
     codec = codec_for(label)
@@ -284,6 +307,10 @@ def decode_8bit_header(data: bytes, declared: str | Iterable[str] | None = None)
     declares); of the ones the bytes are valid in, the most plausible wins,
     ties going to the earlier label.
     """
+    return no_surrogates(_decode_8bit_header(data, declared))
+
+
+def _decode_8bit_header(data: bytes, declared: str | Iterable[str] | None) -> str:
     try:
         return data.decode("ascii")
     except UnicodeDecodeError:

@@ -467,6 +467,11 @@ class DaemonConfig(_Frozen):
     quarantine_retries: int = Field(default=3, ge=0)
     #: "127.0.0.1:9469" serves Prometheus metrics; loopback only
     metrics_listen: str | None = None
+    #: several daemons on one PostgreSQL share the mailboxes out: a daemon not
+    #: seen for this long is gone and its share is taken over
+    registration_seconds: float = Field(default=30.0, ge=5)
+    #: a worker whose mailbox another daemon holds tries again after about this long
+    lease_retry_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:

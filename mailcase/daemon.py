@@ -8,27 +8,31 @@ failing never stops the others.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import schedule
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.batch import BatchRun, run_due
 from mailcase.classify import classify_batch, run_classify_stage
-from mailcase.clock import Clock
+from mailcase.clock import Clock, real_now
 from mailcase.config import Config
 from mailcase.db import transaction
 from mailcase.directory import import_csv
 from mailcase.errors import MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
+from mailcase.lease import LEASE, Lease
 from mailcase.log import kv
 from mailcase.notify import notify, watchdog_interval
 from mailcase.watch import MailboxWorker
@@ -189,6 +193,36 @@ class Daemon:
         self.workers: dict[str, MailboxWorker] = {}
         self.metrics: Any = None
         self._last_ping = 0.0
+        # other daemons on the same database see this one while it lives
+        self.registration = Lease(engine, f"daemon:{socket.gethostname()}:{os.getpid()}", "daemon",
+                                  ttl=timedelta(seconds=config.daemon.registration_seconds))
+        self._live: tuple[float, int] = (0.0, 1)
+
+    # -- sharing mailboxes with other daemons ------------------------------------------------
+
+    def live_daemons(self) -> int:
+        """Daemons registered on this database (cached for a few seconds)."""
+        at, n = self._live
+        if time.monotonic() - at > 5:
+            with self.engine.connect() as conn:
+                n = int(conn.execute(sa.select(sa.func.count()).where(
+                    LEASE.c.name.like("daemon:%"), LEASE.c.expires_at > real_now())).scalar_one())
+            self._live = (time.monotonic(), max(1, n))
+        return self._live[1]
+
+    def fair_share(self) -> int:
+        boxes = sum(1 for m in self.config.mailboxes if m.enabled)
+        return -(-boxes // self.live_daemons())
+
+    def may_take(self, worker: MailboxWorker) -> bool:
+        held = sum(1 for w in self.workers.values() if w.holds_lease and w is not worker)
+        return held < self.fair_share()
+
+    def should_yield(self, worker: MailboxWorker) -> bool:
+        holding = sorted(n for n, w in self.workers.items() if w.holds_lease)
+        over = len(holding) - self.fair_share()
+        # give up the last ones (by name), one per heartbeat, so daemons converge
+        return over > 0 and worker.cfg.name in holding[-over:]
 
     # -- signals -------------------------------------------------------------------------
 
@@ -213,7 +247,7 @@ class Daemon:
     def _start_workers(self) -> None:
         for cfg in self.config.mailboxes:
             if cfg.enabled and cfg.name not in self.workers:
-                worker = MailboxWorker(self.engine, self.config, cfg, self.clock, self._stored)
+                worker = MailboxWorker(self.engine, self.config, cfg, self.clock, self._stored, self)
                 self.workers[cfg.name] = worker
                 worker.start()
 
@@ -312,6 +346,7 @@ class Daemon:
 
             self.metrics = Metrics(self.engine, self.config, self.clock)
             self.metrics.serve(d.metrics_listen)
+        self.registration.acquire()
         self.parser.start()
         self._start_workers()
         # READY once every mailbox is connected or in a clear state (down, waiting)
@@ -327,6 +362,8 @@ class Daemon:
         scheduler.every(max(1, round(d.deliver_seconds))).seconds.do(self._job, "deliver", self.deliver)
         scheduler.every(max(1, round(d.housekeeping_seconds))).seconds.do(
             self._job, "housekeeping", self.housekeeping)
+        scheduler.every(max(1, round(d.registration_seconds / 6))).seconds.do(
+            self._job, "registration", self.registration.renew)
         self._job("housekeeping", self.housekeeping)
         while not self.stopping.is_set():
             self._ping()
@@ -337,6 +374,10 @@ class Daemon:
         notify("STOPPING=1")
         self._stop_workers()
         self.parser.stop()
+        try:
+            self.registration.release()
+        except MailcaseError:
+            pass
         if self.metrics is not None:
             self.metrics.close()
         log.info("event=stopped")

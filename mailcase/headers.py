@@ -30,10 +30,23 @@ from mailcase.charsets import decode_8bit_header, decode_encoded_words
 
 # RFC 5322 field-name: printable US-ASCII except colon
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
-_MSGID = re.compile(r"<([^<>\s]+)>")
-_BARE_MSGID = re.compile(r"^[^<>\s@]+@[^<>\s@]+$")
+# no whitespace or control characters inside an id (RFC 5322 §3.6.4: dot-atom-text)
+_MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
+_BARE_MSGID = re.compile(r"^[^<>\s@\x00-\x1f\x7f]+@[^<>\s@\x00-\x1f\x7f]+$")
 _MAX_IDS = 200
+#: fields kept of one header block; the rest is skipped (a header flood)
 _MAX_HEADER_FIELDS = 5000
+#: bytes kept of one field's value (RFC 5322 §2.1.1 allows 998 a line; a long
+#: References or a folded Subject stays far below this)
+_MAX_FIELD_BYTES = 256 * 1024
+#: Received fields read for a time: RFC 5321 §6.3 treats a hundred hops as a loop
+_MAX_RECEIVED = 100
+#: characters of a Subject kept (display text; a case title, not a document)
+MAX_SUBJECT_CHARS = 1000
+#: characters of a Date value read: a date-time with a comment is under 100
+_MAX_DATE_CHARS = 200
+#: an id longer than a header line (RFC 5322 §2.1.1) is no Message-ID
+_MAX_ID_CHARS = 998
 _CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""", re.I)
 _MAX_CHARSETS = 8
 # header fields that, seen after a stray line, show the header block goes on
@@ -80,6 +93,8 @@ class HeaderBlock:
     folded_at: tuple[int, ...] = ()
     #: the message the block was read from (for the charsets it declares)
     raw: bytes = field(default=b"", repr=False, compare=False)
+    #: where the fields past ``_MAX_HEADER_FIELDS`` begin (None: all were read)
+    fields_end: int | None = None
 
     def raw_values(self, name: str) -> list[bytes]:
         name = name.lower()
@@ -142,6 +157,13 @@ def split_headers(raw: bytes) -> HeaderBlock:
 
     Unfolding removes only the line break (RFC 5322 §2.2.3): the whitespace
     that follows it is part of the value.
+
+    Bounded whatever the input: NUL bytes (which RFC 5322 §2.2 does not
+    allow in a header, and PostgreSQL cannot store) are dropped; a field
+    keeps at most ``_MAX_FIELD_BYTES``; past ``_MAX_HEADER_FIELDS`` fields the
+    rest of the header block is read only to find where the body starts,
+    so 100,000 header lines cost one pass, not 100,000 stored fields, and
+    the body stays the body.
     """
     fields: list[tuple[str, bytearray]] = []
     defects: list[str] = []
@@ -153,31 +175,50 @@ def split_headers(raw: bytes) -> HeaderBlock:
         pos = n if nl < 0 else nl + 1
     header_start = pos
     body_offset = n
+    fields_end: int | None = None
     skipped_junk = False
+    had_nul = False
+    long_fields: list[str] = []
+
+    def extend(value: bytearray, more: bytes) -> None:
+        room = _MAX_FIELD_BYTES - len(value)
+        if len(more) > room:
+            more = more[: max(room, 0)]
+            if fields and fields[-1][0] not in long_fields:
+                long_fields.append(fields[-1][0])
+        value.extend(more)
+
     while pos < n:
         eol = raw.find(b"\n", pos)
         nxt = n if eol < 0 else eol + 1
         line = raw[pos : (n if eol < 0 else eol)]
         if line.endswith(b"\r"):
             line = line[:-1]
+        if b"\0" in line:
+            had_nul = True
+            line = line.replace(b"\0", b"")
         if not line:
             body_offset = nxt
             break
+        over = fields_end is not None  # past the field limit: only find the body
         if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1][1].extend(line)
-            else:
+            if fields and not over:
+                extend(fields[-1][1], line)
+            elif not fields:
                 defects.append("continuation line before the first header")
             pos = nxt
             continue
         colon = line.find(b":")
         name = line[:colon].rstrip(b" \t") if colon > 0 else b""
         if colon > 0 and _FIELD_NAME.match(name):
-            if len(fields) >= _MAX_HEADER_FIELDS:
+            if not over and len(fields) >= _MAX_HEADER_FIELDS:
                 defects.append(f"more than {_MAX_HEADER_FIELDS} header fields; rest ignored")
-                body_offset = pos
-                break
-            fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :].lstrip(b" \t"))))
+                fields_end = pos
+                over = True
+            if not over:
+                value = bytearray()
+                fields.append((name.decode("ascii").lower(), value))
+                extend(value, line[colon + 1 :].lstrip(b" \t"))
             pos = nxt
             continue
         if not fields and not skipped_junk and _headers_follow(raw, nxt):
@@ -189,15 +230,19 @@ def split_headers(raw: bytes) -> HeaderBlock:
         if fields and _header_block_resumes(raw, nxt):
             # a folded line that lost its leading whitespace (seen in real
             # mail: long X- headers broken by a gateway)
-            if not folded_at:
-                defects.append("header line without folding whitespace")
-            folded_at.append(pos)
-            fields[-1][1].extend(b" " + line)
+            if not over:
+                if not folded_at:
+                    defects.append("header line without folding whitespace")
+                folded_at.append(pos)
+                extend(fields[-1][1], b" " + line)
             pos = nxt
             continue
         defects.append("no blank line between header and body")
         body_offset = pos
         break
+    if had_nul:
+        defects.append("NUL bytes in the header block; removed")
+    defects.extend(f"{name} field longer than {_MAX_FIELD_BYTES} bytes; cut" for name in long_fields)
     return HeaderBlock(
         fields=tuple((k, bytes(v).rstrip(b" \t")) for k, v in fields),
         body_offset=body_offset,
@@ -205,6 +250,7 @@ def split_headers(raw: bytes) -> HeaderBlock:
         header_start=header_start,
         folded_at=tuple(folded_at),
         raw=raw,
+        fields_end=fields_end,
     )
 
 
@@ -214,7 +260,7 @@ def _header_block_resumes(raw: bytes, pos: int) -> bool:
         if pos >= len(raw):
             return False
         eol = raw.find(b"\n", pos)
-        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r")
+        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r").replace(b"\0", b"")
         if not line:
             return False
         colon = line.find(b":")
@@ -232,7 +278,7 @@ def _headers_follow(raw: bytes, pos: int) -> bool:
     count = 0
     for _ in range(2):
         eol = raw.find(b"\n", pos)
-        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r")
+        line = raw[pos : (len(raw) if eol < 0 else eol)].rstrip(b"\r").replace(b"\0", b"")
         colon = line.find(b":")
         if colon <= 0 or not _FIELD_NAME.match(line[:colon]):
             return False
@@ -247,10 +293,10 @@ def message_ids(value: str | None) -> tuple[str, ...]:
     """Every ``<id>`` in a Message-ID / In-Reply-To / References value."""
     if not value:
         return ()
-    ids = tuple(f"<{m}>" for m in _MSGID.findall(value))
+    ids = tuple(f"<{m}>" for m in _MSGID.findall(value) if len(m) <= _MAX_ID_CHARS)
     if not ids:
         bare = value.strip()
-        if _BARE_MSGID.match(bare):
+        if len(bare) <= _MAX_ID_CHARS and _BARE_MSGID.match(bare):
             ids = (f"<{bare}>",)
     if len(ids) > _MAX_IDS:
         # keep the root and the most recent ancestors (RFC 5322 §3.6.4 trims the middle)
@@ -262,7 +308,8 @@ def parse_date(value: str | None) -> datetime | None:
     """An aware UTC datetime from a Date:-like value, or None."""
     if not value:
         return None
-    value = " ".join(value.split())
+    # dateutil's fuzzy parser costs milliseconds per long value: a date is short
+    value = " ".join(value[: _MAX_DATE_CHARS * 4].split())[:_MAX_DATE_CHARS]
     result: datetime | None
     try:
         result = parsedate_to_datetime(value)
@@ -290,6 +337,32 @@ def parse_date(value: str | None) -> datetime | None:
 def normalised_body(raw: bytes, body_offset: int) -> bytes:
     """The body with CRLF -> LF and trailing blank space removed."""
     return raw[body_offset:].replace(b"\r\n", b"\n").rstrip(b"\n\r\t ")
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def hash_normalised_body(h: "hashlib._Hash", raw: bytes, body_offset: int) -> None:
+    """Feed :func:`normalised_body` to ``h`` a megabyte at a time.
+
+    The same bytes, without the two or three whole copies of the body the
+    one-liner makes (a 50 MB mail would cost 150 MB just to be hashed).
+    """
+    end = len(raw)
+    while end > body_offset:  # trailing blank space, a chunk at a time
+        start = max(body_offset, end - _HASH_CHUNK)
+        kept = len(raw[start:end].rstrip(b"\n\r\t "))
+        end = start + kept
+        if kept:
+            break
+    view = memoryview(raw)
+    pos = body_offset
+    while pos < end:
+        stop = min(pos + _HASH_CHUNK, end)
+        if stop < end and raw[stop - 1] == 0x0D and stop - 1 > pos:  # never split a CRLF
+            stop -= 1
+        h.update(bytes(view[pos:stop]).replace(b"\r\n", b"\n"))
+        pos = stop
 
 
 @dataclass(frozen=True)
@@ -343,15 +416,18 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
     block = block or split_headers(raw)
     from_list = _from_list(block)
     subject = block.text("subject") or ""
+    subject_cut = len(subject) > MAX_SUBJECT_CHARS
+    if subject_cut:
+        subject = subject[:MAX_SUBJECT_CHARS]
     date_value = block.first("date")
     date_at = parse_date(date_value)
     # the top-level MIME headers belong to the body: two mails with the same
     # bytes under a different Content-Type are different mails
     mime = "\0".join(" ".join((block.first(h) or "").lower().split())
                      for h in ("content-type", "content-transfer-encoding"))
-    body_hash = hashlib.sha256(
-        mime.encode("utf-8", "surrogatepass") + b"\0" + normalised_body(raw, block.body_offset)
-    ).hexdigest()
+    hasher = hashlib.sha256(mime.encode("utf-8", "surrogatepass") + b"\0")
+    hash_normalised_body(hasher, raw, block.body_offset)
+    body_hash = hasher.hexdigest()
     from_key = from_list.addresses[0].addr if from_list.addresses else (block.first("from") or "")
     date_key = date_at.isoformat() if date_at else " ".join((date_value or "").split())
 
@@ -372,6 +448,8 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
         defects.append("no Message-ID; derived one")
     if date_value and date_at is None:
         defects.append("unparseable Date")
+    if subject_cut:
+        defects.append(f"Subject longer than {MAX_SUBJECT_CHARS} characters; cut")
     return HeaderInfo(
         message_id=message_id,
         message_id_derived=derived,
@@ -398,7 +476,7 @@ def received_header_time(
     is one of them.  Anything lower down is the sender's to write.
     """
     hosts = {h.lower().rstrip(".") for h in receiving_hosts}
-    for value in block.values("received"):
+    for value in block.values("received")[:_MAX_RECEIVED]:
         if hosts:
             m = _RECEIVED_BY.search(value)
             if not m or m.group(1).lower().rstrip(".") not in hosts:

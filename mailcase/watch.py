@@ -20,12 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import imapclient
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase.calendar import BusinessCalendar
 from mailcase.clock import Clock, real_now
 from mailcase.config import Config, MailboxConfig
 from mailcase.db import transaction
@@ -38,7 +40,7 @@ from mailcase.log import kv
 log = logging.getLogger(__name__)
 
 LEASE_TTL = timedelta(seconds=45)      # a dead owner's mailbox is taken over within a minute
-RENEW_EVERY = 10.0                     # seconds between lease renewals (and heartbeats)
+RENEW_EVERY = 5.0                      # seconds between lease renewals (and heartbeats)
 
 
 @dataclass
@@ -55,9 +57,30 @@ class Backoff:
         self.current = 0.0
 
 
+class Rebalance(Exception):
+    """This daemon holds more mailboxes than its share: give this one up."""
+
+
+class Share(Protocol):
+    """How the daemon shares mailboxes with the other daemons on the database."""
+
+    def may_take(self, worker: MailboxWorker) -> bool: ...
+    def should_yield(self, worker: MailboxWorker) -> bool: ...
+
+
+class _Alone:
+    def may_take(self, worker: MailboxWorker) -> bool:
+        return True
+
+    def should_yield(self, worker: MailboxWorker) -> bool:
+        return False
+
+
 class MailboxWorker:
     def __init__(self, engine: Engine, config: Config, cfg: MailboxConfig, clock: Clock,
-                 on_stored: Callable[[SyncResult], None]) -> None:
+                 on_stored: Callable[[SyncResult], None], share: Share | None = None) -> None:
+        self.share: Share = share or _Alone()
+        self.holds_lease = False
         self.engine = engine
         self.config = config
         self.cfg = cfg
@@ -71,6 +94,16 @@ class MailboxWorker:
         self.backoff = Backoff(maximum=config.daemon.reconnect_max_seconds)
         self.thread = threading.Thread(target=self._run, name=f"mailbox-{cfg.name}", daemon=True)
         self._last_renew = 0.0
+        self._calendar = BusinessCalendar(config.calendar)
+        self._synced_from: datetime | None = None  # start time of the last sync
+
+    def _cutoff_passed(self) -> bool:
+        """A cutoff passed since the last sync began: sync now, so it can close
+        (a cutoff waits for a sync of every mailbox that started after it)."""
+        if self._synced_from is None:
+            return True
+        last = self._calendar.previous_cutoff(self.clock.now())
+        return last is not None and last > self._synced_from
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -94,6 +127,9 @@ class MailboxWorker:
             level = logging.WARNING if state in ("down", "waiting-lease") else logging.INFO
             log.log(level, "event=mailbox-state mailbox=%s state=%s mode=%s detail=%s",
                     self.cfg.name, state, self.mode, kv(detail or "-"))
+        self.first_state.set()
+        if not self.holds_lease:
+            return  # the mailbox's row belongs to its owner; a waiting daemon only logs
         try:
             with transaction(self.engine) as conn:
                 load_state(conn, self.cfg.name)
@@ -104,13 +140,14 @@ class MailboxWorker:
                 ))
         except MailcaseError:
             pass  # the database being down is the main loop's to report
-        self.first_state.set()
 
     def _heartbeat(self, lease: Lease) -> None:
         if time.monotonic() - self._last_renew < RENEW_EVERY:
             return
         self._last_renew = time.monotonic()
         lease.renew()
+        if self.share.should_yield(self):
+            raise Rebalance(f"{self.cfg.name}: this daemon holds more than its share of mailboxes")
         try:
             with transaction(self.engine) as conn:
                 conn.execute(sa.update(MAILBOX_STATE).where(MAILBOX_STATE.c.name == self.cfg.name)
@@ -120,12 +157,19 @@ class MailboxWorker:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
+            retry = self.config.daemon.lease_retry_seconds
+            if not self.share.may_take(self):
+                self._set_state("waiting-lease", "other daemons hold this mailbox's share")
+                if self._wait(random.uniform(0.5, 1.5) * retry):
+                    return
+                continue
             lease = Lease(self.engine, f"mailbox:{self.cfg.name}", "daemon", ttl=LEASE_TTL)
             try:
                 lease.acquire()
+                self.holds_lease = True
             except LeaseHeld as exc:
                 self._set_state("waiting-lease", str(exc))
-                if self._wait(random.uniform(5, 15)):
+                if self._wait(random.uniform(0.5, 1.5) * retry):
                     return
                 continue
             except MailcaseError as exc:
@@ -140,6 +184,8 @@ class MailboxWorker:
                     self._imap(lease)
             except LeaseHeld as exc:
                 self._set_state("waiting-lease", f"lease lost: {exc}")
+            except Rebalance as exc:
+                self._set_state("waiting-lease", str(exc))
             except MailcaseError as exc:
                 self._failed(str(exc))
             except (OSError, imapclient.exceptions.IMAPClientError, TimeoutError) as exc:
@@ -148,14 +194,21 @@ class MailboxWorker:
                 log.exception("event=mailbox-worker-error mailbox=%s", self.cfg.name)
                 self._failed(f"{type(exc).__name__}: {exc}")
             finally:
+                if self.stopping.is_set():
+                    self._set_state("stopped")
+                self.holds_lease = False
                 try:
                     lease.release()
                 except MailcaseError:
                     pass
+            if not self.stopping.is_set() and self.state == "waiting-lease":
+                # give another daemon the time to take it
+                if self._wait(random.uniform(1.5, 2.5) * retry):
+                    return
             if not self.stopping.is_set() and self.state == "down":
                 if self._wait(self.backoff.next()):
                     return
-        self._set_state("stopped")
+
 
     def _failed(self, error: str) -> None:
         self._set_state("down", error)
@@ -169,12 +222,13 @@ class MailboxWorker:
     def _maildir(self, lease: Lease) -> None:
         self.mode = "maildir"
         while not self.stopping.is_set():
-            result = sync_maildir(self.engine, self.cfg, self.config, self.clock.now(), lease=lease)
+            self._synced_from = self.clock.now()
+            result = sync_maildir(self.engine, self.cfg, self.config, self._synced_from, lease=lease)
             self._set_state("connected")
             self.backoff.reset()
             self.on_stored(result)
             end = time.monotonic() + self.config.daemon.poll_seconds
-            while time.monotonic() < end:
+            while time.monotonic() < end and not self._cutoff_passed():
                 if self._wait(1.0):
                     return
                 self._heartbeat(lease)
@@ -193,7 +247,8 @@ class MailboxWorker:
             idle = d.idle and client.has_capability("IDLE")
             self.mode = "idle" if idle else "poll"
             while not self.stopping.is_set():
-                result = sync_with(self.engine, self.cfg, client, lease, self.clock.now(),
+                self._synced_from = self.clock.now()
+                result = sync_with(self.engine, self.cfg, client, lease, self._synced_from,
                                    progress=lambda _n: None)
                 self._set_state("connected")
                 self.backoff.reset()
@@ -204,7 +259,7 @@ class MailboxWorker:
                     self._idle(client, lease)
                 else:
                     end = time.monotonic() + d.poll_seconds
-                    while time.monotonic() < end:
+                    while time.monotonic() < end and not self._cutoff_passed():
                         if self._wait(1.0):
                             return
                         self._heartbeat(lease)
@@ -225,6 +280,8 @@ class MailboxWorker:
                         return  # new mail: sync
                 if now - started > d.idle_reissue_seconds:
                     return  # re-issue IDLE well before the server's 29-minute limit
+                if self._cutoff_passed():
+                    return  # a cutoff passed: a sync that started after it lets it close
                 if now - last_heard > d.idle_silence_seconds:
                     # a silent IDLE is suspect: leave it and probe; a dead connection raises
                     in_idle = False
