@@ -272,8 +272,13 @@ class MailboxWorker:
         started = last_heard = time.monotonic()
         try:
             while not self.stopping.is_set():
+                asked = time.monotonic()
                 responses = client.idle_check(timeout=1.0)
                 now = time.monotonic()
+                if not responses and now - asked < 0.5:
+                    # the socket was readable but gave no response: imapclient
+                    # swallows EOF this way, so probe the connection now
+                    last_heard = now - d.idle_silence_seconds - 1
                 if responses:
                     last_heard = now
                     if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
