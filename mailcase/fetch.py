@@ -346,7 +346,7 @@ def sync_with(
             owed = _owed_post_actions(conn, cfg.name, uidvalidity) if post_action else []
         result.tally.add(results)
         result.post_actions_done += _apply_post_actions(engine, client, cfg, owed, now)
-        lease.renew()
+        lease.renew_if_due()
         if progress:
             progress(len(chunk))
     with transaction(engine) as conn:
@@ -476,7 +476,7 @@ def reprocess_imap(
                 client, cfg, chunk, sizes, uidvalidity, lambda _u, _a: historical, None
             )
             tally.add(_store_chunk(engine, items, now, dry_run))
-            lease.renew()
+            lease.renew_if_due()
             if progress:
                 progress(len(chunk))
     return tally
@@ -530,7 +530,7 @@ def store_stream(
     for chunk in _chunks(items, chunk_count, chunk_bytes):
         tally.add(_store_chunk(engine, chunk, now, dry_run))
         if lease:
-            lease.renew()
+            lease.renew_if_due()
         if progress:
             progress(len(chunk))
     return tally

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -56,6 +57,7 @@ class Lease:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     _pg_conn: Connection | None = None
+    _renewed: float = field(default_factory=time.monotonic)
 
     @property
     def holder(self) -> str:
@@ -134,8 +136,14 @@ class Lease:
                 self._pg_conn.close()
                 self._pg_conn = None
 
+    def renew_if_due(self) -> None:
+        """Renew once a third of the lease has passed (a renewal is a durable commit)."""
+        if time.monotonic() - self._renewed >= self.ttl.total_seconds() / 3:
+            self.renew()
+
     def renew(self) -> None:
         """Extend the lease; raises LeaseHeld if someone took it over meanwhile."""
+        self._renewed = time.monotonic()
         now = real_now()
         with transaction(self.engine) as conn:
             result = conn.execute(

@@ -34,6 +34,7 @@ import importlib
 import logging
 import mimetypes
 import re
+import secrets
 from dataclasses import dataclass, field
 from email.header import Header
 from email.message import Message as EmailMessage
@@ -41,16 +42,42 @@ from email.policy import compat32
 from typing import Any
 
 from mailcase.addresses import parse_address_list
-from mailcase.charsets import decode_8bit_header, decode_encoded_words, decode_text
+from mailcase.charsets import codec_for, decode_8bit_header, decode_encoded_words, decode_text, storable
 from mailcase.errors import MessageError
 from mailcase.headers import HeaderBlock, HeaderInfo, read_headers, split_headers
 
 log = logging.getLogger(__name__)
 
+#: characters of body text kept
 MAX_BODY_CHARS = 1_000_000
+#: attachments listed (the rest is one "(more not listed)" entry)
 MAX_ATTACHMENTS = 1000
+#: MIME nesting read (the parser's own recursion ends near 900 levels)
 MAX_DEPTH = 50
+#: names listed inside one container (an attached mail, winmail.dat)
 MAX_CONTENTS = 200
+#: defects listed (they are for display)
+MAX_DEFECTS = 100
+#: bytes of one text part decoded: a character takes four at most
+MAX_TEXT_PART_BYTES = 4 * MAX_BODY_CHARS
+#: a body larger than this, or of more lines, is thinned before the tree is built
+THIN_ABOVE_BYTES = 8 * 1024 * 1024
+THIN_ABOVE_LINES = 150_000
+#: MIME parts read; the rest of the mail is not (a part costs the parser a kilobyte)
+MAX_MIME_PARTS = 20_000
+#: part bodies kept in the tree of a thinned mail, in all
+KEEP_BYTES = 8 * 1024 * 1024
+KEEP_LINES = 150_000
+#: a part body that is not text is kept whole up to this (budget permitting)
+SMALL_PART_BYTES = 64 * 1024
+SMALL_PART_LINES = 2_000
+#: header lines kept of one part of a thinned mail
+MAX_PART_HEADER_LINES = 50
+MAX_PART_HEADER_BYTES = 16 * 1024
+#: mail-parser parses every header field (and every Received in depth): not
+#: run on a flood of them, where it would take seconds
+_MAILPARSER_MAX_FIELDS = 1000
+_MAILPARSER_MAX_HEADER_BYTES = 256 * 1024
 
 _TEXT_TYPES = ("text/plain", "text/html")
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
@@ -59,6 +86,7 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1
 # a uuencoded file inside a text body: "begin <mode> <name>" ... "end"
 _UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\r\n]+?)[ \t]*\r?$", re.M)
 _UU_END = re.compile(r"^end[ \t]*\r?$", re.M)
+_UU_BEGIN_BYTES = re.compile(rb"^begin [0-7]{3,4} [^\r\n]+?[ \t]*\r?$", re.M)
 
 
 @dataclass(frozen=True)
@@ -183,48 +211,389 @@ def html_to_text(html: str) -> str:
 # -- the tree --------------------------------------------------------------------------
 
 
-def _tree(raw: bytes) -> tuple[EmailMessage, list[str], str]:
-    """The MIME tree, defects found building it, and which parser built it."""
+def _tree(raw: bytes, header_bytes: int) -> tuple[EmailMessage, list[str], str]:
+    """The MIME tree, defects found building it, and which parser built it.
+
+    The standard library builds the tree (mail-parser 4.8 builds the very
+    same one, ``email.message_from_bytes`` with compat32); mail-parser then
+    looks the tree over for its defect categories.  It reads every header
+    and decodes every attachment to do so, so it is skipped where that
+    would cost more than the tree itself.
+    """
+    try:
+        tree = email.message_from_bytes(raw, policy=compat32)
+    except Exception as exc:  # RecursionError on thousands of nested multiparts
+        raise MessageError(f"unreadable MIME structure: {type(exc).__name__}: {exc}") from exc
+    if len(tree) > _MAILPARSER_MAX_FIELDS or header_bytes > _MAILPARSER_MAX_HEADER_BYTES:
+        return tree, ["header block too large for mail-parser: not run"], "stdlib"
     try:
         import mailparser
 
-        mp = mailparser.parse_from_bytes(raw)
-        tree = mp.message
-        if tree is not None:
-            defects = sorted(str(c) for c in (mp.defects_categories or ()))
-            return tree, defects, "mail-parser"
-    except RecursionError:
-        pass
-    except Exception as exc:  # mail-parser raises on some broken mail: fall back
+        mp = mailparser.MailParser(tree)
+        defects = sorted(str(c) for c in (mp.defects_categories or ()))
+        return tree, defects, "mail-parser"
+    except Exception as exc:  # mail-parser raises on some broken mail: the tree stands
         log.debug("mail-parser failed (%s: %s); using the standard library", type(exc).__name__, exc)
-    try:
-        return email.message_from_bytes(raw, policy=compat32), [], "stdlib"
-    except Exception as exc:
-        raise MessageError(f"unreadable MIME structure: {type(exc).__name__}: {exc}") from exc
+    return tree, [], "stdlib"
 
 
-def _repaired(raw: bytes, block: HeaderBlock) -> bytes:
-    """The bytes with the header block as headers.py read it."""
+def _head(raw: bytes, block: HeaderBlock, end: int) -> bytes:
+    """``raw[:end]``, the header block as headers.py read it (repairs applied)."""
     if not block.folded_at and "text before the first header" not in block.defects:
-        return raw  # (an mbox From line the parsers know themselves)
+        return raw[:end]  # (an mbox From line the parsers know themselves)
     pieces: list[bytes] = []
     prev = block.header_start
     for offset in block.folded_at:
+        if offset >= end:
+            break
         pieces.append(raw[prev:offset])
         pieces.append(b" ")
         prev = offset
-    pieces.append(raw[prev:])
+    pieces.append(raw[prev:end])
     return b"".join(pieces)
+
+
+def _tree_input(raw: bytes, block: HeaderBlock) -> tuple[bytes, _Thinned | None]:
+    """What the tree is built from: the mail, or a thinned copy of it.
+
+    The standard library's parser holds every line of a mail as an object
+    and every part as a Message: a 25 MB mail of short lines costs it 15 s
+    and 1.4 GB, 50 MB of base64 ten times its size.  So the header fields
+    headers.py skipped (past ``_MAX_HEADER_FIELDS``) are left out, and a
+    body over ``THIN_ABOVE_BYTES`` or ``THIN_ABOVE_LINES`` is thinned
+    (:func:`_thin`).  Anything smaller is parsed exactly as it came.
+    """
+    head_end = block.fields_end if block.fields_end is not None else block.body_offset
+    repaired = bool(block.folded_at) or "text before the first header" in block.defects
+    body = block.body_offset
+    size = len(raw) - body
+    lines = max(raw.count(b"\n", body), raw.count(b"\r", body))
+    thin = size > THIN_ABOVE_BYTES or lines > THIN_ABOVE_LINES
+    if not thin and lines > 2 * MAX_MIME_PARTS:  # every part takes two lines at least
+        boundaries = _boundaries(raw, body)
+        delimiter = _delimiter_re(boundaries)
+        thin = delimiter is not None and _count(delimiter, raw, body, MAX_MIME_PARTS + 1) > MAX_MIME_PARTS
+    if not thin and not repaired and block.fields_end is None:
+        return raw, None
+    head = _head(raw, block, head_end)
+    if block.fields_end is not None:
+        head += b"\r\n"  # the blank line: the skipped fields are not the body
+    if not thin:
+        return head + raw[body:], None
+    thinned = _thin(raw, block, body)
+    return head + thinned.data, thinned
+
+
+# -- thinning a large mail -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Elision:
+    """A part body left out of the tree: what it decodes to, read by streaming."""
+
+    size: int
+    sha256: str
+    kept: int  # bytes of it that are in the tree (a text part's beginning)
+    total: int  # bytes of it in the mail
+    ctype: str | None  # the part's Content-Type as the thinning read it
+
+
+@dataclass
+class _Thinned:
+    data: bytes
+    token: str
+    elided: dict[int, _Elision]
+    defects: list[str]
+
+
+_BOUNDARY_PARAM = re.compile(rb"""boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""", re.I)
+_PART_CTYPE = re.compile(rb"^content-type[ \t]*:[ \t\r\n]*([A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+)",
+                         re.I | re.M)
+_PART_CTE = re.compile(rb"^content-transfer-encoding[ \t]*:[ \t\r\n]*([A-Za-z0-9_.-]+)", re.I | re.M)
+_BLANK_LINE = re.compile(rb"\n\r?\n|\r\r")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_B64_JUNK = bytes(c for c in range(256) if chr(c) not in
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_MARK = re.compile(r"mailcase-elided-([0-9a-f]{32})-([0-9]{1,7})")
+_MARK_BYTES = re.compile(rb"mailcase-elided-([0-9a-f]{32})-([0-9]{1,7})")
+_MAX_BOUNDARIES = 500
+_DIGEST_CHUNK = 1 << 20
+
+
+def _boundaries(raw: bytes, start: int) -> list[bytes]:
+    """Every boundary a Content-Type in the mail declares (any part's)."""
+    found: dict[bytes, None] = {}
+    for m in _BOUNDARY_PARAM.finditer(raw):
+        b = (m.group(1) if m.group(1) is not None else m.group(2)).rstrip(b" \t")
+        if b:
+            found[b] = None
+            if len(found) >= _MAX_BOUNDARIES:
+                break
+    return list(found)
+
+
+def _delimiter_re(boundaries: list[bytes]) -> re.Pattern[bytes] | None:
+    """A delimiter line of any of them (RFC 2046 §5.1.1), as the stdlib's feedparser matches it."""
+    if not boundaries:
+        return None
+    # longest first: of "a" and "ab", a line "--ab" is the delimiter of "ab"
+    alternatives = b"|".join(re.escape(b) for b in sorted(boundaries, key=len, reverse=True))
+    return re.compile(rb"^--(?:" + alternatives + rb")(--)?[ \t]*(?=\r\n|\r|\n|\Z)", re.M)
+
+
+def _count(pattern: re.Pattern[bytes], raw: bytes, start: int, limit: int) -> int:
+    count = 0
+    for _ in pattern.finditer(raw, start):
+        count += 1
+        if count >= limit:
+            break
+    return count
+
+
+def _line_end(raw: bytes, pos: int) -> int:
+    """The position after the line break at ``pos`` (or ``pos`` if there is none)."""
+    if raw.startswith(b"\r\n", pos):
+        return pos + 2
+    if raw[pos : pos + 1] in (b"\r", b"\n"):
+        return pos + 1
+    return pos
+
+
+def _cut(raw: bytes, start: int, end: int, max_bytes: int, max_lines: int) -> int:
+    """Where to cut ``raw[start:end]`` to keep at most that many bytes and lines, at a line end."""
+    if max_bytes <= 0 or max_lines <= 0:
+        return start
+    limit = min(end, start + max_bytes)
+    if max(raw.count(b"\n", start, limit), raw.count(b"\r", start, limit)) > max_lines:
+        for i, m in enumerate(_LINE_BREAK.finditer(raw, start, limit)):
+            if i + 1 >= max_lines:
+                limit = m.end()
+                break
+    if limit >= end:
+        return end
+    last = max(raw.rfind(b"\n", start, limit), raw.rfind(b"\r", start, limit))
+    if last < start:
+        return limit  # one long line: cut inside it
+    return _line_end(raw, last) if raw[last] == 0x0D else last + 1
+
+
+def _digest(raw: bytes, start: int, end: int, cte: str) -> tuple[int, str]:
+    """Size and SHA-256 of a part body as it decodes, read a megabyte at a time.
+
+    Clean base64, quoted-printable and uuencode decode exactly as the
+    standard library decodes them; base64 with stray padding inside may
+    differ (the result is still the same for the same bytes).
+    """
+    h = hashlib.sha256()
+    size = 0
+    carry = b""
+    uu_state = ""
+    if cte in _UU_ENCODINGS:  # as _uu_payload reads it: from a begin line, if there is one
+        uu_state = "before" if _UU_BEGIN_BYTES.search(raw, start, end) else "data"
+    pos = start
+    while pos < end:
+        stop = min(end, pos + _DIGEST_CHUNK)
+        if stop < end:  # whole lines only: quoted-printable soft breaks end a line
+            nl = raw.rfind(b"\n", pos, stop)
+            stop = nl + 1 if nl > pos else stop
+        chunk = raw[pos:stop]
+        pos = stop
+        if cte == "base64":
+            data = carry + chunk.translate(None, _B64_JUNK)
+            whole = len(data) - len(data) % 4
+            carry = data[whole:]
+            out = _a2b_base64(data[:whole])
+        elif cte == "quoted-printable":
+            out = binascii.a2b_qp(chunk)
+        elif uu_state:
+            out, uu_state = _uu_chunk(chunk, uu_state)
+        else:
+            out = chunk
+        h.update(out)
+        size += len(out)
+    carry = carry.rstrip(b"=")
+    if len(carry) % 4 == 1:
+        # the standard library gives up on such base64 and keeps the text
+        # as it is, without its line breaks (bpo-27397)
+        h, size = hashlib.sha256(), 0
+        for i in range(start, end, _DIGEST_CHUNK):
+            out = raw[i : min(end, i + _DIGEST_CHUNK)].replace(b"\r", b"").replace(b"\n", b"")
+            h.update(out)
+            size += len(out)
+    elif carry:
+        out = _a2b_base64(carry + b"=" * (-len(carry) % 4))
+        h.update(out)
+        size += len(out)
+    return size, h.hexdigest()
+
+
+def _a2b_base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:  # a pad character where none can be: ignore them all
+        data = data.replace(b"=", b"")
+        try:
+            return binascii.a2b_base64(data[: len(data) - len(data) % 4])
+        except binascii.Error:
+            return b""
+
+
+def _uu_chunk(chunk: bytes, state: str) -> tuple[bytes, str]:
+    """uudecode whole lines; ``state`` is before the begin line, in the data, or done."""
+    out: list[bytes] = []
+    for line in chunk.decode("ascii", "replace").splitlines():
+        if state == "before":
+            if _UU_BEGIN.match(line):
+                state = "data"
+            continue
+        if state != "data":
+            break
+        if _UU_END.match(line) or line in ("`", " "):
+            state = "done"
+            break
+        if line and line.strip() != "end":
+            out.append(_uu_line(line))
+    return b"".join(out), state
+
+
+def _part_kind(ctype: str | None, after_closing: bool, preamble: bool) -> str:
+    if after_closing or preamble:
+        return "other"  # a preamble or epilogue: nobody reads it (RFC 2046 §5.1.1)
+    if ctype is None or ctype in _TEXT_TYPES:
+        return "text"  # no Content-Type: text/plain (RFC 2045 §5.2)
+    if ctype.startswith(("multipart/", "message/")):
+        return "text"  # a container: its beginning holds the structure
+    return "other"
+
+
+def _thin(raw: bytes, block: HeaderBlock, start: int) -> _Thinned:
+    """The body with large part bodies left out of what the tree is built from.
+
+    The body is cut at the delimiter lines of every boundary the mail
+    declares.  Each part keeps its header (up to ``MAX_PART_HEADER_LINES``);
+    its body is kept whole while it is small and the budget of
+    ``KEEP_BYTES`` / ``KEEP_LINES`` lasts, or -- for text and containers --
+    its beginning is kept up to what is left of the budget.  What is left
+    out is read here once, by streaming, for the size and SHA-256 it
+    decodes to, and replaced by a marker line; the walk lists the part with
+    those.  Past ``MAX_MIME_PARTS`` parts the rest of the mail is not read.
+    """
+    token = secrets.token_hex(16)
+    elided: dict[int, _Elision] = {}
+    defects: list[str] = []
+    out: list[bytes] = []
+    budget_bytes, budget_lines = KEEP_BYTES, KEEP_LINES
+    delimiter = _delimiter_re(_boundaries(raw, start))
+    top_ctype = (block.first("content-type") or "text/plain").split(";", 1)[0].strip().lower()
+    top_cte = (block.first("content-transfer-encoding") or "").strip().lower()
+    header_cut = 0
+
+    def segment(seg: int, end: int, first: bool, after_closing: bool, before_delimiter: bool) -> None:
+        nonlocal budget_bytes, budget_lines, header_cut
+        body = seg
+        if first:
+            ctype: str | None = top_ctype
+            cte = top_cte
+        elif after_closing:
+            ctype, cte = None, ""
+        else:
+            head = b""
+            if raw.startswith((b"\r\n", b"\n", b"\r"), seg):
+                body = _line_end(raw, seg)  # no header fields
+                out.append(raw[seg:body])
+            else:
+                m = _BLANK_LINE.search(raw, seg, end)
+                head_end = m.start() + 1 if m else end
+                body = m.end() if m else end
+                keep = _cut(raw, seg, head_end, MAX_PART_HEADER_BYTES, MAX_PART_HEADER_LINES)
+                if keep < head_end:
+                    header_cut += 1
+                head = raw[seg:keep]
+                out.append(head)
+                if keep < head_end and raw[keep - 1 : keep] not in (b"\n", b"\r"):
+                    out.append(b"\r\n")
+                out.append(raw[head_end:body])  # the blank line
+            mt = _PART_CTYPE.search(head)
+            ctype = mt.group(1).decode("ascii").lower() if mt else None
+            mc = _PART_CTE.search(head)
+            cte = mc.group(1).decode("ascii").lower() if mc else ""
+        preamble = first and before_delimiter and top_ctype.startswith("multipart/")
+        kind = _part_kind(ctype, after_closing, preamble)
+        total = end - body
+        if total <= 0:
+            return
+        nlines = max(raw.count(b"\n", body, end), raw.count(b"\r", body, end))
+        if kind == "text":
+            keep = _cut(raw, body, end, budget_bytes, budget_lines)
+        elif total <= SMALL_PART_BYTES and nlines <= SMALL_PART_LINES and total <= budget_bytes \
+                and nlines <= budget_lines:
+            keep = end
+        else:
+            keep = body
+        budget_bytes -= keep - body
+        budget_lines -= max(raw.count(b"\n", body, keep), raw.count(b"\r", body, keep))
+        out.append(raw[body:keep])
+        if keep == end:
+            return
+        # the feedparser drops the line break before a delimiter (RFC 2046 §5.1.1)
+        stop = end
+        if before_delimiter:
+            if raw[stop - 2 : stop] == b"\r\n":
+                stop -= 2
+            elif raw[stop - 1 : stop] in (b"\n", b"\r"):
+                stop -= 1
+        size, sha = _digest(raw, body, max(stop, body), cte)
+        index = len(elided)
+        elided[index] = _Elision(size, sha, keep - body, total, ctype)
+        if keep > body and raw[keep - 1 : keep] not in (b"\n", b"\r"):
+            out.append(b"\r\n")
+        out.append(f"mailcase-elided-{token}-{index}\r\n".encode("ascii"))
+
+    pos = start
+    first = True
+    after_closing = False
+    parts = 0
+    cut_short = False
+    if delimiter is not None:
+        for m in delimiter.finditer(raw, start):
+            segment(pos, m.start(), first, after_closing, True)
+            first = False
+            parts += 1
+            if parts > MAX_MIME_PARTS:
+                cut_short = True
+                break
+            line_end = _line_end(raw, m.end())
+            out.append(raw[m.start() : line_end])
+            after_closing = m.group(1) is not None
+            pos = line_end
+    if not cut_short:
+        segment(pos, len(raw), first, after_closing, False)
+    else:
+        defects.append(f"more than {MAX_MIME_PARTS} MIME parts; the rest not read")
+    if header_cut:
+        defects.append(f"{header_cut} part header(s) longer than {MAX_PART_HEADER_LINES} lines; cut")
+    if elided:
+        defects.append(
+            f"large mail ({len(raw) - start} bytes of body): {len(elided)} part bodies hashed,"
+            f" not read into memory"
+        )
+    return _Thinned(b"".join(out), token, elided, defects)
 
 
 # -- reading parts ----------------------------------------------------------------------
 
 
+_NOT_TOKEN = re.compile(r"[^\x21-\x7e]")
+
+
 def _safe_ctype(part: EmailMessage) -> str:
     try:
-        return part.get_content_type().lower()
+        ctype = part.get_content_type().lower()
     except Exception:
         return "application/octet-stream"
+    if _NOT_TOKEN.search(ctype) or len(ctype) > 127:  # RFC 6838 §4.2: 127 characters
+        return _NOT_TOKEN.sub("", ctype)[:127] or "application/octet-stream"
+    return ctype
 
 
 def _cte(part: EmailMessage) -> str:
@@ -299,9 +668,38 @@ def _payload_bytes(part: EmailMessage) -> bytes:
     return b""
 
 
-def _text_of(part: EmailMessage, ctype: str, data: bytes | None = None) -> str:
-    if data is None:
-        data = _payload_bytes(part)
+def _elided_payload(part: EmailMessage, w: _Walk) -> tuple[str, _Elision] | None:
+    """(what the tree kept of the body, what was left out), if thinning left some out."""
+    if w.thinned is None or not w.thinned.elided:
+        return None
+    # the payload as parsed: get_payload() hands back 8-bit bytes already
+    # decoded (with U+FFFD), and get_payload(decode=True) decodes the marker too
+    payload = getattr(part, "_payload", None)
+    if not isinstance(payload, str):
+        return None
+    for m in _MARK.finditer(payload):
+        elision = w.thinned.elided.get(int(m.group(2)))
+        if m.group(1) == w.thinned.token and elision is not None:
+            return payload[: m.start()].rstrip("\r\n"), elision
+    return None
+
+
+def _decode_kept(part: EmailMessage, kept: str) -> bytes:
+    """The beginning of a part body, decoded (its lines are whole: see ``_cut``)."""
+    data = kept.encode("utf-8", "surrogateescape")
+    cte = _cte(part)
+    try:
+        if cte == "base64":
+            data = data.translate(None, _B64_JUNK)
+            return binascii.a2b_base64(data[: len(data) - len(data) % 4])
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(data)
+    except binascii.Error:
+        return b""
+    return data
+
+
+def _text_of(part: EmailMessage, ctype: str, data: bytes, w: _Walk) -> str:
     try:
         label = part.get_content_charset()
     except Exception:
@@ -309,6 +707,16 @@ def _text_of(part: EmailMessage, ctype: str, data: bytes | None = None) -> str:
     if label is None and ctype == "text/html":
         m = _META_CHARSET.search(data, 0, 4096)
         label = m.group(1).decode("ascii") if m else None
+    if len(data) > MAX_TEXT_PART_BYTES:
+        # decoding costs time in proportion (ISO-2022-JP is read byte by byte):
+        # more than the body keeps is not decoded
+        w.defects.append(f"a text part of {len(data)} bytes: the first {MAX_TEXT_PART_BYTES} read")
+        codec = codec_for(label) or ""
+        if codec.startswith(("utf_16", "utf_32", "utf-16", "utf-32")):
+            data = data[:MAX_TEXT_PART_BYTES]  # a multiple of 4: whole code units
+        else:
+            nl = data.rfind(b"\n", 0, MAX_TEXT_PART_BYTES)
+            data = data[: nl + 1 if nl > 0 else MAX_TEXT_PART_BYTES]
     return decode_text(data, label)
 
 
@@ -359,7 +767,7 @@ def _filename(part: EmailMessage, block: HeaderBlock) -> str | None:
 def _clean_name(name: str, index: int) -> str:
     # a name is display data, never a path
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
+    name = re.sub(r"[\x00-\x1f\x7f]", "", storable(name)).strip()
     return name[:255] or f"part-{index}.bin"
 
 
@@ -377,9 +785,11 @@ class _Walk:
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     counter: int = 0
+    thinned: _Thinned | None = None
 
     def add(
-        self, name: str | None, ctype: str, data: bytes, contents: tuple[str, ...] = ()
+        self, name: str | None, ctype: str, data: bytes, contents: tuple[str, ...] = (),
+        elision: _Elision | None = None,
     ) -> None:
         self.counter += 1
         if len(self.attachments) >= MAX_ATTACHMENTS:
@@ -394,8 +804,8 @@ class _Walk:
             Attachment(
                 name=shown,
                 content_type=ctype,
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                size=elision.size if elision else len(data),
+                sha256=elision.sha256 if elision else hashlib.sha256(data).hexdigest(),
                 contents=contents[:MAX_CONTENTS],
             )
         )
@@ -430,7 +840,7 @@ def _walk(part: EmailMessage, w: _Walk, pieces: list[_Piece], depth: int = 0) ->
         elif part.is_multipart():
             children = [c for c in part.get_payload() if isinstance(c, EmailMessage)]
             if ctype.startswith("message/"):
-                w.add(_filename(part, w.block), ctype, _payload_bytes(part))
+                w.add(_filename(part, w.block), ctype, _payload_bytes(part), elision=_elision_in(part, w))
             elif ctype == "multipart/alternative":
                 _walk_alternative(children, w, pieces, depth)
             else:
@@ -440,7 +850,9 @@ def _walk(part: EmailMessage, w: _Walk, pieces: list[_Piece], depth: int = 0) ->
             # the boundary never appears (RFC 2046 §5.1.1): the parsers keep
             # the body unsplit, and it is still the sender's text
             w.defects.append("multipart body without its boundary; read as text")
-            text = _text_of(part, "text/plain")
+            found = _elided_payload(part, w)
+            data = _decode_kept(part, found[0]) if found else _payload_bytes(part)
+            text = _text_of(part, "text/plain", data, w)
             if text.strip():
                 pieces.append(("plain", text))
         else:
@@ -453,24 +865,59 @@ def _walk(part: EmailMessage, w: _Walk, pieces: list[_Piece], depth: int = 0) ->
 
 def _leaf(part: EmailMessage, w: _Walk, pieces: list[_Piece], ctype: str) -> None:
     name = _filename(part, w.block)
-    if _cte(part) in _UU_ENCODINGS:
+    elision: _Elision | None = None
+    found = _elided_payload(part, w)
+    if found is not None:
+        data, elision = _decode_kept(part, found[0]), found[1]
+    elif _cte(part) in _UU_ENCODINGS:
         data, uu_name = _uu_payload(part)
         name = name or uu_name
     else:
         data = _payload_bytes(part)
     if ctype in _TNEF_TYPES or (name or "").lower() == "winmail.dat":
-        contents, defect = _tnef_contents(data)
-        if defect:
-            w.defects.append(defect)
-        w.add(name or "winmail.dat", ctype, data, contents)
+        if elision is not None:
+            contents: tuple[str, ...] = ()
+            w.defects.append(f"winmail.dat of {elision.total} bytes: its files not listed")
+        else:
+            contents, defect = _tnef_contents(data)
+            if defect:
+                w.defects.append(defect)
+        w.add(name or "winmail.dat", ctype, data, contents, elision)
         return
     if _is_attachment(part, ctype, name):
-        w.add(name, ctype, data)
+        w.add(name, ctype, data, elision=elision)
         return
-    text = _text_of(part, ctype, data)
+    if elision is not None:
+        w.defects.append(f"a text part of {elision.total} bytes: the first {elision.kept} read")
+    text = _text_of(part, ctype, data, w)
     if ctype == "text/plain":
         text = _cut_uuencoded(text, w)
     pieces.append(("html" if ctype == "text/html" else "plain", text))
+
+
+def _elision_in(part: EmailMessage, w: _Walk) -> _Elision | None:
+    """For an attached mail thinning cut short: the record of the whole of it.
+
+    Parts of the attached mail left out have records of their own (and
+    markers inside it); the mail as a whole is then listed as read.
+    """
+    if w.thinned is None or not w.thinned.elided:
+        return None
+    try:
+        data = part.as_bytes()
+    except Exception:
+        return None
+    inner = False
+    for m in _MARK_BYTES.finditer(data):
+        elision = w.thinned.elided.get(int(m.group(2)))
+        if m.group(1).decode("ascii") != w.thinned.token or elision is None:
+            continue
+        if (elision.ctype or "").startswith("message/"):
+            return elision
+        inner = True
+    if inner:
+        w.defects.append("an attached mail with parts not read: listed with the size and hash of what was read")
+    return None
 
 
 def _walk_alternative(
@@ -516,7 +963,10 @@ def _attached_mail(part: EmailMessage, w: _Walk, ctype: str) -> None:
             if subject:
                 name = re.sub(r"[\\/\x00-\x1f]", "_", subject)[:200] + ".eml"
         contents = _inner_attachments(inner, w.block)
-    w.add(name, ctype, data, contents)
+    elision = _elision_in(part, w)
+    if elision is not None:
+        w.defects.append(f"an attached mail of {elision.total} bytes: the first {elision.kept} read")
+    w.add(name, ctype, data, contents, elision)
 
 
 def _inner_attachments(msg: EmailMessage, block: HeaderBlock) -> tuple[str, ...]:
@@ -607,15 +1057,20 @@ def parse_email(raw: bytes, info: HeaderInfo | None = None) -> ParsedEmail:
         info = info or read_headers(raw, block)
     except Exception as exc:
         raise MessageError(f"unreadable header block: {type(exc).__name__}: {exc}") from exc
-    tree, defects, parser = _tree(_repaired(raw, block))
-    w = _Walk(block=block, defects=list(defects))
+    data, thinned = _tree_input(raw, block)
+    head_end = block.fields_end if block.fields_end is not None else block.body_offset
+    tree, defects, parser = _tree(data, head_end - block.header_start)
+    del data
+    w = _Walk(block=block, defects=list(defects) + (thinned.defects if thinned else []), thinned=thinned)
     pieces: list[_Piece] = []
     try:
         _walk(tree, w, pieces)
     except RecursionError:
         w.defects.append("MIME structure too deep")
     body, body_from_html = _body(pieces)
-    body = body.replace("\x00", "")
+    body = storable(body)
+    if thinned is not None and thinned.elided:
+        body = _MARK.sub("", body)
     if len(body) > MAX_BODY_CHARS:
         body = body[:MAX_BODY_CHARS]
         w.defects.append(f"body longer than {MAX_BODY_CHARS} characters; truncated")
@@ -627,10 +1082,14 @@ def parse_email(raw: bytes, info: HeaderInfo | None = None) -> ParsedEmail:
         return tuple(a.addr for a in parse_address_list(", ".join(values)).addresses)
 
     seen: set[str] = set()
-    defects_out = []
+    defects_out: list[str] = []
     for d in list(info.defects) + w.defects:
+        d = storable(d)[:500]
         if d not in seen:
             seen.add(d)
+            if len(defects_out) == MAX_DEFECTS:
+                defects_out.append("more defects not listed")
+                break
             defects_out.append(d)
     return ParsedEmail(
         headers=info,

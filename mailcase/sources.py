@@ -9,6 +9,12 @@ Each yields :class:`~mailcase.ledger.Incoming` copies with a stable
 
 ``received_at`` comes from the topmost Received: our own server added, else
 Date:, else the file's modification time, and the source records which.
+
+With ``max_message_bytes`` a file over the limit is treated as IMAP treats
+such a mail (fetch.py): only its header block is read and stored, and the
+copy is quarantined on arrival with the reason.  The file is never read into
+memory whole (its key is hashed a megabyte at a time), so a 2 GB file in a
+Maildir costs a megabyte, not 2 GB.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from mailcase.errors import UsageError
 from mailcase.headers import parse_date, received_header_time, split_headers
@@ -34,11 +41,18 @@ class FileKind(StrEnum):
     EML = "eml"
 
 
+#: header bytes read of a file over the size limit (a header block is far smaller)
+MAX_HEADER_READ = 1024 * 1024
+_READ_CHUNK = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class RawFile:
     key: str
     raw: bytes
     mtime: float
+    #: the file's size when only its header block was read (over the limit)
+    truncated_from: int | None = None
 
 
 def detect(path: Path) -> FileKind:
@@ -91,14 +105,65 @@ def maildir_files(path: Path) -> Iterator[tuple[str, Path]]:
         yield maildir_key(name), file
 
 
-def read_files(path: Path, kind: FileKind, skip_keys: set[str] | None = None) -> Iterator[RawFile]:
+def _header_block(fh: BinaryIO) -> bytes:
+    """The beginning of a mail up to and including the blank line after its header."""
+    head = b""
+    while len(head) < MAX_HEADER_READ:
+        chunk = fh.read(64 * 1024)
+        if not chunk:
+            break
+        head += chunk
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            at = head.find(sep)
+            if at >= 0:
+                return head[: at + len(sep)]
+    return head[:MAX_HEADER_READ]
+
+
+def _read_limited(fh: BinaryIO, limit: int | None) -> tuple[bytes, str, int | None]:
+    """(raw bytes or just the header block, sha256 of the whole, size if over ``limit``)."""
+    if limit is None:
+        raw = fh.read()
+        return raw, hashlib.sha256(raw).hexdigest(), None
+    kept = fh.read(limit + 1)
+    if len(kept) <= limit:
+        return kept, hashlib.sha256(kept).hexdigest(), None
+    h = hashlib.sha256(kept)
+    size = len(kept)
+    while chunk := fh.read(_READ_CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    del kept
+    fh.seek(0)
+    return _header_block(fh), h.hexdigest(), size
+
+
+def _read_file(file: Path, limit: int | None) -> tuple[bytes, str, int | None]:
+    if limit is not None and file.stat().st_size > limit:
+        with file.open("rb") as fh:
+            h = hashlib.sha256()
+            size = 0
+            while chunk := fh.read(_READ_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+            fh.seek(0)
+            return _header_block(fh), h.hexdigest(), size
+    raw = file.read_bytes()
+    return raw, hashlib.sha256(raw).hexdigest(), None
+
+
+def read_files(
+    path: Path, kind: FileKind, skip_keys: set[str] | None = None,
+    max_message_bytes: int | None = None,
+) -> Iterator[RawFile]:
     """Every mail in the source; Maildir files whose key is in ``skip_keys`` are not read."""
     if kind is FileKind.MAILDIR:
         for key, file in maildir_files(path):
             if skip_keys is not None and key in skip_keys:
                 continue
             try:
-                yield RawFile(key, file.read_bytes(), file.stat().st_mtime)
+                raw, _, size = _read_file(file, max_message_bytes)
+                yield RawFile(key, raw, file.stat().st_mtime, size)
             except FileNotFoundError:  # moved by its MUA meanwhile: seen next time
                 continue
     elif kind is FileKind.MBOX:
@@ -106,8 +171,9 @@ def read_files(path: Path, kind: FileKind, skip_keys: set[str] | None = None) ->
         mtime = path.stat().st_mtime
         try:
             for key in box.iterkeys():
-                raw = box.get_bytes(key)
-                yield RawFile("sha256:" + hashlib.sha256(raw).hexdigest(), raw, mtime)
+                with box.get_file(key) as fh:
+                    raw, sha, size = _read_limited(cast(BinaryIO, fh), max_message_bytes)
+                yield RawFile("sha256:" + sha, raw, mtime, size)
         finally:
             box.close()
     else:
@@ -115,10 +181,8 @@ def read_files(path: Path, kind: FileKind, skip_keys: set[str] | None = None) ->
         for file in files:
             if file.name.startswith("."):
                 continue
-            raw = file.read_bytes()
-            yield RawFile(
-                "sha256:" + hashlib.sha256(raw).hexdigest(), raw, file.stat().st_mtime
-            )
+            raw, sha, size = _read_file(file, max_message_bytes)
+            yield RawFile("sha256:" + sha, raw, file.stat().st_mtime, size)
 
 
 def incoming_from_files(
@@ -131,9 +195,10 @@ def incoming_from_files(
     historical_before: datetime | None = None,
     mailbox_name: str | None = None,
     skip_keys: set[str] | None = None,
+    max_message_bytes: int | None = None,
 ) -> Iterator[Incoming]:
     kind = kind or detect(path)
-    for rf in read_files(path, kind, skip_keys):
+    for rf in read_files(path, kind, skip_keys, max_message_bytes):
         if skip_keys is not None and rf.key in skip_keys:
             continue
         at, how = received_at(rf.raw, rf.mtime, receiving_hosts)
@@ -148,4 +213,11 @@ def incoming_from_files(
             received_source=how,
             historical=is_historical,
             mailbox=mailbox_name,
+            truncated_from=rf.truncated_from,
+            quarantine_reason=(
+                f"message is {rf.truncated_from} bytes, over max_message_bytes {max_message_bytes}:"
+                " headers kept, the file left where it is"
+                if rf.truncated_from is not None
+                else None
+            ),
         )

@@ -32,9 +32,7 @@ from mailcase.errors import MessageError
 from mailcase.headers import read_headers, split_headers
 from mailcase.ledger import BLOB, MESSAGE, QUARANTINE, RAW_COPY, header_columns
 from mailcase.models import ParsedMail
-from mailcase.parse import parse_email
-from mailcase.pins import find_pins, pin_hmac, redact
-from mailcase.rules.base import fingerprint
+from mailcase.parse_worker import Failure, parse_many, parse_one, worker_init
 from mailcase.quarantine import quarantine
 from mailcase.states import MessageState, Stage
 
@@ -42,7 +40,7 @@ log = logging.getLogger(__name__)
 PARSED_MAIL = ParsedMail.__table__  # type: ignore[attr-defined]
 #: a parse batch: at most this many mails and this many bytes of raw mail
 BATCH_COUNT = 200
-BATCH_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -79,46 +77,10 @@ def _blobs(conn: Connection, shas: Sequence[str]) -> dict[str, bytes]:
 # -- parse ------------------------------------------------------------------------
 
 
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc_type = type(exc).__name__
-        self.message = str(exc) or self.exc_type
-        self.traceback = traceback.format_exc()
-
-
-def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | _Failure:
-    """Worker function (top level, picklable): raw bytes -> parsed_mail columns.
-
-    PINs are hashed here and redacted from the text before anything is stored.
-    """
-    try:
-        p = parse_email(raw)
-    except Exception as exc:
-        return _Failure(exc)
-    pins = find_pins(p.text_body)
-    return {
-        "parser": p.parser,
-        "to_addrs": list(p.to),
-        "cc_addrs": list(p.cc),
-        "reply_to": list(p.reply_to),
-        "text_body": redact(p.text_body),
-        "text_sha256": fingerprint(p.text_body),
-        "body_from_html": p.body_from_html,
-        "attachments": [a.as_dict() for a in p.attachments],
-        "defects": list(p.defects),
-        "pin_hmacs": sorted({pin_hmac(pin_key, pin) for pin in pins}) if pin_key else [],
-    }
-
-
 class _StageFailure(MessageError):
-    def __init__(self, failure: _Failure) -> None:
+    def __init__(self, failure: Failure) -> None:
         super().__init__(f"{failure.exc_type}: {failure.message}")
         self.failure = failure
-
-
-def parse_many(raws: list[bytes], pin_key: bytes | None = None) -> list[dict[str, Any] | _Failure]:
-    """Worker task: one pipe round-trip per batch, not per mail."""
-    return [parse_one(raw, pin_key) for raw in raws]
 
 
 @dataclass(frozen=True)
@@ -155,14 +117,14 @@ def _claim_parse_batch(
 
 
 def _write_parsed(
-    engine: Engine, ids: Sequence[int], outputs: Sequence[dict[str, Any] | _Failure], now: datetime
+    engine: Engine, ids: Sequence[int], outputs: Sequence[dict[str, Any] | Failure], now: datetime
 ) -> StageResult:
     result = StageResult()
     with transaction(engine) as conn:
         rows = []
         ok_ids = []
         for pk, out in zip(ids, outputs, strict=True):
-            if isinstance(out, _Failure):
+            if isinstance(out, Failure):
                 quarantine(conn, pk, Stage.PARSE, _StageFailure(out), now)
                 result.quarantined += 1
                 continue
@@ -198,12 +160,6 @@ def run_parse_stage(engine: Engine, now: datetime, pin_key: bytes | None = None)
         total += r
         if r.done + r.quarantined == 0:
             return total
-
-
-def _worker_init(level: int) -> None:
-    from mailcase import log as logsetup
-
-    logsetup.setup(level)
 
 
 class BackgroundParser:
@@ -252,10 +208,12 @@ class BackgroundParser:
     def start(self) -> None:
         if self.workers > 0:
             # forkserver: never fork a process that has threads and open connections
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["mailcase.parse_worker"])
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_worker_init,
+                mp_context=ctx,
+                initializer=worker_init,
                 initargs=(logging.getLogger().level,),
             )
         self._thread = threading.Thread(target=self._run, name="parse", daemon=True)
@@ -290,7 +248,7 @@ class BackgroundParser:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, batch: _Batch) -> list[Future[list[dict[str, Any] | _Failure]]]:
+    def _submit(self, batch: _Batch) -> list[Future[list[dict[str, Any] | Failure]]]:
         assert self._pool is not None
         n = max(1, min(self.workers, len(batch.raws)))
         size = -(-len(batch.raws) // n)
@@ -300,7 +258,7 @@ class BackgroundParser:
         ]
 
     def _run(self) -> None:
-        in_flight: deque[tuple[_Batch, list[Future[list[dict[str, Any] | _Failure]]]]] = deque()
+        in_flight: deque[tuple[_Batch, list[Future[list[dict[str, Any] | Failure]]]]] = deque()
         busy: set[int] = set()
         try:
             while not self._stop.is_set():

@@ -139,7 +139,7 @@ def test_header_failure_quarantines_keeps_bytes_and_retries(
 
 
 def test_parse_failure_quarantines_and_retry_all(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mailcase.stages as stages
+    import mailcase.parse_worker as stages
 
     engine = open_engine(sqlite_url)
     with transaction(engine) as conn:

@@ -15,7 +15,6 @@ case) are data, applied by the impure runner in classify.py.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -181,9 +180,7 @@ class Mail:
         return fingerprint(self.body)
 
 
-def fingerprint(text: str) -> str:
-    """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
+from mailcase.parse_worker import fingerprint  # noqa: E402  (one definition for both sides)
 
 
 class Directory(Protocol):

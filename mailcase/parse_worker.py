@@ -1,0 +1,62 @@
+"""What a parse worker process runs: raw bytes in, parsed_mail columns out.
+
+Kept free of database imports so a worker process stays small (SQLAlchemy,
+SQLModel and pydantic would cost each worker about 50 MB) and starts fast;
+the forkserver preloads this module.  Workers never touch the database: the
+parent writes what they return (stages.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from typing import Any
+
+from mailcase.parse import parse_email
+from mailcase.pins import find_pins, pin_hmac, redact
+
+
+def fingerprint(text: str) -> str:
+    """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
+
+
+class Failure:
+    """A parse that raised: picklable, with what the quarantine records."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc_type = type(exc).__name__
+        self.message = str(exc) or self.exc_type
+        self.traceback = traceback.format_exc()
+
+
+def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Failure:
+    """PINs are hashed here and redacted from the text before anything is stored."""
+    try:
+        p = parse_email(raw)
+    except Exception as exc:
+        return Failure(exc)
+    pins = find_pins(p.text_body)
+    return {
+        "parser": p.parser,
+        "to_addrs": list(p.to),
+        "cc_addrs": list(p.cc),
+        "reply_to": list(p.reply_to),
+        "text_body": redact(p.text_body),
+        "text_sha256": fingerprint(p.text_body),
+        "body_from_html": p.body_from_html,
+        "attachments": [a.as_dict() for a in p.attachments],
+        "defects": list(p.defects),
+        "pin_hmacs": sorted({pin_hmac(pin_key, pin) for pin in pins}) if pin_key else [],
+    }
+
+
+def parse_many(raws: list[bytes], pin_key: bytes | None = None) -> list[dict[str, Any] | Failure]:
+    """One pipe round-trip per batch, not per mail."""
+    return [parse_one(raw, pin_key) for raw in raws]
+
+
+def worker_init(level: int) -> None:
+    from mailcase import log as logsetup
+
+    logsetup.setup(level)
