@@ -414,6 +414,8 @@ def _make_case(
         "receipt_sent_at": None, "first_staff_action_at": None, "resolved_at": None, "closed_at": None,
     }
     case_id, number = create_case(conn, values, now, "batch")
+    log.info("event=case-created case=%s messages=%s requester=%s severity=%s status=%s",
+             number, ",".join(str(m.pk) for m, _ in group), kv(values["requester"]), severity, values["status"])
     insert_ignore(conn, CASE_MESSAGE, [
         {"message_pk": m.pk, "case_id": case_id, "role": "request", "at": now} for m, _ in group
     ], ["message_pk"])

@@ -539,7 +539,11 @@ def classify_batch(
             mail = mails[pk]
             ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk)
             try:
-                recorder.add(mail, run_chain(mail, ctx))
+                outcome = run_chain(mail, ctx)
+                state = recorder.add(mail, outcome)
+                log.debug("event=classified message=%s mailbox-state=%s disposition=%s case=%s verdicts=%s",
+                          pk, state.value, outcome.final.value, outcome.case.number if outcome.case else "-",
+                          ",".join(v.name for v in outcome.verdicts) or "-")
             except Exception as exc:  # a rule bug quarantines one mail, not the stage
                 log.exception("event=classify-failed message=%s", pk)
                 quarantine(conn, pk, Stage.CLASSIFY, exc, now)

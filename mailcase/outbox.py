@@ -341,8 +341,8 @@ def _deliver_one(
             conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
                 status="queued", next_attempt_at=now + backoff(row.attempts + 1), last_error=str(exc)[:2000]))
         result.retried += 1
-        log.warning("event=send-deferred outbox=%s to=%s attempt=%d error=%s",
-                    row_id, row.to_addr, row.attempts + 1, kv(exc))
+        log.warning("event=send-deferred outbox=%s case=%s message=%s to=%s attempt=%d error=%s",
+                    row_id, row.case_id or "-", row.message_pk or "-", row.to_addr, row.attempts + 1, kv(exc))
         return
     except (PermanentDeliveryError, Exception) as exc:
         with transaction(engine) as conn:
@@ -350,14 +350,16 @@ def _deliver_one(
                 status="failed", status_reason="refused", last_error=f"{type(exc).__name__}: {exc}"[:2000]))
         result.failed += 1
         result.errors.append(f"{row_id}: {exc}")
-        log.error("event=send-failed outbox=%s to=%s error=%s", row_id, row.to_addr, kv(exc))
+        log.error("event=send-failed outbox=%s case=%s message=%s to=%s error=%s",
+                  row_id, row.case_id or "-", row.message_pk or "-", row.to_addr, kv(exc))
         return
     with transaction(engine) as conn:
         conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
             status="sent", sent_at=now, last_error=None))
         _mark_receipts(conn, row, now)
     result.sent += 1
-    log.info("event=sent outbox=%s kind=%s to=%s transport=%s", row_id, row.kind, row.to_addr, transport.name)
+    log.info("event=sent outbox=%s kind=%s case=%s message=%s to=%s transport=%s",
+             row_id, row.kind, row.case_id or "-", row.message_pk or "-", row.to_addr, transport.name)
 
 
 def retry_rows(conn: Connection, ids: Sequence[int] | None, now: datetime) -> int:

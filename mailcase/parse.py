@@ -273,11 +273,22 @@ def _tree_input(raw: bytes, block: HeaderBlock) -> tuple[bytes, _Thinned | None]
         boundaries = _boundaries(raw, body)
         delimiter = _delimiter_re(boundaries)
         thin = delimiter is not None and _count(delimiter, raw, body, MAX_MIME_PARTS + 1) > MAX_MIME_PARTS
-    if not thin and not repaired and block.fields_end is None:
+    big_head = head_end - block.header_start > _MAILPARSER_MAX_HEADER_BYTES
+    if not thin and not repaired and block.fields_end is None and not big_head:
         return raw, None
-    head = _head(raw, block, head_end)
-    if block.fields_end is not None:
-        head += b"\r\n"  # the blank line: the skipped fields are not the body
+    if big_head:
+        # the walk reads only the MIME fields of the top level (and mail-parser
+        # is not run on such a header): the rest would cost the tree ten
+        # times its size for nothing
+        head = b"".join(
+            name.encode("ascii") + b": " + value + b"\r\n"
+            for name, value in block.fields
+            if name.startswith("content-") or name == "mime-version"
+        ) + b"\r\n"
+    else:
+        head = _head(raw, block, head_end)
+        if block.fields_end is not None:
+            head += b"\r\n"  # the blank line: the skipped fields are not the body
     if not thin:
         return head + raw[body:], None
     thinned = _thin(raw, block, body)
