@@ -541,7 +541,7 @@ def classify_batch(
             try:
                 outcome = run_chain(mail, ctx)
                 state = recorder.add(mail, outcome)
-                log.debug("event=classified message=%s mailbox-state=%s disposition=%s case=%s verdicts=%s",
+                log.debug("event=classified message=%s state=%s disposition=%s case=%s verdicts=%s",
                           pk, state.value, outcome.final.value, outcome.case.number if outcome.case else "-",
                           ",".join(v.name for v in outcome.verdicts) or "-")
             except Exception as exc:  # a rule bug quarantines one mail, not the stage
