@@ -34,6 +34,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailcase.backoff import delay
 from mailcase.config import Config
 from mailcase.db import insert_ignore, transaction
 from mailcase.errors import TransientError
@@ -220,10 +221,8 @@ UNCAPPED = ("ack", "reply")
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """Exponential, capped, with +-50% jitter so many deferred rows do not retry in lockstep."""
-    base: timedelta = min(RETRY_BASE * (2 ** min(max(attempts - 1, 0), 12)), RETRY_MAX)
-    factor: float = rng.uniform(0.5, 1.5) if rng else random.uniform(0.5, 1.5)
-    return base * factor
+    """When a deferred row is tried again (exponential, capped at an hour, jittered)."""
+    return timedelta(seconds=delay(attempts, RETRY_BASE.total_seconds(), RETRY_MAX.total_seconds(), rng))
 
 
 def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:

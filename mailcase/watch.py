@@ -27,6 +27,7 @@ import imapclient
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase.backoff import delay
 from mailcase.calendar import BusinessCalendar
 from mailcase.clock import Clock, real_now
 from mailcase.config import Config, MailboxConfig
@@ -45,16 +46,18 @@ RENEW_EVERY = 5.0                      # seconds between lease renewals (and hea
 
 @dataclass
 class Backoff:
+    """Reconnect delays: 1 s, 2 s, 4 s ... up to ``maximum``, jittered."""
+
     initial: float = 1.0
     maximum: float = 300.0
-    current: float = 0.0
+    failures: int = 0
 
     def next(self) -> float:
-        self.current = self.initial if self.current == 0 else min(self.current * 2, self.maximum)
-        return self.current * random.uniform(0.5, 1.0)
+        self.failures += 1
+        return delay(self.failures, self.initial, self.maximum)
 
     def reset(self) -> None:
-        self.current = 0.0
+        self.failures = 0
 
 
 class Rebalance(Exception):

@@ -75,17 +75,22 @@ def pg_available() -> bool:
     return why is None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/mailcase.db"
-        return
+def _pg_database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL, dropped afterwards."""
     why = postgres.available()
     if why:
         need_server(f"PostgreSQL at {postgres.ADMIN_URL} does not answer: {why}")
     url = postgres.create_database()
     yield url
     postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/mailcase.db"
+    else:
+        yield from _pg_database()
 
 
 @pytest.fixture
@@ -95,9 +100,4 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    why = postgres.available()
-    if why:
-        need_server(f"PostgreSQL at {postgres.ADMIN_URL} does not answer: {why}")
-    url = postgres.create_database()
-    yield url
-    postgres.drop_database(url)
+    yield from _pg_database()
