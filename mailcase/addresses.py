@@ -33,6 +33,7 @@ from mailcase.charsets import ENCODED_WORD, decode_encoded_words, storable
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _ROOT_DOT = re.compile(r"(?<=[A-Za-z0-9])\.(?=\s*>)")
 _WS = re.compile(r"\s*")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 _AT_NEXT = re.compile(r"\s*@")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
 _ADDR_JUNK = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -149,7 +150,8 @@ def parse_address_list(value: str | None) -> AddressList:
     """Parse an address header value (already decoded from bytes)."""
     if not value or not value.strip():
         return AddressList((), ())
-    text = _requote_encoded_words(value).replace("\r", " ").replace("\n", " ")
+    # a line break an encoded-word smuggled in is one space, as in display_text
+    text = _LINE_BREAKS.sub(" ", _requote_encoded_words(value))
     if len(text) <= _SPLIT_ABOVE:
         return _parse(text)
     addresses: list[Address] = []

@@ -164,7 +164,7 @@ def parse(c: Ctx, workers: int | None) -> None:
     """Run the parse stage over stored mail that is not parsed yet."""
     from mailcase.stages import BackgroundParser, run_headers_stage, run_parse_stage
 
-    n = workers or c.config.ingest.parse_workers
+    n = workers or c.config.ingest.workers
     headers = run_headers_stage(c.engine, c.clock.now())
     if n > 1:
         with BackgroundParser(c.engine, c.clock, workers=n, pin_key=c.config.hmac_key()) as parser:

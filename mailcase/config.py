@@ -214,8 +214,15 @@ class IngestConfig(_Frozen):
     #: host names our own MTA writes in "Received: ... by HOST"; for files, the
     #: topmost such header gives received_at.  Empty: the topmost Received.
     receiving_hosts: tuple[str, ...] = ()
-    #: worker processes for the full parse (1 = in the fetching process)
-    parse_workers: int = Field(default=1, ge=1, le=64)
+    #: worker processes for the full parse, beside the process that fetches
+    #: and writes; 0 = one per core but one (at least 1)
+    parse_workers: int = Field(default=0, ge=0, le=64)
+
+    @property
+    def workers(self) -> int:
+        if self.parse_workers:
+            return self.parse_workers
+        return max(1, (os.cpu_count() or 2) - 1)
 
 
 DEFAULT_SCOPE: dict[str, tuple[str, ...]] = {

@@ -131,7 +131,7 @@ def run_pass(
     own_parser = parser is None
     if parser is None:
         parser = BackgroundParser(
-            engine, clock, workers=config.ingest.parse_workers, pin_key=config.hmac_key()
+            engine, clock, workers=config.ingest.workers, pin_key=config.hmac_key()
         )
         parser.start()
     try:
@@ -188,7 +188,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.parser = BackgroundParser(
-            engine, clock, workers=config.ingest.parse_workers, pin_key=config.hmac_key()
+            engine, clock, workers=config.ingest.workers, pin_key=config.hmac_key()
         )
         self.workers: dict[str, MailboxWorker] = {}
         self.metrics: Any = None

@@ -96,6 +96,8 @@ class HeaderBlock:
     raw: bytes = field(default=b"", repr=False, compare=False)
     #: where the fields past ``_MAX_HEADER_FIELDS`` begin (None: all were read)
     fields_end: int | None = None
+    #: the fields whose value held NUL bytes (removed)
+    nul_fields: tuple[str, ...] = ()
 
     def raw_values(self, name: str) -> list[bytes]:
         name = name.lower()
@@ -179,6 +181,7 @@ def split_headers(raw: bytes) -> HeaderBlock:
     fields_end: int | None = None
     skipped_junk = False
     had_nul = False
+    nul_fields: list[str] = []
     long_fields: list[str] = []
 
     def extend(value: bytearray, more: bytes) -> None:
@@ -195,7 +198,8 @@ def split_headers(raw: bytes) -> HeaderBlock:
         line = raw[pos : (n if eol < 0 else eol)]
         if line.endswith(b"\r"):
             line = line[:-1]
-        if b"\0" in line:
+        nul_here = b"\0" in line
+        if nul_here:
             had_nul = True
             line = line.replace(b"\0", b"")
         if not line:
@@ -204,6 +208,8 @@ def split_headers(raw: bytes) -> HeaderBlock:
         if line[:1] in (b" ", b"\t"):
             if fields:
                 extend(fields[-1][1], line)
+                if nul_here:
+                    nul_fields.append(fields[-1][0])
             else:
                 defects.append("continuation line before the first header")
             pos = nxt
@@ -222,6 +228,8 @@ def split_headers(raw: bytes) -> HeaderBlock:
             value = bytearray()
             fields.append((name.decode("ascii").lower(), value))
             extend(value, line[colon + 1 :].lstrip(b" \t"))
+            if nul_here:
+                nul_fields.append(fields[-1][0])
             pos = nxt
             continue
         if not fields and not skipped_junk and _headers_follow(raw, nxt):
@@ -253,6 +261,7 @@ def split_headers(raw: bytes) -> HeaderBlock:
         folded_at=tuple(folded_at),
         raw=raw,
         fields_end=fields_end,
+        nul_fields=tuple(dict.fromkeys(nul_fields)),
     )
 
 
@@ -417,6 +426,10 @@ def _from_list(block: HeaderBlock) -> AddressList:
 def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
     block = block or split_headers(raw)
     from_list = _from_list(block)
+    if "from" in block.nul_fields:
+        # what our receiving server authenticated may have ended at the NUL:
+        # such a From is shown, never trusted
+        from_list = AddressList(from_list.addresses, from_list.defects + ("NUL bytes in From",))
     full_subject = block.text("subject") or ""
     subject = full_subject[:MAX_SUBJECT_CHARS]
     subject_cut = len(full_subject) > MAX_SUBJECT_CHARS

@@ -237,6 +237,21 @@ def _tree(raw: bytes, header_bytes: int) -> tuple[EmailMessage, list[str], str]:
     return tree, [], "stdlib"
 
 
+def message_tree(raw: bytes) -> EmailMessage:
+    """The MIME tree of ``raw``, built as :func:`parse_email` builds it: bounded.
+
+    For code that walks a mail's parts itself (the bounce rule): a large
+    mail is thinned first (:func:`_thin`), so the tree costs at most a few
+    tens of megabytes whatever the mail; a part body left out reads as a
+    marker line.  Raises :class:`MessageError` where ``parse_email`` would.
+    """
+    data, _ = _tree_input(raw, split_headers(raw))
+    try:
+        return email.message_from_bytes(data, policy=compat32)
+    except Exception as exc:  # RecursionError on thousands of nested multiparts
+        raise MessageError(f"unreadable MIME structure: {type(exc).__name__}: {exc}") from exc
+
+
 def _head(raw: bytes, block: HeaderBlock, end: int) -> bytes:
     """``raw[:end]``, the header block as headers.py read it (repairs applied)."""
     if not block.folded_at and "text before the first header" not in block.defects:
@@ -264,7 +279,8 @@ def _tree_input(raw: bytes, block: HeaderBlock) -> tuple[bytes, _Thinned | None]
     (:func:`_thin`).  Anything smaller is parsed exactly as it came.
     """
     head_end = block.fields_end if block.fields_end is not None else block.body_offset
-    repaired = bool(block.folded_at) or "text before the first header" in block.defects
+    nul = "NUL bytes in the header block; removed" in block.defects
+    repaired = bool(block.folded_at) or "text before the first header" in block.defects or nul
     body = block.body_offset
     size = len(raw) - body
     lines = max(raw.count(b"\n", body), raw.count(b"\r", body))
@@ -287,6 +303,8 @@ def _tree_input(raw: bytes, block: HeaderBlock) -> tuple[bytes, _Thinned | None]
         ) + b"\r\n"
     else:
         head = _head(raw, block, head_end)
+        if nul:  # as headers.py read the block: a NUL in a field name ended it early
+            head = head.replace(b"\0", b"")
         if block.fields_end is not None:
             head += b"\r\n"  # the blank line: the skipped fields are not the body
     if not thin:

@@ -84,7 +84,7 @@ def test_defaults_in_example_match_code() -> None:
         ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "post_action": "delete"}]}, "mailboxes[0].post_action: Input should be"),
         ({"mailboxes": [{"name": "a", "host": "h", "username": "u", "password": {"env": "X"}, "start_at": "yesterday"}]}, "mailboxes[0].start_at: use now, all, uid:N or an ISO date"),
         ({"mailboxes": [{"name": "a", "kind": "maildir", "path": "/x"}, {"name": "a", "kind": "maildir", "path": "/y"}]}, "mailboxes: duplicate name 'a'"),
-        ({"ingest": {"parse_workers": 0}}, "ingest.parse_workers: Input should be greater than or equal to 1"),
+        ({"ingest": {"parse_workers": -1}}, "ingest.parse_workers: Input should be greater than or equal to 0"),
         ({"daemon": {"poll_seconds": "60"}}, "daemon.poll_seconds: Input should be a valid number"),
         ({"rules": {}}, "rules.sender_authentication: required: choose"),
         ({"rules": {"sender_authentication": "authserv-id"}}, "rules.authserv_id: required when sender_authentication = authserv-id"),
