@@ -347,6 +347,8 @@ class Daemon:
             self.metrics = Metrics(self.engine, self.config, self.clock)
             self.metrics.serve(d.metrics_listen)
         self.registration.acquire()
+        # the directory and the knowledge base first: the first mails are judged against them
+        self._job("housekeeping", self.housekeeping)
         self.parser.start()
         self._start_workers()
         # READY once every mailbox is connected or in a clear state (down, waiting)
@@ -364,7 +366,9 @@ class Daemon:
             self._job, "housekeeping", self.housekeeping)
         scheduler.every(max(1, round(d.registration_seconds / 6))).seconds.do(
             self._job, "registration", self.registration.renew)
-        self._job("housekeeping", self.housekeeping)
+        self._job("stages", self.stages)
+        self._job("batches", self.batches)
+        self._job("deliver", self.deliver)
         while not self.stopping.is_set():
             self._ping()
             if self.reload_requested.is_set():
