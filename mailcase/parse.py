@@ -71,9 +71,11 @@ KEEP_LINES = 150_000
 #: a part body that is not text is kept whole up to this (budget permitting)
 SMALL_PART_BYTES = 64 * 1024
 SMALL_PART_LINES = 2_000
-#: header lines kept of one part of a thinned mail
+#: header lines kept of one part of a thinned mail (at least the minimum, more
+#: while the budget lasts)
 MAX_PART_HEADER_LINES = 50
 MAX_PART_HEADER_BYTES = 16 * 1024
+_MIN_PART_HEADER_LINES = 8
 #: mail-parser parses every header field (and every Received in depth): not
 #: run on a flood of them, where it would take seconds
 _MAILPARSER_MAX_FIELDS = 1000
@@ -286,8 +288,7 @@ def _tree_input(raw: bytes, block: HeaderBlock) -> tuple[bytes, _Thinned | None]
     lines = max(raw.count(b"\n", body), raw.count(b"\r", body))
     thin = size > THIN_ABOVE_BYTES or lines > THIN_ABOVE_LINES
     if not thin and lines > 2 * MAX_MIME_PARTS:  # every part takes two lines at least
-        boundaries = _boundaries(raw, body)
-        delimiter = _delimiter_re(boundaries)
+        delimiter = _delimiter_re(_boundaries(raw))
         thin = delimiter is not None and _count(delimiter, raw, body, MAX_MIME_PARTS + 1) > MAX_MIME_PARTS
     big_head = head_end - block.header_start > _MAILPARSER_MAX_HEADER_BYTES
     if not thin and not repaired and block.fields_end is None and not big_head:
@@ -349,8 +350,8 @@ _MAX_BOUNDARIES = 500
 _DIGEST_CHUNK = 1 << 20
 
 
-def _boundaries(raw: bytes, start: int) -> list[bytes]:
-    """Every boundary a Content-Type in the mail declares (any part's)."""
+def _boundaries(raw: bytes) -> list[bytes]:
+    """Every boundary a Content-Type in the mail declares (any part's, any header's)."""
     found: dict[bytes, None] = {}
     for m in _BOUNDARY_PARAM.finditer(raw):
         b = (m.group(1) if m.group(1) is not None else m.group(2)).rstrip(b" \t")
@@ -512,7 +513,7 @@ def _thin(raw: bytes, block: HeaderBlock, start: int) -> _Thinned:
     defects: list[str] = []
     out: list[bytes] = []
     budget_bytes, budget_lines = KEEP_BYTES, KEEP_LINES
-    delimiter = _delimiter_re(_boundaries(raw, start))
+    delimiter = _delimiter_re(_boundaries(raw))
     top_ctype = (block.first("content-type") or "text/plain").split(";", 1)[0].strip().lower()
     top_cte = (block.first("content-transfer-encoding") or "").strip().lower()
     header_cut = 0
@@ -534,10 +535,14 @@ def _thin(raw: bytes, block: HeaderBlock, start: int) -> _Thinned:
                 m = _BLANK_LINE.search(raw, seg, end)
                 head_end = m.start() + 1 if m else end
                 body = m.end() if m else end
-                keep = _cut(raw, seg, head_end, MAX_PART_HEADER_BYTES, MAX_PART_HEADER_LINES)
+                # a few lines each whatever the budget says: the structure needs them
+                lines = max(_MIN_PART_HEADER_LINES, min(MAX_PART_HEADER_LINES, budget_lines))
+                keep = _cut(raw, seg, head_end, MAX_PART_HEADER_BYTES, lines)
                 if keep < head_end:
                     header_cut += 1
                 head = raw[seg:keep]
+                budget_bytes -= keep - seg
+                budget_lines -= max(head.count(b"\n"), head.count(b"\r"))
                 out.append(head)
                 if keep < head_end and raw[keep - 1 : keep] not in (b"\n", b"\r"):
                     out.append(b"\r\n")
@@ -600,7 +605,7 @@ def _thin(raw: bytes, block: HeaderBlock, start: int) -> _Thinned:
     else:
         defects.append(f"more than {MAX_MIME_PARTS} MIME parts; the rest not read")
     if header_cut:
-        defects.append(f"{header_cut} part header(s) longer than {MAX_PART_HEADER_LINES} lines; cut")
+        defects.append(f"{header_cut} part header(s) cut short")
     if elided:
         defects.append(
             f"large mail ({len(raw) - start} bytes of body): {len(elided)} part bodies hashed,"
@@ -1098,8 +1103,8 @@ def parse_email(raw: bytes, info: HeaderInfo | None = None) -> ParsedEmail:
         w.defects.append("MIME structure too deep")
     body, body_from_html = _body(pieces)
     body = storable(body)
-    if thinned is not None and thinned.elided:
-        body = _MARK.sub("", body)
+    if thinned is not None and thinned.elided:  # our markers only: the sender may write anything
+        body = re.sub(f"mailcase-elided-{thinned.token}-[0-9]+", "", body)
     if len(body) > MAX_BODY_CHARS:
         body = body[:MAX_BODY_CHARS]
         w.defects.append(f"body longer than {MAX_BODY_CHARS} characters; truncated")
