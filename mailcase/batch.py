@@ -24,7 +24,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +33,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase.calendar import BusinessCalendar
-from mailcase.cases import CASE, CASE_MESSAGE, CaseStatus, create_case, event, priority_for, staff_addresses
+from mailcase.cases import (
+    CASE,
+    CASE_MESSAGE,
+    CaseAllocator,
+    CaseStatus,
+    create_case,
+    event,
+    priority_for,
+    staff_addresses,
+)
 from mailcase.classify import (
     CLASSIFICATION,
     DbContext,
@@ -66,6 +75,7 @@ from mailcase.states import MessageState
 log = logging.getLogger(__name__)
 BATCH = BatchRow.__table__  # type: ignore[attr-defined]
 BATCH_LOCK_KEY = 0x6D61696C63617365  # "mailcase"
+CHUNK = 500  # mails loaded at once by a cutoff
 _PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|antwort|tr|réf|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _TAGS = re.compile(r"\[[^\]]{0,40}\]")
 
@@ -267,41 +277,47 @@ def run_cutoff(
     zone = cal.zone
     base_vars = _template_vars(config, zone)
     phase = f"cutoff {cutoff:%Y-%m-%dT%H:%MZ}"
-    mails = load_mails(conn, claimed, reread_headers=False, settings=settings)
-
     requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
     cache = PassCache()
     recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now), settings)
     notice_only: list[int] = []
-    for pk in claimed:
-        mail = mails[pk]
-        ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)
-        disabled = frozenset({"floods"}) if pk in released_from_review else frozenset()
-        outcome = run_chain(mail, ctx, disabled=disabled)
-        recorder.add(mail, outcome)
-        if previous is not None and mail.received_at < previous:
-            result.late_mails += 1
-        final = outcome.final
-        if final is Disposition.PENDING:
-            sender = outcome.sender
-            acc = sender.account.id if sender and sender.account else None
-            requests[((sender.address if sender else None) or mail.sender or "", acc)].append((mail, outcome))
-        elif final is Disposition.NOTICE_ONLY:
-            if outcome.notice is not None and outcome.notice_allowed:
-                _queue_notice(conn, config, key, templates, base_vars, mail, outcome, None, batch_id, now)
-                cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
-                result.notices += 1
-            elif outcome.notice is not None:
-                result.notices_withheld += 1
-            notice_only.append(pk)
-        elif final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
-            result.follow_ups += 1
-        # suppressed / held: the recorder sets the state
+    # in chunks: a cutoff after a long outage can hold tens of thousands of mails,
+    # and only their header fields and text are kept once the rules have run
+    for start in range(0, len(claimed), CHUNK):
+        chunk = claimed[start : start + CHUNK]
+        mails = load_mails(conn, chunk, reread_headers=False, settings=settings)
+        for pk in chunk:
+            mail = mails.pop(pk)
+            ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)
+            disabled = frozenset({"floods"}) if pk in released_from_review else frozenset()
+            outcome = run_chain(mail, ctx, disabled=disabled)
+            recorder.add(mail, outcome)
+            if previous is not None and mail.received_at < previous:
+                result.late_mails += 1
+            final = outcome.final
+            if final is Disposition.PENDING:
+                sender = outcome.sender
+                acc = sender.account.id if sender and sender.account else None
+                requests[((sender.address if sender else None) or mail.sender or "", acc)].append(
+                    (replace(mail, raw=b""), outcome))
+            elif final is Disposition.NOTICE_ONLY:
+                if outcome.notice is not None and outcome.notice_allowed:
+                    _queue_notice(conn, config, key, templates, base_vars, mail, outcome, None, batch_id, now)
+                    cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
+                    result.notices += 1
+                elif outcome.notice is not None:
+                    result.notices_withheld += 1
+                notice_only.append(pk)
+            elif final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
+                result.follow_ups += 1
+            # suppressed / held: the recorder sets the state
+        recorder.flush()
     recorder.flush()
     if notice_only:
         _set_state(conn, notice_only, MessageState.BATCHED, now)
 
     generic = {s.lower() for s in config.batch.generic_subjects}
+    allocator = CaseAllocator(conn, now)
     kb_ready = config.kb.suggestions > 0 and kb_count(conn) > 0
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     ack_meta: dict[str, tuple[Mail, Outcome, list[int]]] = {}
@@ -313,7 +329,7 @@ def run_cutoff(
                 first_mail = group[0][0]
                 suggestions = kb_suggest(conn, f"{first_mail.subject}\n{latest_reply(first_mail.body)}",
                                          config.kb.suggestions, config.kb.min_score)
-            case = _make_case(conn, group, previous, now, batch_id, result,
+            case = _make_case(conn, group, previous, now, batch_id, result, allocator,
                               kb_answer=bool(suggestions) and suggestions[0].score >= config.kb.answer_score)
             case_id, number, values = case
             first_mail, first_outcome = group[0]
@@ -345,6 +361,7 @@ def run_cutoff(
                    first_outcome, cutoff, batch_id, now)
         result.acknowledgements += 1
 
+    allocator.flush()
     result.released = _release_held(conn, config, key, templates, base_vars, cutoff, batch_id, now)
     conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(
         mails=result.mails, cases=len(result.cases), follow_ups=result.follow_ups, notices=result.notices,
@@ -382,7 +399,7 @@ def _repeat_of(flags: Sequence[str]) -> int | None:
 
 def _make_case(
     conn: Connection, group: list[tuple[Mail, Outcome]], previous: datetime | None, now: datetime,
-    batch_id: int, result: CutoffResult, kb_answer: bool = False,
+    batch_id: int, result: CutoffResult, allocator: CaseAllocator, kb_answer: bool = False,
 ) -> tuple[int, int, dict[str, Any]]:
     first_mail, first = group[0]
     sender = first.sender
@@ -413,7 +430,7 @@ def _make_case(
         "ack_due_at": received + timedelta(hours=24), "ack_breach_at": received + timedelta(hours=48),
         "receipt_sent_at": None, "first_staff_action_at": None, "resolved_at": None, "closed_at": None,
     }
-    case_id, number = create_case(conn, values, now, "batch")
+    case_id, number = create_case(conn, values, now, "batch", allocator)
     log.info("event=case-created case=%s messages=%s requester=%s severity=%s status=%s",
              number, ",".join(str(m.pk) for m, _ in group), kv(values["requester"]), severity, values["status"])
     insert_ignore(conn, CASE_MESSAGE, [

@@ -89,10 +89,55 @@ def pick_owner(conn: Connection, now: datetime) -> int | None:
     return int(row[0])
 
 
-def create_case(conn: Connection, values: dict[str, Any], now: datetime, actor: str) -> tuple[int, int]:
+class CaseAllocator:
+    """Numbers and owners for many cases in one transaction (a cutoff).
+
+    The same choices as :func:`next_number` and :func:`pick_owner`, with the
+    open-case counts loaded once and kept in memory: a cutoff that makes
+    thousands of cases must not re-count every case for each new one.
+    """
+
+    def __init__(self, conn: Connection, now: datetime) -> None:
+        self.conn, self.now = conn, now
+        self._next = next_number(conn)
+        counts: dict[Any, Any] = dict(conn.execute(
+            sa.select(CASE.c.owner_id, sa.func.count()).where(CASE.c.status.in_([s.value for s in OPEN]))
+            .group_by(CASE.c.owner_id)
+        ).all())
+        self._specialists: list[list[Any]] = [
+            [int(counts.get(r.id, 0)), r.last_assigned_at, int(r.id)]
+            for r in conn.execute(sa.select(SPECIALIST.c.id, SPECIALIST.c.last_assigned_at).where(
+                SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == "SSI"))
+        ]
+        self._touched: set[int] = set()
+
+    def number(self) -> int:
+        n = self._next
+        self._next += 1
+        return n
+
+    def owner(self) -> int | None:
+        if not self._specialists:
+            return None
+        best = min(self._specialists, key=lambda s: (s[0], s[1] is not None, s[1] or self.now, s[2]))
+        best[0] += 1
+        best[1] = self.now
+        self._touched.add(int(best[2]))
+        return int(best[2])
+
+    def flush(self) -> None:
+        if self._touched:
+            self.conn.execute(sa.update(SPECIALIST).where(SPECIALIST.c.id.in_(sorted(self._touched)))
+                              .values(last_assigned_at=self.now))
+            self._touched.clear()
+
+
+def create_case(
+    conn: Connection, values: dict[str, Any], now: datetime, actor: str, allocator: CaseAllocator | None = None,
+) -> tuple[int, int]:
     """Insert a case (numbered, owned); returns (id, number)."""
-    number = next_number(conn)
-    owner = pick_owner(conn, now)
+    number = allocator.number() if allocator else next_number(conn)
+    owner = allocator.owner() if allocator else pick_owner(conn, now)
     case_id = conn.execute(
         sa.insert(CASE).values(number=number, owner_id=owner, created_at=now, **values).returning(CASE.c.id)
     ).scalar_one()

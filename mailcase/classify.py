@@ -16,6 +16,7 @@ that may earn a notice in ``pending``, for the next cutoff.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from mailcase.config import SEVERITY_LEVELS, Config
 from mailcase.db import insert_ignore, transaction
 from mailcase.directory import ACCOUNT, DbDirectory
 from mailcase.addresses import Address, AddressList
+from mailcase.charsets import storable
 from mailcase.headers import HeaderInfo, read_headers, split_headers
 from mailcase.ledger import BLOB, MESSAGE
 from mailcase.log import kv
@@ -64,6 +66,8 @@ CASE_MESSAGE = CaseMessage.__table__  # type: ignore[attr-defined]
 OPEN_STATUSES = ("new", "acknowledged", "in-progress", "escalated", "held", "out-of-scope")
 REQUEST_DISPOSITIONS = (Disposition.PENDING.value,)
 PIN_FAILURES = ("pin-missing", "pin-wrong", "pin-ambiguous")
+#: raw mail a classify batch holds at once
+CLASSIFY_BYTES = 16 * 1024 * 1024
 
 
 def rule_settings(config: Config) -> RuleSettings:
@@ -93,6 +97,11 @@ def _case_ref(row: Any) -> CaseRef:
                    row.closed_at, row.resolved_at)
 
 
+def _in_window(times: list[datetime], since: datetime, until: datetime) -> int:
+    """How many of the sorted ``times`` fall in [since, until) (the mail itself is at ``until``)."""
+    return bisect_left(times, until) - bisect_left(times, since)
+
+
 @dataclass
 class PassCache:
     """What the rules count, loaded once per pass (a classify batch or a cutoff).
@@ -103,6 +112,9 @@ class PassCache:
     """
 
     _sender: dict[str, list[tuple[datetime, int, str, str]]] = field(default_factory=dict)
+    _sender_times: dict[str, list[datetime]] = field(default_factory=dict)
+    _similar_times: dict[tuple[str, str, str], list[datetime]] = field(default_factory=dict)
+    _similar_loaded: set[str] = field(default_factory=set)
     _notices: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)
     _requests: dict[int, dict[int, datetime]] = field(default_factory=dict)
     _pin_failures: dict[int, dict[int, datetime]] = field(default_factory=dict)
@@ -116,6 +128,19 @@ class PassCache:
             ).all()
             self._sender[sender] = [(r[0], r[1], r[2] or "", r[3] or "") for r in rows]
         return self._sender[sender]
+
+    def sender_times(self, conn: Connection, sender: str) -> list[datetime]:
+        """When the sender's mails arrived, sorted (floods count with bisect, not a scan)."""
+        if sender not in self._sender_times:
+            self._sender_times[sender] = sorted(at for at, _, _, _ in self.sender_mails(conn, sender))
+        return self._sender_times[sender]
+
+    def similar_times(self, conn: Connection, sender: str, subject: str, text: str) -> list[datetime]:
+        if sender not in self._similar_loaded:
+            self._similar_loaded.add(sender)
+            for at, _, subj, txt in sorted(self.sender_mails(conn, sender)):
+                self._similar_times.setdefault((sender, subj, txt), []).append(at)
+        return self._similar_times.get((sender, subject, text), [])
 
     def notices(self, conn: Connection, address: str) -> list[tuple[str, datetime]]:
         """(kind, when) of the notices queued to ``address`` (the outbox is the truth).
@@ -233,23 +258,17 @@ class DbContext:
     def similar_mails_before(
         self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime
     ) -> int:
-        return sum(
-            1 for at, pk, subj, text in self.cache.sender_mails(self.conn, sender)
-            if since <= at < until and pk != self.message_pk and subj == subject and text == body_hash
-        )
+        return _in_window(self.cache.similar_times(self.conn, sender, subject, body_hash), since, until)
 
     def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int:
-        return sum(
-            1 for at, pk, _, _ in self.cache.sender_mails(self.conn, sender)
-            if since <= at < until and pk != self.message_pk
-        )
+        return _in_window(self.cache.sender_times(self.conn, sender), since, until)
 
     def notices_sent(self, address: str, kind: str, since: datetime) -> int:
         return sum(1 for k, at in self.cache.notices(self.conn, address) if k == kind and at >= since)
 
     def pin_failures(self, account_id: int, since: datetime) -> int:
         q = (
-            sa.select(sa.distinct(VERDICT.c.message_pk))
+            sa.select(VERDICT.c.message_pk).distinct()
             .select_from(VERDICT.join(CLASSIFICATION, CLASSIFICATION.c.message_pk == VERDICT.c.message_pk))
             .where(
                 CLASSIFICATION.c.account_id == account_id,
@@ -440,7 +459,8 @@ class Recorder:
         now, phase = self.now, self.phase
         return [
             {"message_pk": pk, "phase": phase, "seq": i, "rule": v.rule, "name": v.name,
-             "reason": v.reason[:4000], "disposition": v.disposition.value if v.disposition else None, "at": now}
+             "reason": storable(v.reason)[:4000], "disposition": v.disposition.value if v.disposition else None,
+             "at": now}
             for i, v in enumerate(outcome.verdicts)
         ] or [{"message_pk": pk, "phase": phase, "seq": 0, "rule": "chain", "name": "no-rule-hit",
                "reason": "no rule matched: a request for the next cutoff", "disposition": None, "at": now}]
@@ -469,6 +489,10 @@ def record(conn: Connection, mail: Mail, outcome: Outcome, phase: str, now: date
     return state
 
 
+def _clean(value: Any, limit: int) -> str | None:
+    return storable(str(value))[:limit] if value is not None else None
+
+
 def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime) -> list[int]:
     """Apply the outcome's effects; returns the ids of the bounce rows recorded."""
     assert mail.pk is not None
@@ -480,9 +504,11 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
     for effect in outcome.effects:
         d = effect.data
         if effect.kind == "record-bounce":
+            # a report's fields are the sender's text: no NUL or lone surrogates in storage
             bounces.append(int(conn.execute(sa.insert(BOUNCE).values(
-                message_pk=mail.pk, recipient=d.get("recipient"), status=d.get("status"),
-                action=d.get("action"), original_message_id=d.get("original_message_id"),
+                message_pk=mail.pk, recipient=_clean(d.get("recipient"), 320), status=_clean(d.get("status"), 16),
+                action=_clean(d.get("action"), 32),
+                original_message_id=_clean(d.get("original_message_id"), 998),
                 kind=d.get("kind", "dsn"), matched_outbox_id=None, at=now,
             ).returning(BOUNCE.c.id)).scalar_one()))
         elif effect.kind == "lock-pin":
@@ -516,12 +542,20 @@ def bounce_matcher(conn: Connection, config: Config, key: bytes, now: datetime) 
 def classify_batch(
     engine: Engine, config: Config, clock: Clock, limit: int = 500
 ) -> StageResult:
-    """Classify up to ``limit`` parsed mails, oldest received first, in one transaction."""
+    """Classify up to ``limit`` parsed mails (and 16 MB of raw mail), oldest received first,
+    in one transaction."""
+    pks: list[int] = []
     with engine.connect() as conn:
-        pks = [r[0] for r in conn.execute(
-            sa.select(MESSAGE.c.id).where(MESSAGE.c.state == MessageState.PARSED.value)
+        total = 0
+        for pk, size in conn.execute(
+            sa.select(MESSAGE.c.id, BLOB.c.size).join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
+            .where(MESSAGE.c.state == MessageState.PARSED.value)
             .order_by(MESSAGE.c.received_at, MESSAGE.c.id).limit(limit)
-        )]
+        ):
+            if pks and total + size > CLASSIFY_BYTES:
+                break
+            pks.append(int(pk))
+            total += int(size)
     result = StageResult()
     if not pks:
         return result

@@ -357,6 +357,43 @@ def sync_with(
     return result
 
 
+def _released(engine: Engine, source: str, uidvalidity: int | None = None) -> list[Any]:
+    """Truncated (over-size) copies an operator put back for retry: (copy id, uid, key, message)."""
+    with engine.connect() as conn:
+        q = (
+            sa.select(RAW_COPY.c.id, RAW_COPY.c.uid, RAW_COPY.c.source_key, RAW_COPY.c.message_pk)
+            .join(MESSAGE, MESSAGE.c.id == RAW_COPY.c.message_pk)
+            .where(RAW_COPY.c.source == source, RAW_COPY.c.truncated_from.is_not(None),
+                   MESSAGE.c.state == MessageState.STORED.value)
+        )
+        if uidvalidity is not None:
+            q = q.where(RAW_COPY.c.uidvalidity == uidvalidity)
+        return list(conn.execute(q).all())
+
+
+def _store_full(
+    engine: Engine, cfg: MailboxConfig, copy_id: int, pk: int, size: int, raw: bytes | None,
+    post_action: str | None, now: datetime, gone: str,
+) -> bool:
+    """Store a released mail's full bytes, or quarantine it again with the reason."""
+    with transaction(engine) as conn:
+        if raw is None and size < 0:
+            quarantine(conn, pk, Stage.FETCH, MessageError(gone), now)
+            return False
+        if size > cfg.max_message_bytes or raw is None:
+            quarantine(conn, pk, Stage.FETCH, MessageError(
+                f"message is {size} bytes, over max_message_bytes {cfg.max_message_bytes}:"
+                " headers kept, mail left where it is"), now)
+            return False
+        sha = hashlib.sha256(raw).hexdigest()
+        insert_ignore(conn, BLOB, [{"sha256": sha, "size": len(raw), "data": raw}], ["sha256"])
+        conn.execute(sa.update(RAW_COPY).where(RAW_COPY.c.id == copy_id).values(
+            sha256=sha, size=len(raw), truncated_from=None, post_action=post_action))
+        conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id == pk).values(primary_sha256=sha))
+    log.info("event=refetched mailbox=%s message=%s bytes=%d", cfg.name, pk, len(raw))
+    return True
+
+
 def _refetch_released(
     engine: Engine,
     client: imapclient.IMAPClient,
@@ -371,42 +408,28 @@ def _refetch_released(
     ``stored``; here its bytes are fetched again under the current size
     limit.  Still too large: quarantined again with the reason.
     """
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(RAW_COPY.c.id, RAW_COPY.c.uid, RAW_COPY.c.message_pk)
-            .join(MESSAGE, MESSAGE.c.id == RAW_COPY.c.message_pk)
-            .where(
-                RAW_COPY.c.source == mailbox_source(cfg.name),
-                RAW_COPY.c.uidvalidity == uidvalidity,
-                RAW_COPY.c.truncated_from.is_not(None),
-                MESSAGE.c.state == MessageState.STORED.value,
-            )
-        ).all()
-    for copy_id, uid, pk in rows:
+    for copy_id, uid, _key, pk in _released(engine, mailbox_source(cfg.name), uidvalidity):
         data = client.fetch([uid], ["RFC822.SIZE", "BODY.PEEK[]"]).get(uid)
-        with transaction(engine) as conn:
-            if data is None:
-                quarantine(conn, pk, Stage.FETCH, MessageError(
-                    f"UID {uid} is no longer on the server; headers kept"), now)
-                continue
-            size = int(data.get(b"RFC822.SIZE", 0))
-            raw = data.get(b"BODY[]")
-            if size > cfg.max_message_bytes or not isinstance(raw, bytes):
-                quarantine(conn, pk, Stage.FETCH, MessageError(
-                    f"message is {size} bytes, over max_message_bytes {cfg.max_message_bytes}:"
-                    " headers kept, mail left on the server"), now)
-                continue
-            sha = hashlib.sha256(raw).hexdigest()
-            insert_ignore(conn, BLOB, [{"sha256": sha, "size": len(raw), "data": raw}], ["sha256"])
-            conn.execute(
-                sa.update(RAW_COPY).where(RAW_COPY.c.id == copy_id).values(
-                    sha256=sha, size=len(raw), truncated_from=None, post_action=post_action,
-                )
-            )
-            conn.execute(
-                sa.update(MESSAGE).where(MESSAGE.c.id == pk).values(primary_sha256=sha)
-            )
-        log.info("event=refetched mailbox=%s uid=%s bytes=%d", cfg.name, uid, len(raw))
+        size = int(data.get(b"RFC822.SIZE", 0)) if data else -1
+        raw = data.get(b"BODY[]") if data else None
+        _store_full(engine, cfg, copy_id, pk, size, raw if isinstance(raw, bytes) else None, post_action, now,
+                    f"UID {uid} is no longer on the server; headers kept")
+
+
+def _reread_released(engine: Engine, cfg: MailboxConfig, path: Path, now: datetime) -> None:
+    """The same for a Maildir mailbox: read the file again under the current limit."""
+    released = _released(engine, mailbox_source(cfg.name))
+    if not released:
+        return
+    files = dict(maildir_files(path))
+    for copy_id, _uid, key, pk in released:
+        file = files.get(key)
+        try:
+            size = file.stat().st_size if file else -1
+            raw = file.read_bytes() if file and size <= cfg.max_message_bytes else None
+        except OSError:
+            size, raw = -1, None
+        _store_full(engine, cfg, copy_id, pk, size, raw, None, now, f"{key} is no longer in {path}; headers kept")
 
 
 def _start_point(
@@ -569,6 +592,7 @@ def _sync_maildir(
         state.update(changes)
         keys = [k for k, _ in maildir_files(path)]
         known = set(existing_copies(conn, source, keys))
+    _reread_released(engine, cfg, path, now)
     items = incoming_from_files(
         path,
         source,
@@ -578,6 +602,7 @@ def _sync_maildir(
         historical_before=state["historical_before"],
         mailbox_name=cfg.name,
         skip_keys=known,
+        max_message_bytes=cfg.max_message_bytes,
     )
     tally = store_stream(engine, items, now, lease=lease, progress=progress)
     with transaction(engine) as conn:

@@ -535,7 +535,7 @@ def test_5000_mails_from_one_sender_are_held_by_the_flood_rule(tmp_path: Path) -
     took = time.perf_counter() - started
     print(f"\nclassifying 5,000 mails from one sender: {took:.2f} s")
     assert (result.done, result.quarantined) == (5000, 0)
-    assert took < 30  # 4 s here; quadratic in the sender's mails (see the xfail below)
+    assert took < 30  # 4 s here (flood counting is a bisect per mail)
     states = dict(desk.rows(sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)))
     # flood_sender_count = 50 per 30 minutes: the first 50 are requests, every later one is held
     assert states == {"pending": 50, "held": 4950}
@@ -619,7 +619,7 @@ def test_file_over_the_limit_keeps_its_headers_and_is_quarantined(db_url: str, t
     assert sorted(r.outcome.value for r in results) == ["new", "quarantined"]
 
 
-# -- what other modules owe (strict xfail: each flips to a failure once fixed) ------------------------
+# -- found here, fixed in the modules named: regressions ------------------------------------------
 
 
 def bounce_header_flood(lines: int = 1_000_000) -> bytes:
@@ -628,17 +628,12 @@ def bounce_header_flood(lines: int = 1_000_000) -> bytes:
             b"Subject: Undelivered Mail Returned to Sender\r\n" + b"X:\n" * lines + b"\r\nbody\r\n")
 
 
-@pytest.mark.xfail(strict=True, reason="rules/bounce.py builds its own tree of the whole raw mail with the "
-                   "stdlib parser: a bounce-looking mail of 8M header lines takes classify 41 s and 1.4 GB, "
-                   "25 MB of empty lines 324 s (flufl.bounce); fix: `_tree = mailcase.parse.message_tree`")
 def test_bounce_rule_reads_a_bounce_looking_mail_in_bounded_memory(tmp_path: Path) -> None:
     out = measure("bounce-looking mail, 1M header lines (classify)", bounce_header_flood(), tmp_path)
     finished(out)
     bounded(out, per_byte=3, extra_mb=60, seconds=10)
 
 
-@pytest.mark.xfail(strict=True, reason="classify.DbContext.sender_mails_before / similar_mails_before scan "
-                   "all of a sender's mails for each mail: quadratic in a flood (4x the mails, 14x the time)")
 def test_flood_counting_is_not_quadratic(tmp_path: Path) -> None:
     from mailcase.classify import DbContext, PassCache, rule_settings
 
@@ -687,9 +682,6 @@ print(json.dumps({"base": base, "peak": hwm(), "done": r.done}))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="classify.classify_batch loads up to 500 raw mails at once "
-                   "(bounded by count, not bytes): 500 mails of 25 MB would be 12.5 GB; bound it by bytes "
-                   "as stages._claim_parse_batch does (BATCH_BYTES)")
 def test_classify_batch_is_bounded_by_bytes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/mailcase.db"
     cfg = config(url, tmp_path)
@@ -708,9 +700,6 @@ def test_classify_batch_is_bounded_by_bytes(tmp_path: Path) -> None:
     assert grown < 48, f"classifying 96 MB of mail took {grown:.0f} MB"
 
 
-@pytest.mark.xfail(strict=True, reason="rules/bounce.py stores a DSN's fields as they are: PostgreSQL refuses "
-                   "the NUL (classify quarantines the bounce); fix: mailcase.charsets.storable() on the "
-                   "recipient, status and action (and on every verdict reason in classify.Recorder)")
 def test_bounce_with_nul_is_recorded_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     cfg = config(pg_url, tmp_path)
     engine = open_engine(pg_url)
@@ -723,8 +712,6 @@ def test_bounce_with_nul_is_recorded_on_postgresql(pg_url: str, tmp_path: Path) 
     engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="fetch._sync_maildir does not pass cfg.max_message_bytes to "
-                   "sources.incoming_from_files: a Maildir mail of any size is read whole and stored")
 def test_maildir_mail_over_the_limit_keeps_its_headers(tmp_path: Path) -> None:
     from mailcase.fetch import sync_maildir
 

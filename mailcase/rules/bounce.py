@@ -24,7 +24,9 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
+from mailcase.charsets import storable
 from mailcase.headers import message_ids
+from mailcase.parse import message_tree
 from mailcase.rules.base import Context, Disposition, Effect, Mail, Mark, Outcome, Verdict
 
 RULE = "bounce"
@@ -56,7 +58,9 @@ def _report_type(mail: Mail) -> str | None:
 
 
 def _tree(raw: bytes) -> Message:
-    return email.message_from_bytes(raw, policy=compat32)
+    # the bounded tree the parse stage builds: a bounce-looking mail of millions
+    # of header lines must not take the classify stage minutes and gigabytes
+    return message_tree(raw)
 
 
 def _text(value: object) -> str | None:
