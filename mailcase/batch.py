@@ -64,7 +64,6 @@ from mailcase.ledger import MESSAGE
 from mailcase.log import kv
 from mailcase.models import Batch as BatchRow
 from mailcase.outbox import OutgoingMail, enqueue
-from mailcase.quoting import latest_reply
 from mailcase.render import find_templates, render
 from mailcase.rules.base import Disposition, Mail, Mark, Outcome
 from mailcase.rules.chain import run_chain
@@ -286,6 +285,7 @@ def run_cutoff(
     for start in range(0, len(claimed), CHUNK):
         chunk = claimed[start : start + CHUNK]
         mails = load_mails(conn, chunk, reread_headers=False, settings=settings)
+        cache.prefetch_threads(conn, list(mails.values()))
         for pk in chunk:
             mail = mails.pop(pk)
             ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)
@@ -327,7 +327,7 @@ def run_cutoff(
             suggestions: list[Suggestion] = []
             if kb_ready:
                 first_mail = group[0][0]
-                suggestions = kb_suggest(conn, f"{first_mail.subject}\n{latest_reply(first_mail.body)}",
+                suggestions = kb_suggest(conn, f"{first_mail.subject}\n{first_mail.reply_text}",
                                          config.kb.suggestions, config.kb.min_score)
             case = _make_case(conn, group, previous, now, batch_id, result, allocator,
                               kb_answer=bool(suggestions) and suggestions[0].score >= config.kb.answer_score)

@@ -118,6 +118,24 @@ class PassCache:
     _notices: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)
     _requests: dict[int, dict[int, datetime]] = field(default_factory=dict)
     _pin_failures: dict[int, dict[int, datetime]] = field(default_factory=dict)
+    resolved: dict[int, list[ResolvedCase]] = field(default_factory=dict)
+    #: Message-ID -> case row, for the mails of a chunk (None: in no case)
+    threads: dict[str, Any] = field(default_factory=dict)
+
+    def prefetch_threads(self, conn: Connection, mails: Sequence[Mail]) -> None:
+        """Look up in one query the cases every In-Reply-To/References of these mails names."""
+        wanted = sorted({i for m in mails for i in m.info.in_reply_to + m.info.references} - set(self.threads))
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            found = {r.message_id: r for r in conn.execute(
+                sa.select(CASE, MESSAGE.c.message_id)
+                .join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
+                .join(MESSAGE, MESSAGE.c.id == CASE_MESSAGE.c.message_pk)
+                .where(MESSAGE.c.message_id.in_(part))
+                .order_by(CASE.c.id)
+            )}
+            for mid in part:
+                self.threads[mid] = found.get(mid)
 
     def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str]]:
         if sender not in self._sender:
@@ -206,7 +224,6 @@ class DbContext:
     key: bytes
     cache: PassCache
     message_pk: int | None = None
-    _resolved: dict[int, list[ResolvedCase]] = field(default_factory=dict)
 
     def case_for_message_ids(self, ids: Sequence[str]) -> CaseRef | None:
         for mid in ids:
@@ -217,6 +234,9 @@ class DbContext:
                     return case
         if not ids:
             return None
+        if all(mid in self.cache.threads for mid in ids):
+            rows = [self.cache.threads[mid] for mid in ids if self.cache.threads[mid] is not None]
+            return _case_ref(max(rows, key=lambda r: r.id)) if rows else None
         row = self.conn.execute(
             sa.select(CASE)
             .join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
@@ -288,7 +308,8 @@ class DbContext:
         )
 
     def resolved_cases(self, account_id: int) -> Sequence[ResolvedCase]:
-        if account_id not in self._resolved:
+        resolved = self.cache.resolved
+        if account_id not in resolved:
             rows = self.conn.execute(
                 sa.select(CASE.c.id, CASE.c.number, CASE.c.subject)
                 .where(CASE.c.account_id == account_id, CASE.c.status.in_(["resolved", "closed"]))
@@ -303,8 +324,8 @@ class DbContext:
                     .order_by(PARSED_MAIL.c.message_pk).limit(1)
                 ).scalar()
                 out.append(ResolvedCase(number, subject or "", (text or "")[:20000]))
-            self._resolved[account_id] = out
-        return self._resolved[account_id]
+            resolved[account_id] = out
+        return resolved[account_id]
 
 
 # -- building the Mail ------------------------------------------------------------------
@@ -568,6 +589,7 @@ def classify_batch(
 
         directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
         cache = PassCache()
+        cache.prefetch_threads(conn, list(mails.values()))
         recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now), settings)
         for pk in pks:
             mail = mails[pk]

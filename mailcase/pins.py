@@ -26,6 +26,8 @@ def pin_hmac(key: bytes, pin: str) -> str:
 
 def find_pins(text: str) -> list[str]:
     """The PINs on labelled lines of the newest, unquoted part of ``text``."""
+    if not _PIN_LINE.search(text):
+        return []  # no PIN line anywhere: no need to find the newest part
     return [m.group("pin") for m in _PIN_LINE.finditer(latest_reply(text))]
 
 

@@ -13,7 +13,6 @@ import math
 import re
 from datetime import timedelta
 
-from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
 
 RULE = "abuse-flags"
@@ -70,7 +69,7 @@ def abuse_flags(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         reasons.append(f"{week + 1} requests from {account.code} in 7 days "
                        f"(threshold {ctx.settings.weekly_request_threshold})")
     if sender.eligible:
-        text = _REPLY_PREFIX.sub("", mail.subject or "") + "\n" + latest_reply(mail.body)
+        text = _REPLY_PREFIX.sub("", mail.subject or "") + "\n" + mail.reply_text
         best: tuple[float, int] | None = None
         for case in ctx.resolved_cases(account.id):
             score = similarity(text, f"{case.subject}\n{case.text}")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from mailcase.headers import HeaderBlock, HeaderInfo
+from mailcase.quoting import latest_reply
 
 
 class Disposition(StrEnum):
@@ -174,6 +176,11 @@ class Mail:
     @property
     def subject(self) -> str:
         return self.info.subject
+
+    @cached_property
+    def reply_text(self) -> str:
+        """The newest, unquoted part of the body (several rules read it: worked out once)."""
+        return latest_reply(self.body)
 
     @property
     def body_hash(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
 
 RULE = "scope"
@@ -34,7 +33,7 @@ def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
 
 
 def scope(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
-    text = f"{mail.subject}\n{latest_reply(mail.body)}"
+    text = f"{mail.subject}\n{mail.reply_text}"
     for category, phrases in ctx.settings.scope_phrases.items():
         found = find_phrase(text, tuple(phrases))
         if found:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
 from mailcase.rules.scope import phrase_pattern
 
@@ -48,7 +47,7 @@ def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if m:
         level = int(m.group(1))
         return Verdict(RULE, "severity-explicit", f"subject tag [S{level}]: {NAMES[level]}", severity=level)
-    text = latest_reply(mail.body)
+    text = mail.reply_text
     m = _LINE.search(text)
     if m:
         level = int(m.group(1))

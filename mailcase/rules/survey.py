@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from mailcase.quoting import latest_reply
 from mailcase.rules.base import Context, Disposition, Effect, Mail, Outcome, Verdict
 from mailcase.rules.threading import attach
 
@@ -21,8 +20,8 @@ RULE = "survey"
 SURVEY_TOKEN = re.compile(r"\[\s*Survey\s*#\s*(\d{1,9})\s*\]", re.IGNORECASE)
 
 
-def first_line(text: str) -> str:
-    for line in latest_reply(text).splitlines():
+def first_line(reply_text: str) -> str:
+    for line in reply_text.splitlines():
         if line.strip():
             return line.strip()
     return ""
@@ -35,7 +34,7 @@ def survey(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if found is None:
         return None
     case, outbox_id = found
-    line = first_line(mail.body)
+    line = first_line(mail.reply_text)
     if re.fullmatch(r"[1-5]", line):
         return Verdict(RULE, "survey-score", f"satisfaction score {line} for case #{case.number:06d}",
                        Disposition.SURVEY_RESPONSE, case=case,
