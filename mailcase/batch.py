@@ -285,7 +285,7 @@ def run_cutoff(
     for start in range(0, len(claimed), CHUNK):
         chunk = claimed[start : start + CHUNK]
         mails = load_mails(conn, chunk, reread_headers=False, settings=settings)
-        cache.prefetch_threads(conn, list(mails.values()))
+        cache.prefetch(conn, list(mails.values()), directory)
         for pk in chunk:
             mail = mails.pop(pk)
             ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)

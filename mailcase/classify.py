@@ -137,6 +137,29 @@ class PassCache:
             for mid in part:
                 self.threads[mid] = found.get(mid)
 
+    def prefetch(self, conn: Connection, mails: Sequence[Mail], directory: DbDirectory | None = None) -> None:
+        """Load in a few queries what the rules will ask about these mails: the
+        cases their threads name, their senders' earlier mails and notices, and
+        (with ``directory``) the people behind their addresses."""
+        self.prefetch_threads(conn, mails)
+        senders = sorted({m.sender for m in mails if m.sender} - set(self._sender))
+        for i in range(0, len(senders), 500):
+            part = senders[i : i + 500]
+            found: dict[str, list[tuple[datetime, int, str, str]]] = {s: [] for s in part}
+            for r in conn.execute(
+                sa.select(MESSAGE.c.from_addr, MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject,
+                          PARSED_MAIL.c.text_sha256)
+                .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
+                .where(MESSAGE.c.from_addr.in_(part), MESSAGE.c.received_at.is_not(None))
+            ):
+                found[r[0]].append((r[1], r[2], r[3] or "", r[4] or ""))
+            self._sender.update(found)
+        addresses = sorted({m.sender for m in mails if m.sender} - set(self._notices))
+        for i in range(0, len(addresses), 500):
+            self._load_notices(conn, addresses[i : i + 500])
+        if directory is not None:
+            directory.prefetch([m.sender for m in mails if m.sender])
+
     def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str]]:
         if sender not in self._sender:
             rows = conn.execute(
@@ -167,21 +190,25 @@ class PassCache:
         counts periods as they would have been counted on time.
         """
         if address not in self._notices:
-            from mailcase.batch import BATCH
-            from mailcase.outbox import OUTBOX
-
-            rows = conn.execute(
-                sa.select(OUTBOX.c.kind, sa.func.coalesce(BATCH.c.cutoff_at, OUTBOX.c.created_at))
-                .outerjoin(BATCH, BATCH.c.id == OUTBOX.c.batch_id)
-                .where(
-                    OUTBOX.c.to_addr == address, OUTBOX.c.kind.like("notice/%"),
-                    OUTBOX.c.status.in_(["queued", "sending", "sent"]),
-                )
-            ).all()
-            self._notices[address] = [
-                (str(k).partition("/")[2], at if at.tzinfo else at.replace(tzinfo=UTC)) for k, at in rows
-            ]
+            self._load_notices(conn, [address])
         return self._notices[address]
+
+    def _load_notices(self, conn: Connection, addresses: list[str]) -> None:
+        from mailcase.batch import BATCH
+        from mailcase.outbox import OUTBOX
+
+        found: dict[str, list[tuple[str, datetime]]] = {a: [] for a in addresses}
+        for addr, k, at in conn.execute(
+            sa.select(OUTBOX.c.to_addr, OUTBOX.c.kind, sa.func.coalesce(BATCH.c.cutoff_at, OUTBOX.c.created_at))
+            .outerjoin(BATCH, BATCH.c.id == OUTBOX.c.batch_id)
+            .where(
+                OUTBOX.c.to_addr.in_(addresses), OUTBOX.c.kind.like("notice/%"),
+                OUTBOX.c.status.in_(["queued", "sending", "sent"]),
+            )
+        ):
+            if addr in found:
+                found[addr].append((str(k).partition("/")[2], at if at.tzinfo else at.replace(tzinfo=UTC)))
+        self._notices.update(found)
 
     def add_notice(self, address: str, kind: str, at: datetime) -> None:
         if address in self._notices:
@@ -589,7 +616,7 @@ def classify_batch(
 
         directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
         cache = PassCache()
-        cache.prefetch_threads(conn, list(mails.values()))
+        cache.prefetch(conn, list(mails.values()), directory)
         recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now), settings)
         for pk in pks:
             mail = mails[pk]

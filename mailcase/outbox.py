@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.charset import QP, Charset
+from email import quoprimime
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
@@ -75,8 +74,6 @@ class OutgoingMail:
 
 
 _SMTP = compat32.clone(linesep="\r\n")
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP  # readable in any mail client's source view
 
 
 def _address(name: str, addr: str) -> str:
@@ -105,32 +102,60 @@ def with_token(subject: str, case_number: int | None) -> str:
 def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tuple[str, bytes]:
     """(our Message-ID, the exact bytes).
 
-    Built with the compat32 MIME classes: 4x faster than EmailMessage, and
-    every header value passes through clean_header_text (no CR/LF, no
+    Every header value passes through clean_header_text (no CR/LF, no
     control characters) so nothing a sender wrote can add a header line.
     """
     out = config.outgoing
     kind = mail.kind if mail.kind != "notice" else f"n-{mail.notice_kind or 'x'}"[:20]
     message_id = make_message_id(key, out.domain, kind, mail.case_number)
-    msg = MIMEMultipart("alternative")
-    msg["From"] = _address(out.from_name, out.from_address)
-    msg["To"] = _address(mail.to_name, mail.to_addr)
-    msg["Subject"] = cast(Any, _header(with_token(mail.rendered.subject, mail.case_number)))
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
+    fields: list[tuple[str, str | Header]] = [
+        ("From", _address(out.from_name, out.from_address)),
+        ("To", _address(mail.to_name, mail.to_addr)),
+        ("Subject", _header(with_token(mail.rendered.subject, mail.case_number))),
+        ("Date", format_datetime(now)),
+        ("Message-ID", message_id),
+    ]
     if mail.in_reply_to:
-        msg["In-Reply-To"] = clean_header_text(mail.in_reply_to, 998)
+        fields.append(("In-Reply-To", clean_header_text(mail.in_reply_to, 998)))
         refs = [r for r in mail.references if r != mail.in_reply_to][-20:] + [mail.in_reply_to]
-        msg["References"] = clean_header_text(" ".join(refs), 20000)
+        fields.append(("References", clean_header_text(" ".join(refs), 20000)))
     auto = AUTO_SUBMITTED.get(mail.kind)
     if auto:
-        msg["Auto-Submitted"] = auto
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Mailcase-Kind"] = mail.kind if not mail.notice_kind else f"notice/{mail.notice_kind}"
-    # MIMEText takes a Charset object at run time (typeshed says str)
-    msg.attach(MIMEText(mail.rendered.text, "plain", cast(Any, _UTF8_QP)))
-    msg.attach(MIMEText(mail.rendered.html, "html", cast(Any, _UTF8_QP)))
-    return message_id, msg.as_bytes(policy=_SMTP)
+        fields.append(("Auto-Submitted", auto))
+    fields.append(("X-Auto-Response-Suppress", "All"))
+    fields.append(("X-Mailcase-Kind", mail.kind if not mail.notice_kind else f"notice/{mail.notice_kind}"))
+    return message_id, _alternative(fields, mail.rendered.text, mail.rendered.html)
+
+
+def _field(name: str, value: str | Header) -> str:
+    """One header line, folded (RFC 5322 §2.2.3) when long or encoded."""
+    if isinstance(value, str) and value.isascii() and len(name) + len(value) < 76:
+        return f"{name}: {value}\r\n"
+    return _SMTP.fold(name, cast(Any, value))  # compat32 folds Header objects too (typeshed says str)
+
+
+def _qp_part(subtype: str, text: str) -> str:
+    """A text part, UTF-8, quoted-printable (what MIMEText with a QP charset writes)."""
+    encoded = quoprimime.body_encode(text.encode("utf-8").decode("latin-1"), eol="\r\n")
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+            f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{encoded}\r\n")
+
+
+def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: str) -> bytes:
+    """multipart/alternative of a text and an HTML part, CRLF line ends.
+
+    Written directly rather than through email.generator (a fifth of the
+    time: the generator re-folds every header and checks the boundary with a
+    freshly compiled expression per message).  Every value was cleaned of
+    CR/LF before it got here; the boundary starts with ``=_``, which no
+    quoted-printable line can contain, so no body can end the part early.
+    """
+    boundary = f"=_mailcase_{secrets.token_hex(12)}"
+    head = "".join(_field(n, v) for n, v in fields)
+    return (
+        f'{head}MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\n{_qp_part('plain', text)}--{boundary}\r\n{_qp_part('html', html)}--{boundary}--\r\n"
+    ).encode("ascii")
 
 
 def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> bool:
