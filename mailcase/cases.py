@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -138,12 +139,28 @@ def create_case(
     """Insert a case (numbered, owned); returns (id, number)."""
     number = allocator.number() if allocator else next_number(conn)
     owner = allocator.owner() if allocator else pick_owner(conn, now)
-    case_id = conn.execute(
-        sa.insert(CASE).values(number=number, owner_id=owner, created_at=now, **values).returning(CASE.c.id)
-    ).scalar_one()
-    event(conn, int(case_id), now, actor, "created",
-          f"status {values.get('status')}, severity {values.get('severity')}, owner {owner or 'none'}")
-    return int(case_id), number
+    return _insert_cases(conn, [{"number": number, "owner_id": owner, "created_at": now, **values}], now, actor)[0]
+
+
+def create_cases(
+    conn: Connection, values: Sequence[dict[str, Any]], now: datetime, actor: str, allocator: CaseAllocator,
+) -> list[tuple[int, int]]:
+    """Insert many cases (same keys in every ``values``) in two statements; [(id, number)] in order."""
+    return _insert_cases(conn, [
+        {"number": allocator.number(), "owner_id": allocator.owner(), "created_at": now, **v} for v in values
+    ], now, actor)
+
+
+def _insert_cases(conn: Connection, rows: list[dict[str, Any]], now: datetime, actor: str) -> list[tuple[int, int]]:
+    if not rows:
+        return []
+    ids = conn.execute(sa.insert(CASE).returning(CASE.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    conn.execute(sa.insert(CASE_EVENT), [
+        {"case_id": case_id, "at": now, "actor": actor, "kind": "created",
+         "detail": f"status {r.get('status')}, severity {r.get('severity')}, owner {r['owner_id'] or 'none'}"}
+        for case_id, r in zip(ids, rows, strict=True)
+    ])
+    return [(int(case_id), int(r["number"])) for case_id, r in zip(ids, rows, strict=True)]
 
 
 @dataclass(frozen=True)
