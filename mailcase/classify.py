@@ -404,7 +404,7 @@ def load_mails(
             MESSAGE.c.from_strict, MESSAGE.c.subject, MESSAGE.c.date_at, MESSAGE.c.in_reply_to,
             MESSAGE.c.refs, MESSAGE.c.identity,
             BLOB.c.data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
-            PARSED_MAIL.c.pin_hmacs, CLASSIFICATION.c.auth,
+            PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, CLASSIFICATION.c.auth,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
         .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
@@ -419,7 +419,7 @@ def load_mails(
             raw=raw, block=block, info=read_headers(raw, block) if reread_headers else _info_from_row(r),
             body=r.text_body or "", received_at=r.received_at or r.stored_at, to=tuple(r.to_addrs or ()),
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
-            pin_hmacs=tuple(r.pin_hmacs or ()),
+            pin_hmacs=tuple(r.pin_hmacs or ()), stored_reply=r.reply_text,
             auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
         )
     return out

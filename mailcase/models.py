@@ -141,6 +141,9 @@ class ParsedMail(SQLModel, table=True):
     text_sha256: str = Field(default="", max_length=64, index=True)
     #: HMACs of the PINs on labelled lines (the digits are redacted from text_body)
     pin_hmacs: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: the newest, unquoted part of text_body (PINs redacted), worked out by the
+    #: parse worker when the text has reply or forward markers; NULL: the whole text
+    reply_text: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     parsed_at: datetime | None = _ts(nullable=False)
 
 

@@ -24,11 +24,12 @@ def pin_hmac(key: bytes, pin: str) -> str:
     return hmac.new(key, b"mailcase-pin:" + pin.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def find_pins(text: str) -> list[str]:
-    """The PINs on labelled lines of the newest, unquoted part of ``text``."""
+def find_pins(text: str, reply: str | None = None) -> list[str]:
+    """The PINs on labelled lines of the newest, unquoted part of ``text``
+    (``reply``, when the caller worked it out already)."""
     if not _PIN_LINE.search(text):
         return []  # no PIN line anywhere: no need to find the newest part
-    return [m.group("pin") for m in _PIN_LINE.finditer(latest_reply(text))]
+    return [m.group("pin") for m in _PIN_LINE.finditer(latest_reply(text) if reply is None else reply)]
 
 
 def redact(text: str) -> str:

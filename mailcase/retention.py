@@ -80,7 +80,7 @@ def _drop_text(conn: Connection, pks: list[int]) -> int:
     for i in range(0, len(pks), 500):
         part = pks[i : i + 500]
         n += int(conn.execute(sa.update(PARSED_MAIL).where(
-            PARSED_MAIL.c.message_pk.in_(part), PARSED_MAIL.c.text_body != "").values(text_body="")).rowcount)
+            PARSED_MAIL.c.message_pk.in_(part), PARSED_MAIL.c.text_body != "").values(text_body="", reply_text=None)).rowcount)
     return n
 
 
@@ -130,7 +130,7 @@ def erase(conn: Connection, address: str, now: datetime) -> EraseResult:
     for i in range(0, len(pks), 500):
         part = pks[i : i + 500]
         conn.execute(sa.update(PARSED_MAIL).where(PARSED_MAIL.c.message_pk.in_(part)).values(
-            text_body="", to_addrs=[], cc_addrs=[], reply_to=[], attachments=[]))
+            text_body="", reply_text=None, to_addrs=[], cc_addrs=[], reply_to=[], attachments=[]))
         conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id.in_(part)).values(
             from_addr=ERASED, from_name=None, subject=ERASED))
         conn.execute(sa.update(VERDICT).where(VERDICT.c.message_pk.in_(part)).values(

@@ -162,6 +162,8 @@ class Mail:
     #: the authentication result an earlier pass computed under the same
     #: settings (parsing Authentication-Results is the chain's dearest step)
     auth_cache: AuthResult | None = None
+    #: the newest part of the body as the parse worker found it (None: work it out)
+    stored_reply: str | None = None
 
     @property
     def sender(self) -> str | None:
@@ -180,7 +182,7 @@ class Mail:
     @cached_property
     def reply_text(self) -> str:
         """The newest, unquoted part of the body (several rules read it: worked out once)."""
-        return latest_reply(self.body)
+        return self.stored_reply if self.stored_reply is not None else latest_reply(self.body)
 
     @property
     def body_hash(self) -> str:
