@@ -168,14 +168,45 @@ def split_headers(raw: bytes) -> HeaderBlock:
     header lines cost one search, not 100,000 stored fields, and the body
     stays the body.
     """
-    fields: list[tuple[str, bytearray]] = []
-    defects: list[str] = []
-    folded_at: list[int] = []
     pos = 0
     n = len(raw)
     if raw.startswith(b"From "):  # mbox envelope line, not a header
         nl = raw.find(b"\n")
         pos = n if nl < 0 else nl + 1
+    return _split_well_formed(raw, pos) or _split_any(raw, pos)
+
+
+# a header block with nothing odd in it: fields (with folded lines) then an empty line
+# (possessive: lines cannot be read two ways, and no backtracking stack grows per line)
+_WELL_FORMED = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++[ \t]*+:[^\r\n\0]*+\r?\n(?:[ \t][^\r\n\0]*+\r?\n)*+)*+\r?\n")
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+_FOLD = re.compile(rb"\r?\n")
+
+
+def _split_well_formed(raw: bytes, pos: int) -> HeaderBlock | None:
+    """The common case at C speed; None when anything needs the careful reader
+    (a stray line, NUL, a bare CR, no empty line, a flood of fields)."""
+    end = _EMPTY_LINE.search(raw, pos, pos + _MAX_FIELD_BYTES)
+    if end is None and not raw.startswith((b"\n", b"\r\n"), pos):
+        return None  # no header block end within bounds: the careful reader decides
+    m = _WELL_FORMED.match(raw, pos, pos + _MAX_FIELD_BYTES)
+    if m is None:
+        return None
+    fields = tuple(
+        (f.group(1).decode("ascii").lower(), _FOLD.sub(b"", f.group(2)).rstrip(b" \t"))
+        for f in _FIELD.finditer(raw, pos, m.end())
+    )
+    if len(fields) > _MAX_HEADER_FIELDS:
+        return None
+    return HeaderBlock(fields=fields, body_offset=m.end(), defects=(), header_start=pos, raw=raw)
+
+
+def _split_any(raw: bytes, pos: int) -> HeaderBlock:
+    """The careful reader: any input, every oddity a defect."""
+    fields: list[tuple[str, bytearray]] = []
+    defects: list[str] = []
+    folded_at: list[int] = []
+    n = len(raw)
     header_start = pos
     body_offset = n
     fields_end: int | None = None

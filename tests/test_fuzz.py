@@ -13,7 +13,10 @@ inserted with hostile values, and a splice of another mail.  Then:
   no lone surrogate: PostgreSQL refuses the one, both databases the other)
   and bounded;
 * :func:`mailcase.rules.chain.run_chain` never raises, whatever the context's
-  counters say.
+  counters say;
+* the header splitter's fast path (a regular expression for well-formed
+  blocks) reads every block exactly as the careful line-by-line reader does,
+  or leaves it to that reader.
 
 CI runs a fixed budget, derandomized (the same examples every run, no
 example database).  ``MAILCASE_FUZZ_EXAMPLES=N`` raises the budget per test
@@ -36,7 +39,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from mailcase.errors import MessageError
-from mailcase.headers import read_headers, split_headers
+from mailcase.headers import _split_any, _split_well_formed, read_headers, split_headers
 from mailcase.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
 from mailcase.rules.base import Disposition
 from mailcase.rules.chain import run_chain
@@ -279,3 +282,42 @@ def test_thinning_holds_the_same_promises(raw: bytes, keep: int, small: int, hea
     # no marker of the thinning shows (Hypothesis finds the prefix in parse.py
     # and writes it into mails: then it is the sender's text, and stays)
     assert parsed.text_body.count("mailcase-elided-") <= raw.count(b"mailcase-elided-")
+
+
+HEADER_BYTES = st.lists(st.sampled_from([
+    b"Subject: hi", b"Subject : spaced", b"X-A:", b"X-A:\t tabbed ", b" folded", b"\tfolded", b"no colon here",
+    b"X B: space in name", b":empty name", b"From x@y Mon", b"X-\x00: nul", b"v\x00", b"a\rb", b"\xff\xfe: 8bit",
+    b"To: =?utf-8?q?x?=", b"", b"\r",
+]), max_size=12).map(lambda lines: b"".join(line + b"\n" for line in lines))
+
+
+def _same_block(raw: bytes, pos: int) -> None:
+    fast = _split_well_formed(raw, pos)
+    if fast is not None:
+        slow = _split_any(raw, pos)
+        assert (fast.fields, fast.body_offset, fast.defects, fast.header_start, fast.folded_at, fast.fields_end,
+                fast.nul_fields) == (slow.fields, slow.body_offset, slow.defects, slow.header_start, slow.folded_at,
+                                     slow.fields_end, slow.nul_fields)
+
+
+@budget
+@seeded
+@given(raw=mutated_mails())
+def test_fast_header_split_agrees_with_the_careful_reader_on_mutated_mail(raw: bytes) -> None:
+    _same_block(raw, 0)
+
+
+@budget
+@seeded
+@given(head=HEADER_BYTES, crlf=st.booleans())
+def test_fast_header_split_agrees_with_the_careful_reader_on_odd_lines(head: bytes, crlf: bool) -> None:
+    raw = head.replace(b"\n", b"\r\n") if crlf else head
+    _same_block(raw + b"\nbody\n", 0)
+
+
+def test_fast_header_split_takes_the_seed_mails() -> None:
+    """The fast path is the common path: most real mail takes it."""
+    taken = sum(_split_well_formed(raw, 0) is not None for raw in SEEDS if not raw.startswith(b"From "))
+    assert taken >= 0.8 * len([raw for raw in SEEDS if not raw.startswith(b"From ")])
+    for raw in SEEDS:
+        _same_block(raw, 0)
