@@ -64,7 +64,7 @@ from mailcase.kb import suggest as kb_suggest
 from mailcase.ledger import MESSAGE
 from mailcase.log import kv
 from mailcase.models import Batch as BatchRow
-from mailcase.outbox import OutgoingMail, enqueue
+from mailcase.outbox import OutboxQueue, OutgoingMail
 from mailcase.render import find_templates, render
 from mailcase.rules.base import Disposition, Mail, Mark, Outcome
 from mailcase.rules.chain import run_chain
@@ -281,6 +281,7 @@ def run_cutoff(
     cache = PassCache()
     recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now), settings)
     notice_only: list[int] = []
+    outbox = OutboxQueue(conn, config, key, now)
     # in chunks: a cutoff after a long outage can hold tens of thousands of mails,
     # and only their header fields and text are kept once the rules have run
     for start in range(0, len(claimed), CHUNK):
@@ -303,7 +304,7 @@ def run_cutoff(
                     (replace(mail, raw=b""), outcome))
             elif final is Disposition.NOTICE_ONLY:
                 if outcome.notice is not None and outcome.notice_allowed:
-                    _queue_notice(conn, config, key, templates, base_vars, mail, outcome, None, batch_id, now)
+                    _queue_notice(outbox, templates, base_vars, mail, outcome, None, batch_id)
                     cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
                     result.notices += 1
                 elif outcome.notice is not None:
@@ -313,6 +314,7 @@ def run_cutoff(
                 result.follow_ups += 1
             # suppressed / held: the recorder sets the state
         recorder.flush()
+        outbox.flush()  # the next chunk's notice lookups read the outbox
     recorder.flush()
     if notice_only:
         _set_state(conn, notice_only, MessageState.BATCHED, now)
@@ -347,8 +349,8 @@ def run_cutoff(
             if values["held"] or values["out_of_scope"]:
                 notice = "hold" if values["held"] else "out-of-scope"
                 if any(o.notice_allowed for _, o in group) or not values["no_auto_reply"]:
-                    _queue_notice(conn, config, key, templates, base_vars, first_mail, first_outcome,
-                                  (case_id, number, view), batch_id, now, notice_override=notice)
+                    _queue_notice(outbox, templates, base_vars, first_mail, first_outcome,
+                                  (case_id, number, view), batch_id, notice_override=notice)
                     result.notices += 1
                 continue
             if values["no_auto_reply"]:
@@ -362,12 +364,13 @@ def run_cutoff(
 
     for requester, views in acks.items():
         first_mail, first_outcome, case_ids = ack_meta[requester]
-        _queue_ack(conn, config, key, templates, base_vars, requester, views, case_ids, first_mail,
-                   first_outcome, cutoff, batch_id, now)
+        _queue_ack(outbox, templates, base_vars, requester, views, case_ids, first_mail,
+                   first_outcome, cutoff, batch_id)
         result.acknowledgements += 1
 
     allocator.flush()
-    result.released = _release_held(conn, config, key, templates, base_vars, cutoff, batch_id, now)
+    result.released = _release_held(conn, outbox, templates, base_vars, cutoff, batch_id, now)
+    outbox.flush()
     conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(
         mails=result.mails, cases=len(result.cases), follow_ups=result.follow_ups, notices=result.notices,
         acknowledgements=result.acknowledgements, late_mails=result.late_mails))
@@ -476,8 +479,8 @@ def _people_vars(outcome: Outcome, mail: Mail) -> dict[str, Any]:
 
 
 def _queue_notice(
-    conn: Connection, config: Config, key: bytes, templates: Any, base: dict[str, Any], mail: Mail,
-    outcome: Outcome, case: tuple[int, int, dict[str, Any]] | None, batch_id: int, now: datetime,
+    outbox: OutboxQueue, templates: Any, base: dict[str, Any], mail: Mail,
+    outcome: Outcome, case: tuple[int, int, dict[str, Any]] | None, batch_id: int,
     notice_override: str | None = None,
 ) -> None:
     notice = notice_override or (outcome.notice.value if outcome.notice else "")
@@ -501,12 +504,12 @@ def _queue_notice(
         key_text = f"notice:{notice}:case:{case[0]}"
     else:
         key_text = f"notice:{notice}:message:{mail.pk}"
-    enqueue(conn, OutgoingMail(
+    outbox.add(OutgoingMail(
         key=key_text, kind="notice", notice_kind=notice, to_addr=to, to_name=variables["requester_name"],
         rendered=rendered, case_id=case[0] if case else None, case_number=case[1] if case else None,
         message_pk=mail.pk, batch_id=batch_id, in_reply_to=mail.info.message_id,
         references=mail.info.references,
-    ), config, key, now)
+    ))
 
 
 def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dict[str, str]]:
@@ -521,9 +524,9 @@ def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dic
 
 
 def _queue_ack(
-    conn: Connection, config: Config, key: bytes, templates: Any, base: dict[str, Any], requester: str,
+    outbox: OutboxQueue, templates: Any, base: dict[str, Any], requester: str,
     views: list[dict[str, Any]], case_ids: list[int], mail: Mail, outcome: Outcome, cutoff: datetime,
-    batch_id: int, now: datetime,
+    batch_id: int,
 ) -> None:
     zone = base["zone"]
     received = mail.received_at
@@ -535,17 +538,17 @@ def _queue_ack(
         "suggestions": _merged_suggestions(views),
     }
     rendered = render(templates, "ack", variables)
-    enqueue(conn, OutgoingMail(
+    outbox.add(OutgoingMail(
         key=f"ack:batch:{batch_id}:{requester}", kind="ack", notice_kind=None, to_addr=requester,
         to_name=variables["requester_name"], rendered=rendered, case_id=case_ids[0],
         case_number=views[0]["number"] if len(views) == 1 else None, case_ids=tuple(case_ids),
         message_pk=mail.pk, batch_id=batch_id, in_reply_to=mail.info.message_id,
         references=mail.info.references,
-    ), config, key, now)
+    ))
 
 
 def _release_held(
-    conn: Connection, config: Config, key: bytes, templates: Any, base: dict[str, Any],
+    conn: Connection, outbox: OutboxQueue, templates: Any, base: dict[str, Any],
     cutoff: datetime, batch_id: int, now: datetime,
 ) -> int:
     """Held cases whose account's standing was restored before the cutoff: acknowledged now."""
@@ -571,11 +574,11 @@ def _release_held(
             sa.select(MESSAGE.c.message_id).join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
             .where(CASE_MESSAGE.c.case_id == row.id).order_by(MESSAGE.c.id).limit(1)
         ).scalar()
-        enqueue(conn, OutgoingMail(
+        outbox.add(OutgoingMail(
             key=f"ack:released:{row.id}", kind="ack", notice_kind=None, to_addr=row.requester, to_name="",
             rendered=rendered, case_id=row.id, case_number=row.number, case_ids=(row.id,),
             batch_id=batch_id, in_reply_to=first,
-        ), config, key, now)
+        ))
     return len(rows)
 
 

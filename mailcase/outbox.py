@@ -160,11 +160,14 @@ def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: st
 
 def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> bool:
     """Queue a mail once per key; False if that key was queued before."""
-    exists = conn.execute(sa.select(OUTBOX.c.id).where(OUTBOX.c.key == mail.key)).first()
-    if exists is not None:
-        return False
+    queue = OutboxQueue(conn, config, key, now)
+    queue.add(mail)
+    return queue.flush() == 1
+
+
+def _row(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> dict[str, Any]:
     message_id, raw = compose(mail, config, key, now)
-    insert_ignore(conn, OUTBOX, [{
+    return {
         "key": mail.key, "kind": mail.kind if not mail.notice_kind else f"notice/{mail.notice_kind}",
         "case_id": mail.case_id, "case_ids": list(mail.case_ids or ((mail.case_id,) if mail.case_id else ())),
         "message_pk": mail.message_pk, "batch_id": mail.batch_id, "to_addr": mail.to_addr,
@@ -172,8 +175,39 @@ def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, no
         "subject": clean_header_text(mail.rendered.subject, 250), "raw": raw, "status": "queued",
         "status_reason": None, "attempts": 0, "next_attempt_at": now, "last_error": None,
         "created_at": now, "sent_at": None,
-    }], ["key"])
-    return True
+    }
+
+
+@dataclass
+class OutboxQueue:
+    """Queues mails in the caller's transaction, once per key: one query for
+    the keys already there and one insert per ``size`` mails, not two
+    statements per mail (a cutoff after an outage queues thousands)."""
+
+    conn: Connection
+    config: Config
+    key: bytes
+    now: datetime
+    size: int = 500
+    queued: int = 0
+    _pending: dict[str, OutgoingMail] = field(default_factory=dict)
+
+    def add(self, mail: OutgoingMail) -> None:
+        self._pending.setdefault(mail.key, mail)  # the first of one key wins, as one by one
+        if len(self._pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is pending; how many were new."""
+        if not self._pending:
+            return 0
+        keys = list(self._pending)
+        there = {r[0] for r in self.conn.execute(sa.select(OUTBOX.c.key).where(OUTBOX.c.key.in_(keys)))}
+        rows = [_row(m, self.config, self.key, self.now) for k, m in self._pending.items() if k not in there]
+        self._pending.clear()
+        insert_ignore(self.conn, OUTBOX, rows, ["key"])
+        self.queued += len(rows)
+        return len(rows)
 
 
 # -- delivery -------------------------------------------------------------------------
