@@ -193,8 +193,8 @@ def _split_well_formed(raw: bytes, pos: int) -> HeaderBlock | None:
     if m is None:
         return None
     fields = tuple(
-        (f.group(1).decode("ascii").lower(), _FOLD.sub(b"", f.group(2)).rstrip(b" \t"))
-        for f in _FIELD.finditer(raw, pos, m.end())
+        (name.decode("ascii").lower(), (_FOLD.sub(b"", value) if b"\n" in value else value).rstrip(b" \t"))
+        for name, value in _FIELD.findall(raw, pos, m.end())
     )
     if len(fields) > _MAX_HEADER_FIELDS:
         return None

@@ -24,16 +24,17 @@ def _parser() -> Any:
 
 # words that every reply or forward header of the supported clients and
 # languages contains; without any of them there is no earlier mail to cut
-_MAYBE_QUOTED = re.compile(
-    r"^\s*>|wrote|schrieb|écrit|escribi|scritto|schreef|skrev|napisał|napsal|escreveu|original|forward|"
-    r"weitergeleitet|transféré|^\s*(from|von|de|van|da|fra|från|od|sent|gesendet|envoyé|enviado)\s*:|^_{8,}|^-{5,}",
-    re.IGNORECASE | re.MULTILINE,
+_MARKER_WORDS = ("wrote", "schrieb", "écrit", "escribi", "scritto", "schreef", "skrev", "napisał", "napsal",
+                 "escreveu", "original", "forward", "weitergeleitet", "transféré")
+_MARKER_LINES = re.compile(
+    r"^\s*>|^\s*(from|von|de|van|da|fra|från|od|sent|gesendet|envoyé|enviado)\s*:|^_{8,}|^-{5,}", re.MULTILINE,
 )
 
 
 def maybe_quoted(text: str) -> bool:
     """False when ``text`` certainly quotes or forwards nothing."""
-    return bool(_MAYBE_QUOTED.search(text[:200_000]))
+    low = text[:200_000].lower()  # substring tests at C speed; one alternation regex was 10x dearer
+    return any(w in low for w in _MARKER_WORDS) or bool(_MARKER_LINES.search(low))
 
 
 def latest_reply(text: str) -> str:
