@@ -1,0 +1,891 @@
+"""The scale benchmark (issue 8): ingest at 1k/10k/100k, a 10k batch, the outbox into a sink.
+
+    .venv/bin/python tests/bench/scale.py [--sizes 1000,10000,100000] [--workers 2] [--skip-100k]
+
+One run, every figure next to a floor measured in the same run:
+
+1. **Ingest** (tests/bench/ingest.py's phases, same corpus, same Dovecot): for
+   each size N, (a) the floor -- imapclient + mail-parser + sqlite3, one
+   process -- and (c) mailcase.daemon.run_pass (store + full parse,
+   ``ingest.parse_workers`` = --workers) until every mail is parsed (the
+   stages after parse are not run here).  msgs/s, c/a, peak RSS of the
+   mailcase phase (main + pool workers), and the 100k/10k ratio.
+2. **Batch**: --pending (10,000) stored, parsed and classified pending mails
+   (corpus mails, senders remapped onto a directory of 300 accounts: their
+   representatives and administrators, non-representative users, senders not
+   in the directory, free-mail senders; every mail with Authentication-Results
+   from the configured authserv-id) become cases at one cutoff:
+   ``mailcase.batch.run_due`` timed.  Floor: one SQLAlchemy Core transaction
+   that reads the same pending rows and inserts, per requester, one case, its
+   case_message links and one outbox row (no rules, no templates).
+3. **Outbox**: the rows the batch queued, topped up to --outbox-rows with
+   ``mailcase.outbox.enqueue``, delivered by ``mailcase.outbox.deliver_due``
+   (smtp transport, plain, 127.0.0.1) into an aiosmtpd sink
+   (tests/servers/smtp.py) in the parent process.  Floor: smtplib
+   ``SMTP.sendmail`` of the same bytes over one connection in a loop.
+
+Every phase runs in a fresh subprocess (ingest.py's machinery: its own
+session, RSS sampling of it and its workers, CPU of other processes
+meanwhile, a wait for a quiet machine, a rerun when disturbed) and checks
+its result.  Not a pytest test.  See tests/bench/README.md.
+"""
+
+from __future__ import annotations
+
+# top-level imports stay light: the forkserver of the parse pool imports __main__
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+ROOT = TESTS.parent
+for _p in (str(TESTS), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import ingest as ib  # noqa: E402  (light at import time)
+
+SCRIPT = Path(__file__).resolve()
+AUTHSERV_ID = ib.AUTHSERV_ID
+#: goals: issue 8 ("All cores", "Scale benchmark") and issue 5 (the batch)
+GOAL_CA = 1.3          # store + full parse vs the single-process floor, at every size
+GOAL_SCALE = 0.8       # msgs/s at 100k vs 10k ("within 20%")
+GOAL_RSS_MB = 250.0    # peak RSS at 100k
+GOAL_BATCH_S = 10.0    # 10,000 pending mails -> cases + acknowledgements queued
+#: bump when the prepared batch database changes meaning
+BATCH_PREP_VERSION = 1
+HMAC_KEY = "bench-key-0123456789abcdef0123456789"
+ACCOUNTS = 300           # one per corpus company domain
+SLOTS = ("representative",) * 5 + ("administrator", "user", None)  # None: not in the directory
+SPECIALISTS = 12
+
+
+# ==================================================================================
+# the desk: directory, sender remapping, times (pure; children and parent)
+# ==================================================================================
+
+
+def _times() -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    prev = datetime(2026, 11, 23, 15, 30, tzinfo=ny).astimezone(UTC)   # Monday's 15:30 cutoff
+    cutoff = datetime(2026, 11, 24, 9, 30, tzinfo=ny).astimezone(UTC)  # Tuesday's 09:30 cutoff
+    return {
+        "window": (prev + timedelta(minutes=1), cutoff - timedelta(minutes=1)),
+        "cutoff": cutoff,
+        "directory_at": datetime(2026, 1, 5, tzinfo=UTC),
+        "stored_at": cutoff - timedelta(seconds=40),
+        "classify_at": cutoff - timedelta(seconds=20),
+        "batch_at": cutoff + timedelta(minutes=5),
+        "deliver_at": cutoff + timedelta(minutes=6),
+    }
+
+
+def _slot(addr: str) -> int:
+    return int(hashlib.sha256(addr.encode()).hexdigest()[:8], 16) % len(SLOTS)
+
+
+def _person(k: int, s: int) -> tuple[str, str]:
+    """(address local part, name) of slot ``s`` of account ``k``."""
+    import corpus
+
+    r = random.Random(f"desk:{k}:{s}")
+    first, last = r.choice(corpus.FIRST_ASCII), r.choice(corpus.LAST_ASCII)
+    return f"{first}.{last}{s}".lower(), f"{first} {last}"
+
+
+def directory_csv() -> str:
+    """300 accounts (the corpus's company domains): 5 representatives, an
+    administrator and a user each; a few on hold, a few requiring a PIN."""
+    import corpus
+
+    lines = ["account,account_name,standing,pin_required,address,name,role,pin"]
+    for k, domain in enumerate(corpus.DOMAINS):
+        standing = "hold" if k % 40 == 7 else "good"
+        pin_required = "yes" if k % 30 == 11 else "no"
+        company = domain.split(".")[0].replace("-", " ").title()
+        for s, role in enumerate(SLOTS):
+            if role is None:
+                continue
+            local, name = _person(k, s)
+            pin = f"{1000 + (k * 8 + s) % 9000}" if pin_required == "yes" else ""
+            lines.append(f"C{k:03d},{company},{standing},{pin_required},{local}@{domain},{name},{role},{pin}")
+    return "\n".join(lines) + "\n"
+
+
+def desk_mail(seed: int, i: int, raw: bytes) -> tuple[bytes, str]:
+    """Corpus mail ``i`` with its sender moved onto the desk's people: a sender at a
+    company domain becomes one of that account's eight slots (five representatives,
+    an administrator, a user, one not in the directory); free-mail senders stay
+    (unknown).  Only the header block changes (From, Return-Path,
+    Authentication-Results' smtp.mailfrom): DMARC stays aligned."""
+    import corpus
+
+    b = corpus._base(seed, i)
+    addr, domain = str(b["addr"]), str(b["domain"])
+    if domain not in _DOMAIN_INDEX:
+        return raw, addr
+    local, _ = _person(_DOMAIN_INDEX[domain], _slot(addr))
+    new = f"{local}@{domain}"
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    return head.replace(addr.encode(), new.encode()) + sep + body, new
+
+
+def _domain_index() -> dict[str, int]:
+    import corpus
+
+    return {d: k for k, d in enumerate(corpus.DOMAINS)}
+
+
+_DOMAIN_INDEX: dict[str, int] = {}
+
+
+def received_at(seed: int, i: int) -> Any:
+    """Mail i's arrival: uniform in the window between Monday's 15:30 and Tuesday's 09:30 cutoff."""
+    t = _times()
+    start, end = t["window"]
+    frac = random.Random(f"{seed}:{i}:desk-arrival").random()
+    return start + (end - start) * frac
+
+
+# ==================================================================================
+# phase children (run via ingest.child_main: RSS sampling, timing, rusage)
+# ==================================================================================
+
+
+class FixedClock:
+    def __init__(self, at: Any) -> None:
+        self.at = at
+
+    def now(self) -> Any:
+        return self.at
+
+
+def _desk_config(spec: dict[str, Any]) -> Any:
+    from mailcase.config import parse_config
+
+    work = Path(spec["workdir"])
+    return parse_config({
+        "data_dir": str(work / "data"),
+        "database": {"url": f"sqlite:///{spec['db']}"},
+        "ingest": {"parse_workers": spec["workers"]},
+        "rules": {"sender_authentication": "authserv-id", "authserv_id": AUTHSERV_ID},
+        "secrets": {"hmac_key": {"file": spec["key_file"]}},
+        "outgoing": {"from_address": "support@support.example", "from_name": "Example Support",
+                     "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": spec["smtp_port"],
+                     "smtp_security": "plain"},
+        "mailboxes": [],
+    }, "bench")
+
+
+def _states(conn: Any) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    from mailcase.ledger import MESSAGE
+
+    return {str(k): int(v) for k, v in conn.execute(
+        sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)).all()}
+
+
+def _pending_count(conn: Any, cutoff: Any) -> int:
+    import sqlalchemy as sa
+
+    from mailcase.ledger import MESSAGE
+
+    return int(conn.execute(sa.select(sa.func.count()).select_from(MESSAGE).where(
+        MESSAGE.c.state == "pending", MESSAGE.c.batch_id.is_(None), MESSAGE.c.historical.is_(False),
+        MESSAGE.c.received_at < cutoff)).scalar_one())
+
+
+def _checkpoint(db: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """Store, parse and classify corpus mails (senders on the desk) until exactly
+    spec["pending"] mails are pending for the cutoff.  Not a benchmark figure."""
+    import sqlalchemy as sa
+
+    import corpus
+    from mailcase.cases import add_specialist
+    from mailcase.classify import CLASSIFICATION, run_classify_stage
+    from mailcase.db import open_engine, transaction
+    from mailcase.directory import import_csv
+    from mailcase.ledger import Incoming, store
+    from mailcase.stages import BackgroundParser
+    from mailcase.states import ReceivedSource
+
+    _DOMAIN_INDEX.update(_domain_index())
+    seed, target = spec["seed"], spec["pending"]
+    t = _times()
+    cfg = _desk_config(spec)
+    engine = open_engine(cfg.database_url)
+    key = cfg.hmac_key()
+
+    def run() -> dict[str, Any]:
+        with transaction(engine) as conn:
+            report = import_csv(conn, directory_csv(), t["directory_at"], key, actor="bench")
+            for s in range(SPECIALISTS):
+                add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
+                               t["directory_at"])
+        assert not report.bad_rows, report.bad_rows
+        i, rounds, raw_bytes = 0, 0, 0
+        while True:
+            with engine.connect() as conn:
+                pending = _pending_count(conn, t["cutoff"])
+            need = target - pending
+            if need <= 0:
+                break
+            rounds += 1
+            if rounds > 5:
+                raise RuntimeError(f"only {pending} of {target} mails pending after {rounds - 1} rounds")
+            paths = corpus.ensure(i + need, seed)
+            for lo in range(i, i + need, 200):
+                items = []
+                for j in range(lo, min(i + need, lo + 200)):
+                    raw, _ = desk_mail(seed, j, paths[j].read_bytes())
+                    raw_bytes += len(raw)
+                    items.append(Incoming("eml:/bench-desk", f"{j:06d}", raw, received_at(seed, j),
+                                          ReceivedSource.INTERNALDATE, False))
+                with transaction(engine) as conn:
+                    store(conn, items, t["stored_at"])
+            i += need
+            with BackgroundParser(engine, FixedClock(t["stored_at"]), workers=spec["workers"], pin_key=key) as p:
+                p.poke()
+                p.drain()
+            run_classify_stage(engine, cfg, FixedClock(t["classify_at"]))
+        with engine.connect() as conn:
+            states = _states(conn)
+            dispositions = {f"{d}/{n or '-'}": int(c) for d, n, c in conn.execute(
+                sa.select(CLASSIFICATION.c.disposition, CLASSIFICATION.c.notice, sa.func.count())
+                .group_by(CLASSIFICATION.c.disposition, CLASSIFICATION.c.notice)).all()}
+            senders = int(conn.execute(sa.select(sa.func.count(sa.distinct(CLASSIFICATION.c.sender)))).scalar_one())
+            pending = _pending_count(conn, t["cutoff"])
+        return {"stored": i, "raw_bytes": raw_bytes, "states": states, "dispositions": dispositions,
+                "senders": senders, "pending": pending, "people": report.people_added}
+
+    out = timed(run)
+    engine.dispose()
+    _checkpoint(spec["db"])
+    ok = out["pending"] == target
+    return {**out, "count": out["pending"], "ok": ok,
+            "check": f"{out['pending']} pending of {out['stored']} stored; states {out['states']}"}
+
+
+def _floor_engine(db: str) -> Any:
+    """A plain SQLAlchemy engine on the same file, with mailcase's connection settings
+    (WAL, synchronous=FULL, foreign keys, BEGIN IMMEDIATE)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=30000"):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def phase_batch_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """The floor of the batch: one Core transaction, no rules, no templates."""
+    import sqlalchemy as sa
+
+    from mailcase.batch import BATCH
+    from mailcase.cases import CASE, CASE_MESSAGE
+    from mailcase.ledger import MESSAGE
+    from mailcase.outbox import OUTBOX
+
+    t = _times()
+    cutoff, now = t["cutoff"], t["batch_at"]
+    engine = _floor_engine(spec["db"])
+
+    def run() -> dict[str, int]:
+        with engine.connect() as conn, conn.begin():
+            rows = conn.execute(
+                sa.select(MESSAGE.c.id, MESSAGE.c.from_addr, MESSAGE.c.subject, MESSAGE.c.received_at,
+                          MESSAGE.c.message_id)
+                .where(MESSAGE.c.state == "pending", MESSAGE.c.batch_id.is_(None),
+                       MESSAGE.c.historical.is_(False), MESSAGE.c.received_at < cutoff)
+                .order_by(MESSAGE.c.received_at, MESSAGE.c.id)).all()
+            batch_id = conn.execute(sa.insert(BATCH).values(cutoff_at=cutoff, ran_at=now, late_mailboxes=[])
+                                    .returning(BATCH.c.id)).scalar_one()
+            by_requester: dict[str, list[Any]] = {}
+            for r in rows:
+                by_requester.setdefault(r.from_addr or "", []).append(r)
+            case0 = conn.execute(sa.select(sa.func.coalesce(sa.func.max(CASE.c.id), 0))).scalar_one()
+            number0 = conn.execute(sa.select(sa.func.coalesce(sa.func.max(CASE.c.number), 0))).scalar_one()
+            cases, links, outbox = [], [], []
+            for k, (requester, mails) in enumerate(by_requester.items(), 1):
+                case_id, number, first = case0 + k, number0 + k, mails[0]
+                subject = (first.subject or "(no subject)")[:500]
+                cases.append({
+                    "id": case_id, "number": number, "requester": requester, "subject": subject,
+                    "severity": 3, "priority": 3, "tier": "SSI", "status": "new", "out_of_scope": False,
+                    "held": False, "no_auto_reply": False, "flags": [], "batch_id": batch_id,
+                    "received_at": first.received_at, "processed_at": now, "created_at": now,
+                })
+                links += [{"message_pk": m.id, "case_id": case_id, "role": "request", "at": now} for m in mails]
+                msgid = f"<ack.{batch_id}.{case_id}@support.example>"
+                raw = (f"From: Example Support <support@support.example>\r\nTo: {requester}\r\n"
+                       f"Subject: [Case #{number:06d}] {subject}\r\nMessage-ID: {msgid}\r\n"
+                       f"In-Reply-To: {first.message_id}\r\n\r\nWe have your request.\r\n").encode()
+                outbox.append({
+                    "key": f"ack:batch:{batch_id}:{requester}", "kind": "ack", "case_id": case_id,
+                    "case_ids": [case_id], "message_pk": first.id, "batch_id": batch_id, "to_addr": requester,
+                    "envelope_from": "bounces@support.example", "message_id": msgid, "subject": subject,
+                    "raw": raw, "status": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now,
+                })
+            conn.execute(sa.insert(CASE), cases)
+            conn.execute(sa.insert(CASE_MESSAGE), links)
+            conn.execute(sa.insert(OUTBOX), outbox)
+            ids = [r.id for r in rows]
+            for lo in range(0, len(ids), 500):
+                conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id.in_(ids[lo:lo + 500]))
+                             .values(batch_id=batch_id, state="batched", state_changed_at=now))
+        return {"mails": len(rows), "cases": len(cases), "outbox_rows": len(outbox)}
+
+    out = timed(run)
+    with engine.connect() as conn:
+        left = _pending_count(conn, cutoff)
+    ok = out["mails"] == spec["pending"] and left == 0
+    return {**out, "count": out["mails"], "ok": ok,
+            "check": f"{out['mails']} mails -> {out['cases']} cases, {out['outbox_rows']} outbox rows; {left} left pending"}
+
+
+def phase_batch(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """mailcase.batch.run_due for the one due cutoff."""
+    import sqlalchemy as sa
+
+    from mailcase.batch import run_due
+    from mailcase.cases import CASE, CASE_MESSAGE
+    from mailcase.db import open_engine
+    from mailcase.outbox import OUTBOX
+
+    t = _times()
+    cfg = _desk_config(spec)
+    engine = open_engine(cfg.database_url)
+    with engine.connect() as conn:
+        before = _pending_count(conn, t["cutoff"])
+    run = timed(lambda: run_due(engine, cfg, FixedClock(t["batch_at"])))
+    with engine.connect() as conn:
+        left = _pending_count(conn, t["cutoff"])
+        states = _states(conn)
+        outbox = dict(conn.execute(sa.select(OUTBOX.c.kind, sa.func.count()).group_by(OUTBOX.c.kind)).all())
+        cases = int(conn.execute(sa.select(sa.func.count()).select_from(CASE)).scalar_one())
+        links = int(conn.execute(sa.select(sa.func.count()).select_from(CASE_MESSAGE)).scalar_one())
+    engine.dispose()
+    _checkpoint(spec["db"])
+    results = run.results
+    r = results[0] if results else None
+    ok = bool(len(results) == 1 and r and r.cutoff == t["cutoff"] and r.mails == before == spec["pending"]
+              and left == 0 and sum(outbox.values()) == r.acknowledgements + r.notices
+              and cases == len(r.cases) and not run.waiting)
+    return {
+        "count": r.mails if r else 0, "ok": ok,
+        "cases": cases, "links": links, "outbox_rows": sum(outbox.values()), "outbox_kinds": outbox,
+        "acks": r.acknowledgements if r else 0, "notices": r.notices if r else 0,
+        "withheld": r.notices_withheld if r else 0, "follow_ups": r.follow_ups if r else 0,
+        "check": f"{r.summary() if r else 'no cutoff closed: ' + run.waiting}; {left} left pending;"
+                 f" states after: {states}; outbox {outbox}",
+    }
+
+
+def phase_outbox_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """Top the batch's queued rows up to spec["rows"] with mailcase.outbox.enqueue (staff replies)."""
+    import sqlalchemy as sa
+
+    from mailcase.db import open_engine, transaction
+    from mailcase.outbox import OUTBOX, OutgoingMail, enqueue
+    from mailcase.render import Rendered
+
+    t = _times()
+    cfg = _desk_config(spec)
+    engine = open_engine(cfg.database_url)
+    key = cfg.hmac_key()
+
+    def run() -> dict[str, int]:
+        with engine.connect() as conn:
+            queued = int(conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.status == "queued")).scalar_one())
+            targets = conn.execute(sa.select(OUTBOX.c.to_addr, OUTBOX.c.case_id).where(OUTBOX.c.kind == "ack")
+                                   .order_by(OUTBOX.c.id)).all()
+        extra = max(0, spec["rows"] - queued)
+        text = ("Hello,\n\nthank you for your patience. We looked into the problem you reported and "
+                "found the cause: the export job ran with the wrong fee schedule. It is fixed now; "
+                "please try again and tell us if anything still looks wrong.\n\n") * 3
+        html = "<p>" + text.replace("\n\n", "</p><p>") + "</p>"
+        with transaction(engine) as conn:
+            for k in range(extra):
+                to, case_id = targets[k % len(targets)]
+                enqueue(conn, OutgoingMail(
+                    key=f"bench:reply:{k}", kind="reply", notice_kind=None, to_addr=to, to_name="",
+                    rendered=Rendered(f"Re: your request ({k})", text, html), case_id=case_id,
+                ), cfg, key, t["batch_at"])
+        return {"queued_by_batch": queued, "added": extra}
+
+    out = timed(run)
+    engine.dispose()
+    _checkpoint(spec["db"])
+    with _floor_engine(spec["db"]).connect() as conn:
+        total = int(conn.execute(sa.text("SELECT count(*) FROM outbox WHERE status = 'queued'")).scalar_one())
+    return {**out, "count": total, "ok": total >= spec["rows"], "check": f"{total} rows queued"}
+
+
+def phase_outbox_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """smtplib.SMTP.sendmail of the same bytes, one connection, in a loop."""
+    import smtplib
+    import sqlite3
+
+    conn = sqlite3.connect(spec["db"])
+    rows = conn.execute("SELECT envelope_from, to_addr, raw FROM outbox WHERE status = 'queued' ORDER BY id").fetchall()
+    conn.close()
+
+    def run() -> dict[str, int]:
+        refused = 0
+        smtp = smtplib.SMTP("127.0.0.1", spec["smtp_port"], timeout=60)
+        for envelope, to, raw in rows:
+            refused += len(smtp.sendmail(envelope, [to], raw))
+        smtp.quit()
+        return {"refused": refused}
+
+    out = timed(run)
+    return {"count": len(rows), "bytes": sum(len(r[2]) for r in rows), "ok": out["refused"] == 0,
+            "check": f"{len(rows)} sent, {out['refused']} refused"}
+
+
+def phase_outbox(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """mailcase.outbox.deliver_due with the smtp transport, called as the daemon does
+    (default limit, a connection per call) until nothing is due."""
+    import sqlalchemy as sa
+
+    from mailcase.db import open_engine
+    from mailcase.outbox import OUTBOX, deliver_due, transport_for
+
+    t = _times()
+    cfg = _desk_config(spec)
+    engine = open_engine(cfg.database_url)
+    with engine.connect() as conn:
+        queued = int(conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.status == "queued")).scalar_one())
+        nbytes = int(conn.execute(sa.select(sa.func.sum(sa.func.length(OUTBOX.c.raw)))
+                                  .where(OUTBOX.c.status == "queued")).scalar_one() or 0)
+    clock = FixedClock(t["deliver_at"])
+
+    def run() -> dict[str, int]:
+        tally = {"sent": 0, "retried": 0, "failed": 0, "capped": 0, "suppressed": 0, "calls": 0}
+        while True:
+            r = deliver_due(engine, transport_for(cfg, engine, clock), clock.now(), cfg)
+            tally["calls"] += 1
+            for k in ("sent", "retried", "failed", "capped", "suppressed"):
+                tally[k] += getattr(r, k)
+            if r.sent + r.retried + r.failed + r.capped + r.suppressed == 0:
+                return tally
+
+    out = timed(run)
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.select(OUTBOX.c.status, sa.func.count()).group_by(OUTBOX.c.status)).all())
+    ok = out["sent"] == queued and out["failed"] == out["retried"] == 0
+    return {**out, "count": out["sent"], "queued": queued, "bytes": nbytes, "ok": ok,
+            "check": f"{out['sent']} sent of {queued} queued in {out['calls']} deliver_due calls"
+                     f" ({out['capped']} capped, {out['suppressed']} suppressed, {out['retried']} deferred,"
+                     f" {out['failed']} failed); statuses {statuses}"}
+
+
+CHILD_PHASES = {
+    "batch-prep": phase_batch_prep, "batch-floor": phase_batch_floor, "batch": phase_batch,
+    "outbox-prep": phase_outbox_prep, "outbox-floor": phase_outbox_floor, "outbox": phase_outbox,
+}
+
+
+# ==================================================================================
+# the parent
+# ==================================================================================
+
+
+def _copy_db(src: str, dst: str) -> None:
+    for suffix in ("", "-wal"):
+        if Path(src + suffix).exists():
+            shutil.copyfile(src + suffix, dst + suffix)
+
+
+def _rm_db(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
+class Runner:
+    """Runs the batch and outbox phases in children, with ingest.py's quiet-machine
+    wait, CPU accounting and reruns when disturbed."""
+
+    def __init__(self, args: Any, src: Path, work: Path, server: Any = None) -> None:
+        self.args, self.src, self.work, self.server = args, src, work, server
+
+    def phase(self, spec: dict[str, Any], setup: Any = None, label: str = "") -> dict[str, Any]:
+        args = self.args
+        best: dict[str, Any] | None = None
+        for attempt in range(1, args.retries + 2):
+            if setup is not None:
+                setup()
+            spec = {**spec, "result": str(self.work / f"{spec['phase']}-{attempt}.json"), "n": spec.get("n", 0),
+                    "profile": str(args.profile / f"{spec['phase']}.prof") if args.profile else None}
+            res = self.run_once(spec, label)
+            if best is None or res["machine"]["disturbed"] < best["machine"]["disturbed"]:
+                best = res
+            if res["machine"]["disturbed"] <= args.disturbed or spec.get("no_retry"):
+                break
+            print(f"      other processes took {res['machine']['disturbed']:.0%} of the machine during this phase"
+                  f" (more than {args.disturbed:.0%})" + ("; running it again" if attempt <= args.retries
+                                                          else "; keeping the least disturbed run"), flush=True)
+        assert best is not None
+        return best
+
+    def run_once(self, spec: dict[str, Any], label: str) -> dict[str, Any]:
+        args = self.args
+        spec = {"n": 0, **spec}
+        print(f"   {label or spec['phase']}: running...", flush=True)
+        before = ib.wait_for_quiet(args.quiet, args.max_wait) if args.max_wait > 0 and not spec.get("no_wait") \
+            else float("nan")
+        dove = (lambda: ib.tree_cpu_seconds(self.server.proc.pid)) if self.server and self.server.proc else (lambda: 0.0)
+        busy0, t0, dove0, me0 = ib.cpu_busy_seconds(), time.perf_counter(), dove(), time.process_time()
+        res, wait4_mb, child_cpu = ib.run_child(spec, args.timeout, args.py_spy, self.src, script=SCRIPT)
+        busy1, t1, dove1, me1 = ib.cpu_busy_seconds(), time.perf_counter(), dove(), time.process_time()
+        cores = os.cpu_count() or 1
+        parent_cpu = me1 - me0  # this process: the SMTP sink's thread during the outbox phases
+        others = (busy1 - busy0) - child_cpu - (dove1 - dove0) - parent_cpu
+        res["machine"] = {"busy_before": before, "wall": t1 - t0, "child_cpu": child_cpu, "parent_cpu": parent_cpu,
+                          "others_cpu": others, "disturbed": others / ((t1 - t0) * cores)}
+        res["wait4_peak_mb"] = wait4_mb
+        print(f"      {res['elapsed']:.2f} s; peak RSS {max(res['main_peak_mb'], res['children_peak_mb']):.0f} MB;"
+              f" CPU: its processes {child_cpu:.1f} s, this process (sink) {parent_cpu:.1f} s, others {others:.1f} s;"
+              f" {'OK' if res['ok'] else 'FAILED'}: {res['check']}", flush=True)
+        if not res["ok"]:
+            raise RuntimeError(f"phase {spec['phase']} failed its check: {res['check']}")
+        return res
+
+
+def batch_cache_key(args: Any) -> str:
+    """The prepared database depends on mailcase's code, the corpus and this script's desk."""
+    import corpus
+
+    h = hashlib.sha256()
+    for folder in (ROOT / "mailcase", ROOT / "templates"):
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and p.suffix in (".py", ".j2", ".ini", ".mako", ".txt", ".html"):
+                h.update(str(p.relative_to(ROOT)).encode())
+                h.update(p.read_bytes())
+    h.update(json.dumps([BATCH_PREP_VERSION, corpus.VERSION, args.seed, args.pending, directory_csv(),
+                         SPECIALISTS]).encode())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[str, Any]:
+    from servers.smtp import SmtpSink
+
+    out: dict[str, Any] = {}
+    key_file = work / "hmac-key"
+    key_file.write_text(HMAC_KEY)
+    sink = SmtpSink().start()
+    runner = Runner(args, src, work)
+    base = {"seed": seed, "pending": args.pending, "workers": args.workers, "key_file": str(key_file),
+            "smtp_port": sink.port, "workdir": str(work)}
+    try:
+        # -- the prepared database (cached: it takes a minute or two) -------------------
+        cache_dir = args.batch_cache
+        prepared = None
+        if cache_dir is not None:
+            ck = batch_cache_key(args) if args.rev is None else None
+            if ck:
+                prepared = cache_dir / f"pending-{args.pending}-{ck}.db"
+        print(f"\n== batch: {args.pending} pending mails at one cutoff (SQLite)", flush=True)
+        if prepared is None or not prepared.exists():
+            target = str(work / "prepared.db")
+            res = runner.run_once({**base, "phase": "batch-prep", "db": target, "n": args.pending,
+                                   "result": str(work / "batch-prep.json"), "no_wait": True}, "prepare")
+            out["prep"] = res
+            if prepared is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                for old in cache_dir.glob("pending-*.db"):
+                    old.unlink()
+                shutil.copyfile(target, prepared)
+                print(f"      cached as {prepared}")
+            src_db = target
+        else:
+            print(f"   prepare: using the cached database {prepared} (same mailcase code, corpus and desk)")
+            src_db = str(prepared)
+            out["prep"] = None
+        db = str(work / "batch.db")
+        floor = runner.phase({**base, "phase": "batch-floor", "db": db},
+                             setup=lambda: (_rm_db(db), _copy_db(src_db, db)),
+                             label="floor: one SQLAlchemy Core transaction")
+        out["batch_floor"] = floor
+        mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: (_rm_db(db), _copy_db(src_db, db)),
+                          label="mailcase.batch.run_due")
+        out["batch"] = mc
+        if args.skip_outbox:
+            return out
+
+        # -- the outbox ----------------------------------------------------------------
+        print(f"\n== outbox: the batch's rows (topped up to {args.outbox_rows}) into an aiosmtpd sink", flush=True)
+        ready = str(work / "outbox-ready.db")
+        _rm_db(ready)
+        _copy_db(db, ready)
+        prep = runner.run_once({**base, "phase": "outbox-prep", "db": ready, "rows": args.outbox_rows,
+                                "result": str(work / "outbox-prep.json"), "no_wait": True}, "prepare")
+        out["outbox_prep"] = prep
+
+        def sink_check(res: dict[str, Any]) -> None:
+            got = len(sink.received)  # cleared before each attempt
+            if got != res["count"]:
+                raise RuntimeError(f"the sink received {got} mails, the phase says {res['count']}")
+            res["sink_received"] = got
+            sink.received.clear()
+
+        ofloor = runner.phase({**base, "phase": "outbox-floor", "db": ready}, label="floor: smtplib sendmail loop",
+                              setup=lambda: sink.received.clear())
+        sink_check(ofloor)
+        out["outbox_floor"] = ofloor
+        odb = str(work / "outbox.db")
+        omc = runner.phase({**base, "phase": "outbox", "db": odb},
+                           setup=lambda: (_rm_db(odb), _copy_db(ready, odb), sink.received.clear()),
+                           label="mailcase.outbox.deliver_due (smtp)")
+        sink_check(omc)
+        out["outbox"] = omc
+        return out
+    finally:
+        sink.stop()
+
+
+def run_ingest(args: Any, src: Path, work: Path, seed: int, sizes: list[int], server: Any) -> dict[int, dict[str, Any]]:
+    import corpus
+
+    results: dict[int, dict[str, Any]] = {}
+    all_paths = corpus.ensure(max(sizes), seed)
+    for n in sizes:
+        paths = all_paths[:n]
+        raw_bytes = sum(p.stat().st_size for p in paths)
+        need = raw_bytes * 2.6 + 2e9  # Dovecot's copy, the SQLite file (+ WAL), some room
+        free = shutil.disk_usage(work).free
+        print(f"\n== ingest N={n}: {raw_bytes / 1e6:.1f} MB of raw mail (mean {raw_bytes / n / 1024:.1f} KiB/mail);"
+              f" {free / 1e9:.0f} GB free on {work}", flush=True)
+        if free < need:
+            raise RuntimeError(f"not enough disk for N={n}: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed")
+        results[n] = {}
+        for phase in "ac":
+            best: dict[str, Any] | None = None
+            for attempt in range(1, args.retries + 2):
+                res = ib.run_phase(server, work, src, args, seed, paths, n, phase, attempt)
+                disturbed = res["machine"]["others_cpu"] / (res["machine"]["wall"] * (os.cpu_count() or 1))
+                res["machine"]["disturbed"] = disturbed
+                if best is None or disturbed < best["machine"]["disturbed"]:
+                    best = res
+                if disturbed <= args.disturbed:
+                    break
+                print(f"      other processes took {disturbed:.0%} of the machine during this phase"
+                      f" (more than {args.disturbed:.0%})" + ("; running it again" if attempt <= args.retries
+                                                              else "; keeping the least disturbed run"), flush=True)
+            assert best is not None
+            results[n][phase] = best
+        ib.report(n, results[n], args.workers)
+    return results
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def machine_info(args: Any) -> None:
+    import imapclient
+    import sqlalchemy
+
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    du = shutil.disk_usage("/tmp")
+    dovecot = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("dovecot") else "not installed"
+    print(f"machine: {model}; nproc {os.cpu_count()}; RAM {mem}; /tmp {du.free / 1e9:.0f} GB free of"
+          f" {du.total / 1e9:.0f} GB; {platform.machine()} {platform.platform(terse=True)}")
+    print(f"         load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
+    print(f"versions: Python {platform.python_version()}; imapclient {imapclient.__version__}; mail-parser"
+          f" {ib._version('mail-parser')}; SQLAlchemy {sqlalchemy.__version__}; sqlite"
+          f" {__import__('sqlite3').sqlite_version}; Jinja2 {ib._version('Jinja2')}; aiosmtpd"
+          f" {ib._version('aiosmtpd')}; Dovecot {dovecot}")
+    print(f"code: working tree at {ib._git_state()}" if not args.rev else f"code: mailcase/ at {args.rev}")
+
+
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any]) -> None:
+    rows: list[list[str]] = []
+    goals_failed = 0
+
+    def row(what: str, mc: str, floor: str, ratio: str, goal: str, result: str) -> None:
+        nonlocal goals_failed
+        goals_failed += result == "FAIL"
+        rows.append([what, mc, floor, ratio, goal, result])
+
+    for n in sorted(ingest):
+        a, c = ingest[n]["a"], ingest[n]["c"]
+        ra, rc = n / a["elapsed"], n / c["elapsed"]
+        row(f"ingest {n:,} (store+parse, w={args.workers})", f"{rc:.0f} msgs/s", f"{ra:.0f} msgs/s",
+            f"{rc / ra:.2f}", f"c/a >= {GOAL_CA}", _pf(rc / ra >= GOAL_CA))
+    for n in sorted(ingest):
+        c, a = ingest[n]["c"], ingest[n]["a"]
+        big = n == 100_000
+        row(f"peak RSS ingest {n:,}, largest process", f"{ib.peak(c):.0f} MB", f"{ib.peak(a):.0f} MB", "-",
+            f"< {GOAL_RSS_MB:.0f} MB" if big else "-", _pf(ib.peak(c) < GOAL_RSS_MB) if big else "-")
+        row(f"peak memory ingest {n:,}, main+workers", f"PSS {c.get('tree_pss_peak_mb', 0):.0f} MB",
+            f"PSS {a.get('tree_pss_peak_mb', 0):.0f} MB", f"RSS sum {c['tree_sampled_peak_mb']:.0f} MB",
+            f"< {GOAL_RSS_MB:.0f} MB" if big else "-",
+            _pf(c.get("tree_pss_peak_mb", 0) < GOAL_RSS_MB) if big else "-")
+    if 10_000 in ingest and 100_000 in ingest:
+        r10 = 10_000 / ingest[10_000]["c"]["elapsed"]
+        r100 = 100_000 / ingest[100_000]["c"]["elapsed"]
+        f10 = 10_000 / ingest[10_000]["a"]["elapsed"]
+        f100 = 100_000 / ingest[100_000]["a"]["elapsed"]
+        row("ingest msgs/s 100k / 10k", f"{r100 / r10:.2f}", f"{f100 / f10:.2f}", "-", f">= {GOAL_SCALE}",
+            _pf(r100 / r10 >= GOAL_SCALE))
+    if bo.get("batch"):
+        b, f = bo["batch"], bo["batch_floor"]
+        row(f"batch {args.pending:,} pending -> cases", f"{b['elapsed']:.2f} s", f"{f['elapsed']:.2f} s",
+            f"{b['elapsed'] / f['elapsed']:.1f}x floor", f"< {GOAL_BATCH_S:.0f} s", _pf(b["elapsed"] < GOAL_BATCH_S))
+        row("peak RSS batch (main)", f"{b['main_peak_mb']:.0f} MB", f"{f['main_peak_mb']:.0f} MB", "-", "-", "-")
+    if bo.get("outbox"):
+        o, f = bo["outbox"], bo["outbox_floor"]
+        ro, rf = o["count"] / o["elapsed"], f["count"] / f["elapsed"]
+        row(f"outbox {o['count']:,} into the sink", f"{ro:.0f} msgs/s", f"{rf:.0f} msgs/s", f"{ro / rf:.2f}",
+            "(none set)", "-")
+    widths = [max(len(r[k]) for r in rows + [["what", "mailcase", "floor", "ratio", "goal", "result"]])
+              for k in range(6)]
+    print("\n== summary")
+    print(ib.fmt_row(["what", "mailcase", "floor", "ratio", "goal", "result"], widths))
+    for r in rows:
+        print(ib.fmt_row(r, widths))
+    print("   ingest: floor = (a) imapclient + mail-parser + sqlite3 in one process; mailcase = (c) run_pass until"
+          " every mail is parsed;\n   memory: largest process = peak RSS (VmHWM/getrusage) of the largest single"
+          " process of the phase; main+workers = peak of the summed PSS\n   (shared pages counted once) of the"
+          " phase's processes (main, pool workers, forkserver), sampled every 0.25 s, with the summed RSS\n"
+          "   (shared pages counted in every process) beside it.  batch: floor ="
+          " one Core transaction per the brief (a case, its links and an outbox row per requester).")
+    print(f"   goals: {goals_failed} failed" if goals_failed else "   goals: all met")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="ingest sizes (default 1000,10000,100000)")
+    ap.add_argument("--skip-100k", action="store_true", help="leave 100000 out of --sizes")
+    ap.add_argument("--workers", type=int, default=2, help="ingest.parse_workers (default 2)")
+    ap.add_argument("--parts", default="ingest,batch,outbox", help="which parts to run (default all)")
+    ap.add_argument("--pending", type=int, default=10_000, help="pending mails for the batch (default 10000)")
+    ap.add_argument("--outbox-rows", type=int, default=5_000, help="rows to deliver, at least (default 5000)")
+    ap.add_argument("--batch-cache", type=Path, default=Path("/tmp/mailcase-bench-batch"), metavar="DIR",
+                    help="where the prepared batch database is cached (keyed by mailcase's code)")
+    ap.add_argument("--no-cache", dest="batch_cache", action="store_const", const=None,
+                    help="prepare the batch database afresh")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per phase")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR", help="cProfile each phase's main process")
+    ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR", help="py-spy record each phase")
+    ap.add_argument("--quiet", type=float, default=0.25, metavar="FRACTION")
+    ap.add_argument("--max-wait", type=float, default=180, metavar="S")
+    ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--disturbed", type=float, default=0.10, metavar="FRACTION")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return ib.child_main(json.loads(args.child), CHILD_PHASES)
+    args.rev = None
+    args.after_parse = "skip"
+    args.skip_outbox = "outbox" not in args.parts
+    import corpus
+
+    signal.signal(signal.SIGTERM, ib._on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    seed = corpus.DEFAULT_SEED if args.seed is None else args.seed
+    args.seed = seed
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.skip_100k:
+        sizes = [n for n in sizes if n != 100_000]
+    parts = set(args.parts.split(","))
+    print("command: .venv/bin/python tests/bench/scale.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    machine_info(args)
+    print(f"sizes {sizes}  parse_workers {args.workers}  pending {args.pending}  outbox rows >= {args.outbox_rows}"
+          f"  seed {seed}")
+    if args.profile or args.py_spy:
+        print("PROFILING: the timings below are distorted by the profiler, not benchmark figures")
+    t_start = time.perf_counter()
+    need = max(sizes + [args.pending + args.pending // 20]) if "ingest" in parts else args.pending
+    t0 = time.perf_counter()
+    corpus.ensure(need, seed)
+    print(f"corpus: {need} mails ready in {corpus.cache_dir(seed)} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="mcscale", dir="/tmp"))
+    server = None
+    ingest: dict[int, dict[str, Any]] = {}
+    bo: dict[str, Any] = {}
+    try:
+        if "batch" in parts:
+            desk = work / "desk"
+            desk.mkdir()
+            bo = run_batch_and_outbox(args, ROOT, desk, seed)
+        if "ingest" in parts and sizes:
+            from servers.dovecot import Dovecot, dovecot_binary
+
+            if not dovecot_binary():
+                print("dovecot is not installed", file=sys.stderr)
+                return 2
+            server = Dovecot().start()
+            ingest = run_ingest(args, ROOT, work, seed, sizes, server)
+        summary(args, ingest, bo)
+        print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.cleanup()
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
