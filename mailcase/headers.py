@@ -454,7 +454,13 @@ def _from_list(block: HeaderBlock) -> AddressList:
     return AddressList(chosen.addresses, chosen.defects + (f"{len(values)} From fields",))
 
 
-def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
+def read_headers(raw: bytes, block: HeaderBlock | None = None, identity: bool = True) -> HeaderInfo:
+    """What the ledger reads from a header block.
+
+    ``identity=False`` leaves out the logical identity (``identity`` is then
+    empty, and a derived Message-ID is made without the body's hash): for a
+    reader that wants the rest and has the identity stored already.
+    """
     block = block or split_headers(raw)
     from_list = _from_list(block)
     if "from" in block.nul_fields:
@@ -470,9 +476,11 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
     # bytes under a different Content-Type are different mails
     mime = "\0".join(" ".join((block.first(h) or "").lower().split())
                      for h in ("content-type", "content-transfer-encoding"))
-    hasher = hashlib.sha256(mime.encode("utf-8", "surrogatepass") + b"\0")
-    hash_normalised_body(hasher, raw, block.body_offset)
-    body_hash = hasher.hexdigest()
+    body_hash = ""
+    if identity:
+        hasher = hashlib.sha256(mime.encode("utf-8", "surrogatepass") + b"\0")
+        hash_normalised_body(hasher, raw, block.body_offset)
+        body_hash = hasher.hexdigest()
     from_key = from_list.addresses[0].addr if from_list.addresses else (block.first("from") or "")
     date_key = date_at.isoformat() if date_at else " ".join((date_value or "").split())
 
@@ -485,7 +493,7 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
         message_id = f"<{hashlib.sha256(seed).hexdigest()[:40]}@{DERIVED_MSGID_DOMAIN}>"
 
     identity_src = "\0".join((message_id, from_key, date_key, body_hash))
-    identity = hashlib.sha256(identity_src.encode("utf-8", "surrogatepass")).hexdigest()
+    key = hashlib.sha256(identity_src.encode("utf-8", "surrogatepass")).hexdigest() if identity else ""
     defects = list(block.defects) + [f"From: {d}" for d in from_list.defects]
     if not block.has("from"):
         defects.append("no From field")
@@ -503,7 +511,7 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None) -> HeaderInfo:
         date_at=date_at,
         in_reply_to=message_ids(block.first("in-reply-to")),
         references=message_ids(" ".join(block.values("references"))),
-        identity=identity,
+        identity=key,
         defects=tuple(defects),
     )
 

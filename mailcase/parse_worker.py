@@ -34,7 +34,7 @@ class Failure:
 def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Failure:
     """PINs are hashed here and redacted from the text before anything is stored."""
     try:
-        p = parse_email(raw)
+        p = parse_email(raw, identity=False)  # the ledger stored it
     except Exception as exc:
         return Failure(exc)
     # the newest part is worked out here, on a worker core, once: every pass of
