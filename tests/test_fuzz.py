@@ -16,7 +16,8 @@ inserted with hostile values, and a splice of another mail.  Then:
   counters say;
 * the header splitter's fast path (a regular expression for well-formed
   blocks) reads every block exactly as the careful line-by-line reader does,
-  or leaves it to that reader.
+  or leaves it to that reader; so does the address parser's fast path (the
+  common ``Name <a@b>`` forms) against the RFC 5322 parser.
 
 CI runs a fixed budget, derandomized (the same examples every run, no
 example database).  ``MAILCASE_FUZZ_EXAMPLES=N`` raises the budget per test
@@ -38,6 +39,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from mailcase.addresses import _parse_rfc5322, _parse_simple
 from mailcase.errors import MessageError
 from mailcase.headers import _split_any, _split_well_formed, read_headers, split_headers
 from mailcase.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
@@ -321,3 +323,47 @@ def test_fast_header_split_takes_the_seed_mails() -> None:
     assert taken >= 0.8 * len([raw for raw in SEEDS if not raw.startswith(b"From ")])
     for raw in SEEDS:
         _same_block(raw, 0)
+
+
+# -- the address parser's fast path ------------------------------------------------------
+
+ADDRESS_PIECES = st.lists(st.sampled_from([
+    "a", "B", "john.smith", "x+y", "o'neil", "a..b", ".a", "a.", "@", "<", ">", '"', "\\", ",", " ", "  ", "\t",
+    "example.org", "EXAMPLE.ORG", "ex-ample.org", "-x.org", "x-.org", "x.org.", "[1.2.3.4]", "(comment)", ":", ";",
+    "Smith", "Doe, John", "=?utf-8?q?J=C3=B6rg?=", "?", "=", "é", "\x00", "group:", "undisclosed-recipients:;",
+]), min_size=1, max_size=14).map("".join)
+
+
+def _agree(text: str) -> None:
+    fast = _parse_simple(text)
+    if fast is not None:
+        assert fast == _parse_rfc5322(text), text
+
+
+@budget
+@seeded
+@given(text=ADDRESS_PIECES)
+def test_fast_address_parse_agrees_with_the_rfc5322_parser(text: str) -> None:
+    _agree(text)
+
+
+@budget
+@seeded
+@given(name=st.sampled_from(["", "John Smith", '"Smith J"', '"J  S"', "J", '" J"', '"J "', "A B C"]),
+       local=st.from_regex(r"[A-Za-z0-9._%+'=?-]{1,12}", fullmatch=True),
+       domain=st.from_regex(r"[A-Za-z0-9.-]{1,12}", fullmatch=True),
+       angle=st.booleans(), pad=st.sampled_from(["", " ", "\t", "  "]), n=st.integers(1, 3))
+def test_fast_address_parse_agrees_on_common_forms(
+    name: str, local: str, domain: str, angle: bool, pad: str, n: int
+) -> None:
+    one = f"{name}{pad}<{local}@{domain}>" if angle or name else f"{local}@{domain}"
+    _agree(",".join([pad + one + pad] * n))
+
+
+def test_fast_address_parse_takes_the_seed_mails() -> None:
+    """Every address field of the seed mails: same answer, and most take the fast path."""
+    fields = [v for raw in SEEDS for name in ("from", "to", "cc", "reply-to")
+              for v in split_headers(raw).values(name)]
+    for v in fields:
+        _agree(v)
+    assert sum(_parse_simple(v) is not None for v in fields) >= 0.5 * len(fields)

@@ -146,7 +146,7 @@ def test_parse_failure_quarantines_and_retry_all(sqlite_url: str, monkeypatch: p
         store(conn, [incoming(make_mail(i), f"k{i}") for i in range(3)], NOW)
     real = stages.parse_email
 
-    def flaky(raw: bytes, info: object = None) -> object:
+    def flaky(raw: bytes, info: object = None, identity: bool = True) -> object:
         if b"request 1." in raw:
             raise ValueError("injected parse failure")
         return real(raw)
