@@ -99,9 +99,16 @@ class HeaderBlock:
     #: the fields whose value held NUL bytes (removed)
     nul_fields: tuple[str, ...] = ()
 
+    @cached_property
+    def _by_name(self) -> dict[str, list[bytes]]:
+        # the rules ask a block for some twenty fields: one pass, not twenty
+        index: dict[str, list[bytes]] = {}
+        for n, v in self.fields:
+            index.setdefault(n, []).append(v)
+        return index
+
     def raw_values(self, name: str) -> list[bytes]:
-        name = name.lower()
-        return [v for n, v in self.fields if n == name]
+        return list(self._by_name.get(name.lower(), ()))
 
     def _decode(self, value: bytes) -> str:
         if value.isascii():
@@ -124,8 +131,7 @@ class HeaderBlock:
         return display_text(decode_encoded_words(value))
 
     def has(self, name: str) -> bool:
-        name = name.lower()
-        return any(n == name for n, _ in self.fields)
+        return name.lower() in self._by_name
 
     @property
     def declared_charset(self) -> str | None:

@@ -40,6 +40,22 @@ while True:
 print(done)
 """
 
+# The same, slowed down by an injected pause after each chunk of cases, saying
+# on stdout when the first chunk is in: the kill is then certain to land
+# inside the cutoff's transaction, however fast the machine.
+KILLABLE_WORKER = """
+import time
+import mailcase.batch as batch
+real = batch._make_cases
+def slow(*args, **kwargs):
+    made = real(*args, **kwargs)
+    print("mid-batch", flush=True)
+    time.sleep(0.05)
+    return made
+batch.CHUNK = 50
+batch._make_cases = slow
+""" + WORKER
+
 
 def _desk_with_20_cutoffs(db_url: str, tmp: Path) -> tuple[Desk, Path, list[str]]:
     desk = Desk(db_url, tmp)
@@ -118,9 +134,12 @@ def test_sigkill_mid_batch_leaves_nothing_half_done(db_url: str, tmp_path: Path)
     rng = random.Random(int(os.environ.get("MAILCASE_CRASH_SEED", "7")))
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", WORKER, str(cfg), ny(2026, 11, 23, 9, 31).isoformat()],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.2, 2.5))
+        proc = subprocess.Popen([sys.executable, "-c", KILLABLE_WORKER, str(cfg),
+                                 ny(2026, 11, 23, 9, 31).isoformat()],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "mid-batch": the first chunk of cases is made, not committed
+        time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
