@@ -49,7 +49,7 @@ def _first_reply(text: str) -> str:
     from mailparser_reply.parser import EmailMessage
 
     msg = EmailMessage(text=text, languages=list(_parser().languages), _header_regex=_header_regex())
-    body = msg.text  # line endings and line edges normalised as the library does
+    body: str = msg.text  # line endings and line edges normalised as the library does
     current = 0
     for match in msg.HEADER_REGEX.finditer(body):
         for header in match.groups():
