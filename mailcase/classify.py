@@ -390,20 +390,36 @@ def _info_from_row(r: Any) -> HeaderInfo:
     )
 
 
+#: the bytes of a mail a cutoff reads first: enough for nearly every header block
+HEAD_BYTES = 64 * 1024
+
+
+def _whole_blob(conn: Connection, sha: str) -> Callable[[], bytes]:
+    def load() -> bytes:
+        data = conn.execute(sa.select(BLOB.c.data).where(BLOB.c.sha256 == sha)).scalar()
+        return data or b""
+
+    return load
+
+
 def load_mails(
     conn: Connection, pks: Sequence[int], reread_headers: bool = True, settings: RuleSettings | None = None,
 ) -> dict[int, Mail]:
     """The rules' view of stored mails; ``reread_headers=False`` trusts the stored
-    header fields (a cutoff re-runs the chain on mail classified before)."""
+    header fields (a cutoff re-runs the chain on mail classified before) and
+    reads only the head of each mail: its header block, and the rest only if
+    a rule asks (:meth:`Mail.whole_raw`).  A cutoff of 10,000 mails with
+    attachments would otherwise read and hold every attachment."""
     if not pks:
         return {}
+    data = BLOB.c.data if reread_headers else sa.func.substr(BLOB.c.data, 1, HEAD_BYTES).label("data")
     rows = conn.execute(
         sa.select(
             MESSAGE.c.id, MESSAGE.c.received_at, MESSAGE.c.stored_at, MESSAGE.c.historical,
             MESSAGE.c.message_id, MESSAGE.c.message_id_derived, MESSAGE.c.from_addr, MESSAGE.c.from_name,
             MESSAGE.c.from_strict, MESSAGE.c.subject, MESSAGE.c.date_at, MESSAGE.c.in_reply_to,
-            MESSAGE.c.refs, MESSAGE.c.identity,
-            BLOB.c.data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
+            MESSAGE.c.refs, MESSAGE.c.identity, MESSAGE.c.primary_sha256, BLOB.c.size,
+            data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
             PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, CLASSIFICATION.c.auth,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
@@ -413,7 +429,13 @@ def load_mails(
     ).all()
     out: dict[int, Mail] = {}
     for r in rows:
-        raw = r.data or b""
+        raw = bytes(r.data or b"")
+        loader = None
+        if len(raw) < (r.size or 0):  # the head only
+            if b"\n\n" not in raw and b"\n\r\n" not in raw:  # a header block longer than the head
+                raw = _whole_blob(conn, r.primary_sha256)()
+            else:
+                loader = _whole_blob(conn, r.primary_sha256)
         block = split_headers(raw)
         out[r.id] = Mail(
             raw=raw, block=block, info=read_headers(raw, block) if reread_headers else _info_from_row(r),
@@ -421,6 +443,7 @@ def load_mails(
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
             pin_hmacs=tuple(r.pin_hmacs or ()), stored_reply=r.reply_text,
             auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
+            load_raw=loader,
         )
     return out
 

@@ -120,7 +120,7 @@ class HeaderBlock:
         return [self._decode(v).strip() for v in self.raw_values(name)]
 
     def first(self, name: str) -> str | None:
-        raw = self.raw_values(name)
+        raw = self._by_name.get(name.lower())
         return self._decode(raw[0]).strip() if raw else None
 
     def text(self, name: str) -> str | None:

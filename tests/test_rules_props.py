@@ -204,3 +204,23 @@ def test_auto_submitted_no_changes_nothing(base: dict[str, str], extra: list[tup
     assert a.marks == b.marks
     assert (a.notice, a.notice_allowed) == (b.notice, b.notice_allowed)
     assert [(v.rule, v.name) for v in a.verdicts] == [(v.rule, v.name) for v in b.verdicts]
+
+
+# -- the phrase rules' prefilter ------------------------------------------------------------
+
+PHRASES = ("system down", "cannot submit claims", "billing", "ICD-10 code", "c++", "payer")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(st.sampled_from([
+    "System", "DOWN", "down", "systemdown", " ", "\n", "\t", "can", "not", "cannot", "submit", "claims", "Billing",
+    "BILLING", "icd-10", "ICD", "-10", "code", "C++", "c+", "payer", "PAYER", "ſystem", "K", "é", "x", ".", "_",
+]), max_size=12).map(" ".join))
+def test_phrase_prefilter_never_hides_a_match(text: str) -> None:
+    """Where the substring test says no phrase can match, the expression finds none."""
+    from mailcase.rules.scope import may_hold, phrase_pattern
+
+    pattern = phrase_pattern(PHRASES)
+    assert pattern is not None
+    if not may_hold(text, PHRASES):
+        assert pattern.search(text) is None, text

@@ -164,6 +164,13 @@ class Mail:
     auth_cache: AuthResult | None = None
     #: the newest part of the body as the parse worker found it (None: work it out)
     stored_reply: str | None = None
+    #: where ``raw`` holds only the head of the mail (a cutoff reads no more
+    #: than the header block needs), this fetches the whole of it
+    load_raw: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+
+    def whole_raw(self) -> bytes:
+        """All the bytes of the mail (the bounce rule reads the report parts)."""
+        return self.load_raw() if self.load_raw is not None else self.raw
 
     @property
     def sender(self) -> str | None:

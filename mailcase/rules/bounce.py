@@ -180,7 +180,7 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
                        effects=(Effect("record-bounce", {"kind": "abuse-report"}),))
     if report is None and not _looks_like_bounce(mail):
         return None
-    tree = _tree(mail.raw)
+    tree = _tree(mail.whole_raw())
     failures = dsn_failures(tree) if report == "delivery-status" else []
     kind = "dsn"
     if not failures and report != "delivery-status":

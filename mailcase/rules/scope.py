@@ -24,9 +24,38 @@ def phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![\w])(?:" + alternatives + r")(?![\w])", re.IGNORECASE)
 
 
+@lru_cache(maxsize=64)
+def _plain_phrases(phrases: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Each phrase lower-cased with single spaces; None if any is not ASCII."""
+    plain = tuple(" ".join(p.lower().split()) for p in phrases if p.strip())
+    return plain if all(p.isascii() for p in plain) else None
+
+
+@lru_cache(maxsize=8)
+def _plain_text(text: str) -> str | None:
+    return " ".join(text.lower().split()) if text.isascii() else None
+
+
+def may_hold(text: str, phrases: tuple[str, ...]) -> bool:
+    """False when no phrase can match ``text``: a substring test at C speed.
+
+    A case-insensitive regular expression can use no prefix to skip ahead,
+    so it tries every phrase at every position.  Between ASCII text and
+    ASCII phrases, ignoring case is lower-casing both, and the expression's
+    ``\\s+`` between words is any run of whitespace, so a phrase that is not
+    a substring of the lower-cased text with its whitespace runs made single
+    spaces cannot match; other text goes to the expression.
+    """
+    plain = _plain_phrases(phrases)
+    if plain is None:
+        return True
+    low = _plain_text(text)
+    return low is None or any(p in low for p in plain)
+
+
 def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
     pattern = phrase_pattern(phrases)
-    if pattern is None:
+    if pattern is None or not may_hold(text, phrases):
         return None
     m = pattern.search(text)
     return " ".join(m.group(0).split()) if m else None

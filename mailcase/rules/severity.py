@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
-from mailcase.rules.scope import phrase_pattern
+from mailcase.rules.scope import may_hold, phrase_pattern
 
 RULE = "severity"
 NAMES = {1: "critical", 2: "high", 3: "normal", 4: "low"}
@@ -34,7 +34,7 @@ def _negated(text: str, start: int) -> bool:
 def find_keyword(text: str, phrases: tuple[str, ...]) -> str | None:
     """The first keyword of ``phrases`` in ``text`` that the sender did not negate."""
     pattern = phrase_pattern(phrases)
-    if pattern is None:
+    if pattern is None or not may_hold(text, phrases):
         return None
     for m in pattern.finditer(text):
         if not _negated(text, m.start()):
