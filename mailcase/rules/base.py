@@ -16,7 +16,7 @@ case) are data, applied by the impure runner in classify.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
 from enum import StrEnum
@@ -321,7 +321,13 @@ class Outcome:
             changes["hold"] = True
         if v.effects:
             changes["effects"] = self.effects + v.effects
-        return replace(self, **changes)
+        # dataclasses.replace, without its per-call walk over the fields
+        # (the chain folds some thirty verdicts a mail): Outcome has no
+        # __post_init__ and every key above is a field
+        new = object.__new__(Outcome)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     @property
     def final(self) -> Disposition:
