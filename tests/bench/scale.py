@@ -694,20 +694,7 @@ def run_ingest(args: Any, src: Path, work: Path, seed: int, sizes: list[int], se
             raise RuntimeError(f"not enough disk for N={n}: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed")
         results[n] = {}
         for phase in "ac":
-            best: dict[str, Any] | None = None
-            for attempt in range(1, args.retries + 2):
-                res = ib.run_phase(server, work, src, args, seed, paths, n, phase, attempt)
-                disturbed = res["machine"]["others_cpu"] / (res["machine"]["wall"] * (os.cpu_count() or 1))
-                res["machine"]["disturbed"] = disturbed
-                if best is None or disturbed < best["machine"]["disturbed"]:
-                    best = res
-                if disturbed <= args.disturbed:
-                    break
-                print(f"      other processes took {disturbed:.0%} of the machine during this phase"
-                      f" (more than {args.disturbed:.0%})" + ("; running it again" if attempt <= args.retries
-                                                              else "; keeping the least disturbed run"), flush=True)
-            assert best is not None
-            results[n][phase] = best
+            results[n][phase] = ib.least_disturbed_run(server, work, src, args, seed, paths, n, phase)
         ib.report(n, results[n], args.workers)
     return results
 
