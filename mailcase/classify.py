@@ -420,7 +420,7 @@ def load_mails(
             MESSAGE.c.from_strict, MESSAGE.c.subject, MESSAGE.c.date_at, MESSAGE.c.in_reply_to,
             MESSAGE.c.refs, MESSAGE.c.identity, MESSAGE.c.primary_sha256, BLOB.c.size,
             data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
-            PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, CLASSIFICATION.c.auth,
+            PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_sha256, CLASSIFICATION.c.auth,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
         .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
@@ -443,7 +443,7 @@ def load_mails(
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
             pin_hmacs=tuple(r.pin_hmacs or ()), stored_reply=r.reply_text,
             auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
-            load_raw=loader,
+            load_raw=loader, stored_body_hash=r.text_sha256 or None,
         )
     return out
 

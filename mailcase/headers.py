@@ -119,9 +119,18 @@ class HeaderBlock:
         """Every value of ``name``, 8-bit bytes decoded, encoded-words left alone."""
         return [self._decode(v).strip() for v in self.raw_values(name)]
 
+    @cached_property
+    def _first(self) -> dict[str, str | None]:
+        return {}
+
     def first(self, name: str) -> str | None:
-        raw = self._by_name.get(name.lower())
-        return self._decode(raw[0]).strip() if raw else None
+        """The first value of ``name``, decoded as :meth:`values` does (kept: the rules ask often)."""
+        name = name.lower()
+        cache = self._first
+        if name not in cache:
+            raw = self._by_name.get(name)
+            cache[name] = self._decode(raw[0]).strip() if raw else None
+        return cache[name]
 
     def text(self, name: str) -> str | None:
         """The first value of ``name`` as display text (encoded-words decoded)."""

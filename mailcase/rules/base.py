@@ -164,6 +164,9 @@ class Mail:
     auth_cache: AuthResult | None = None
     #: the newest part of the body as the parse worker found it (None: work it out)
     stored_reply: str | None = None
+    #: the fingerprint the parse worker stored (of the text before PINs were
+    #: redacted, as every other mail's stored fingerprint it is compared with)
+    stored_body_hash: str | None = None
     #: where ``raw`` holds only the head of the mail (a cutoff reads no more
     #: than the header block needs), this fetches the whole of it
     load_raw: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
@@ -193,7 +196,7 @@ class Mail:
 
     @property
     def body_hash(self) -> str:
-        return fingerprint(self.body)
+        return self.stored_body_hash or fingerprint(self.body)
 
 
 from mailcase.parse_worker import fingerprint  # noqa: E402  (one definition for both sides)
