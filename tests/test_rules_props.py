@@ -215,6 +215,7 @@ PHRASES = ("system down", "cannot submit claims", "billing", "ICD-10 code", "c++
 @given(text=st.lists(st.sampled_from([
     "System", "DOWN", "down", "systemdown", " ", "\n", "\t", "can", "not", "cannot", "submit", "claims", "Billing",
     "BILLING", "icd-10", "ICD", "-10", "code", "C++", "c+", "payer", "PAYER", "ſystem", "K", "é", "x", ".", "_",
+    "\u0130CD", "b\u0131lling", "\u00a0", "\u2003", "\u212aode", "ß", "ﬁ", "\u0130",
 ]), max_size=12).map(" ".join))
 def test_phrase_prefilter_never_hides_a_match(text: str) -> None:
     """Where the substring test says no phrase can match, the expression finds none."""
@@ -224,3 +225,16 @@ def test_phrase_prefilter_never_hides_a_match(text: str) -> None:
     assert pattern is not None
     if not may_hold(text, PHRASES):
         assert pattern.search(text) is None, text
+
+
+def test_phrase_prefilter_knows_every_character_that_folds_to_ascii() -> None:
+    """The prefilter maps exactly the non-ASCII characters that match an ASCII letter ignoring case."""
+    import re
+    import sys
+
+    from mailcase.rules.scope import _ASCII_FOLDS
+
+    letter = re.compile(r"[a-z]", re.IGNORECASE)
+    folding = {c for c in range(0x80, sys.maxunicode + 1) if letter.match(chr(c))}
+    lowering = {c for c in range(0x80, sys.maxunicode + 1) if any("a" <= ch <= "z" for ch in chr(c).lower())}
+    assert folding | lowering == set(_ASCII_FOLDS)

@@ -31,26 +31,32 @@ def _plain_phrases(phrases: tuple[str, ...]) -> tuple[str, ...] | None:
     return plain if all(p.isascii() for p in plain) else None
 
 
+# the only characters outside ASCII that a case-insensitive expression
+# matches to ASCII letters (checked over all of Unicode: tests/test_rules_props.py)
+_ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
 @lru_cache(maxsize=8)
-def _plain_text(text: str) -> str | None:
-    return " ".join(text.lower().split()) if text.isascii() else None
+def _plain_text(text: str) -> str:
+    return " ".join(text.translate(_ASCII_FOLDS).lower().split())
 
 
 def may_hold(text: str, phrases: tuple[str, ...]) -> bool:
     """False when no phrase can match ``text``: a substring test at C speed.
 
     A case-insensitive regular expression can use no prefix to skip ahead,
-    so it tries every phrase at every position.  Between ASCII text and
-    ASCII phrases, ignoring case is lower-casing both, and the expression's
-    ``\\s+`` between words is any run of whitespace, so a phrase that is not
-    a substring of the lower-cased text with its whitespace runs made single
-    spaces cannot match; other text goes to the expression.
+    so it tries every phrase at every position.  For ASCII phrases, ignoring
+    case is lower-casing the text once the four characters outside ASCII
+    that fold to ASCII letters are made those letters, and the expression's
+    ``\\s+`` between words is any run of whitespace (the same characters
+    ``str.split`` splits on), so a phrase that is not a substring of that
+    text with its whitespace runs made single spaces cannot match.
     """
     plain = _plain_phrases(phrases)
     if plain is None:
         return True
     low = _plain_text(text)
-    return low is None or any(p in low for p in plain)
+    return any(p in low for p in plain)
 
 
 def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
