@@ -24,7 +24,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -282,8 +282,8 @@ def run_cutoff(
     recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now), settings)
     notice_only: list[int] = []
     outbox = OutboxQueue(conn, config, key, now)
-    # in chunks: a cutoff after a long outage can hold tens of thousands of mails,
-    # and only their header fields and text are kept once the rules have run
+    # in chunks: a cutoff after a long outage can hold tens of thousands of mails
+    # (load_mails reads only the head of each: no attachment is held)
     for start in range(0, len(claimed), CHUNK):
         chunk = claimed[start : start + CHUNK]
         mails = load_mails(conn, chunk, reread_headers=False, settings=settings)
@@ -300,8 +300,7 @@ def run_cutoff(
             if final is Disposition.PENDING:
                 sender = outcome.sender
                 acc = sender.account.id if sender and sender.account else None
-                requests[((sender.address if sender else None) or mail.sender or "", acc)].append(
-                    (replace(mail, raw=b""), outcome))
+                requests[((sender.address if sender else None) or mail.sender or "", acc)].append((mail, outcome))
             elif final is Disposition.NOTICE_ONLY:
                 if outcome.notice is not None and outcome.notice_allowed:
                     _queue_notice(outbox, templates, base_vars, mail, outcome, None, batch_id)
@@ -315,7 +314,6 @@ def run_cutoff(
             # suppressed / held: the recorder sets the state
         recorder.flush()
         outbox.flush()  # the next chunk's notice lookups read the outbox
-    recorder.flush()
     if notice_only:
         _set_state(conn, notice_only, MessageState.BATCHED, now)
 

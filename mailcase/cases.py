@@ -55,8 +55,11 @@ def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
     return severity + (4 if held or out_of_scope else 0)
 
 
+_INSERT_EVENT = sa.insert(CASE_EVENT)  # built once: delivery records one per acknowledgement sent
+
+
 def event(conn: Connection, case_id: int, at: datetime, actor: str, kind: str, detail: str = "") -> None:
-    conn.execute(sa.insert(CASE_EVENT).values(case_id=case_id, at=at, actor=actor, kind=kind, detail=detail))
+    conn.execute(_INSERT_EVENT, {"case_id": case_id, "at": at, "actor": actor, "kind": kind, "detail": detail})
 
 
 def next_number(conn: Connection) -> int:

@@ -144,16 +144,7 @@ class PassCache:
         self.prefetch_threads(conn, mails)
         senders = sorted({m.sender for m in mails if m.sender} - set(self._sender))
         for i in range(0, len(senders), 500):
-            part = senders[i : i + 500]
-            found: dict[str, list[tuple[datetime, int, str, str]]] = {s: [] for s in part}
-            for r in conn.execute(
-                sa.select(MESSAGE.c.from_addr, MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject,
-                          PARSED_MAIL.c.text_sha256)
-                .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
-                .where(MESSAGE.c.from_addr.in_(part), MESSAGE.c.received_at.is_not(None))
-            ):
-                found[r[0]].append((r[1], r[2], r[3] or "", r[4] or ""))
-            self._sender.update(found)
+            self._load_senders(conn, senders[i : i + 500])
         addresses = sorted({m.sender for m in mails if m.sender} - set(self._notices))
         for i in range(0, len(addresses), 500):
             self._load_notices(conn, addresses[i : i + 500])
@@ -162,13 +153,20 @@ class PassCache:
 
     def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str]]:
         if sender not in self._sender:
-            rows = conn.execute(
-                sa.select(MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject, PARSED_MAIL.c.text_sha256)
-                .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
-                .where(MESSAGE.c.from_addr == sender, MESSAGE.c.received_at.is_not(None))
-            ).all()
-            self._sender[sender] = [(r[0], r[1], r[2] or "", r[3] or "") for r in rows]
+            self._load_senders(conn, [sender])
         return self._sender[sender]
+
+    def _load_senders(self, conn: Connection, senders: list[str]) -> None:
+        """(received, id, subject, text fingerprint) of every mail from these senders."""
+        found: dict[str, list[tuple[datetime, int, str, str]]] = {s: [] for s in senders}
+        for r in conn.execute(
+            sa.select(MESSAGE.c.from_addr, MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject,
+                      PARSED_MAIL.c.text_sha256)
+            .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
+            .where(MESSAGE.c.from_addr.in_(senders), MESSAGE.c.received_at.is_not(None))
+        ):
+            found[r[0]].append((r[1], r[2], r[3] or "", r[4] or ""))
+        self._sender.update(found)
 
     def sender_times(self, conn: Connection, sender: str) -> list[datetime]:
         """When the sender's mails arrived, sorted (floods count with bisect, not a scan)."""

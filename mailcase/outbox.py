@@ -289,12 +289,13 @@ def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
     """A first answer on a case (ack, hold or out-of-scope notice) is its receipt."""
     if not (row.kind == "ack" or row.kind in ("notice/hold", "notice/out-of-scope")):
         return
+    from mailcase.cases import event
+
     st = _statements()
     for case_id in row.case_ids or []:
         if conn.execute(st.receipt, {"p_case": case_id, "p_at": now}).rowcount:
             conn.execute(st.acknowledged, {"p_case": case_id})
-            conn.execute(st.event, {"case_id": case_id, "at": now, "actor": "mailcase", "kind": "receipt-sent",
-                                    "detail": f"{row.kind} to {row.to_addr}"})
+            event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
 
 
 def is_suppressed(conn: Connection, address: str) -> str | None:
@@ -333,12 +334,11 @@ class _Statements:
     sent_today: Any
     receipt: Any
     acknowledged: Any
-    event: Any
 
 
 @lru_cache(maxsize=1)
 def _statements() -> _Statements:
-    from mailcase.cases import CASE, CASE_EVENT
+    from mailcase.cases import CASE
 
     rid: Any = sa.bindparam("p_id")
     return _Statements(
@@ -358,7 +358,6 @@ def _statements() -> _Statements:
         .values(receipt_sent_at=sa.bindparam("p_at")),
         acknowledged=sa.update(CASE).where(CASE.c.id == sa.bindparam("p_case"), CASE.c.status == "new")
         .values(status="acknowledged"),
-        event=sa.insert(CASE_EVENT),
     )
 
 

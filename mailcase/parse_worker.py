@@ -14,7 +14,7 @@ from typing import Any
 
 from mailcase.parse import parse_email
 from mailcase.pins import find_pins, pin_hmac, redact
-from mailcase.quoting import latest_reply, maybe_quoted
+from mailcase.quoting import cut_quoted, maybe_quoted
 
 
 def fingerprint(text: str) -> str:
@@ -40,7 +40,7 @@ def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Fail
     # the newest part is worked out here, on a worker core, once: every pass of
     # the rules (at ingest, at each cutoff) reads it, and it costs ~3 ms a mail
     quoted = maybe_quoted(p.text_body)
-    reply = latest_reply(p.text_body) if quoted else p.text_body
+    reply = cut_quoted(p.text_body) if quoted else p.text_body
     pins = find_pins(p.text_body, reply)
     return {
         "parser": p.parser,

@@ -78,6 +78,11 @@ def latest_reply(text: str) -> str:
         # the reply parser costs about 1.5 ms a mail in regular expressions;
         # a mail with nothing quoted or forwarded is all new
         return text
+    return cut_quoted(text)
+
+
+def cut_quoted(text: str) -> str:
+    """:func:`latest_reply` of a text :func:`maybe_quoted` said yes to."""
     try:
         reply = _first_reply(text[:200_000])
     except Exception:  # a heuristic parser failing on odd text: use the plain cut
