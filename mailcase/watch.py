@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import imapclient
 import sqlalchemy as sa
@@ -133,14 +133,19 @@ class MailboxWorker:
         self.first_state.set()
         if not self.holds_lease:
             return  # the mailbox's row belongs to its owner; a waiting daemon only logs
+        self._write_row(
+            mode=self.mode, worker_state=state, worker_state_at=real_now() if changed else MAILBOX_STATE.c.worker_state_at,
+            **({"last_error": detail[:1000], "last_error_at": self.clock.now()} if state == "down" else {}),
+        )
+
+    def _write_row(self, **values: Any) -> None:
+        """The mailbox's row names this daemon as its owner (called only while
+        holding the lease: at once when taken, before any mail is stored)."""
         try:
             with transaction(self.engine) as conn:
                 load_state(conn, self.cfg.name)
                 conn.execute(sa.update(MAILBOX_STATE).where(MAILBOX_STATE.c.name == self.cfg.name).values(
-                    mode=self.mode, worker_state=state, worker_state_at=real_now() if changed else MAILBOX_STATE.c.worker_state_at,
-                    worker=f"{socket.gethostname()}:{os.getpid()}", heartbeat_at=real_now(),
-                    **({"last_error": detail[:1000], "last_error_at": self.clock.now()} if state == "down" else {}),
-                ))
+                    worker=f"{socket.gethostname()}:{os.getpid()}", heartbeat_at=real_now(), **values))
         except MailcaseError:
             pass  # the database being down is the main loop's to report
 
@@ -170,6 +175,7 @@ class MailboxWorker:
             try:
                 lease.acquire()
                 self.holds_lease = True
+                self._write_row()
             except LeaseHeld as exc:
                 self._set_state("waiting-lease", str(exc))
                 if self._wait(random.uniform(0.5, 1.5) * retry):

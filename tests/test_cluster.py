@@ -86,8 +86,10 @@ def test_three_daemons_share_mailboxes_and_take_over(dovecot: Dovecot, pg_url: s
         boxes[1][1].append(_mail(99, "bob@globex.example"), when=ny(2026, 11, 23, 8, 40))
         took = _wait(lambda: stored() == 16, 90, 0.2)
         assert took < 60, f"mailbox {victim_box} taken over after {took:.0f} s"
+        # the row names its new owner from the moment the lease is taken, before any mail is stored
         new_owner = owners()[victim_box][0]
         assert new_owner != victim_worker
+        assert any(new_owner.endswith(f":{p.pid}") for p in procs if p is not victim)
         # cutoffs and outbox rows: each handled once by the survivors
         clock.write_text(ny(2026, 11, 23, 9, 31).isoformat())
         _wait(lambda: len(sink.received) == 3, 60, 0.2)  # alice, bob, the stranger's notice
