@@ -195,7 +195,6 @@ def split_headers(raw: bytes) -> HeaderBlock:
 # (possessive: lines cannot be read two ways, and no backtracking stack grows per line)
 _WELL_FORMED = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++[ \t]*+:[^\r\n\0]*+\r?\n(?:[ \t][^\r\n\0]*+\r?\n)*+)*+\r?\n")
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
-_FOLD = re.compile(rb"\r?\n")
 
 
 def _split_well_formed(raw: bytes, pos: int) -> HeaderBlock | None:
@@ -208,7 +207,9 @@ def _split_well_formed(raw: bytes, pos: int) -> HeaderBlock | None:
     if m is None:
         return None
     fields = tuple(
-        (name.decode("ascii").lower(), (_FOLD.sub(b"", value) if b"\n" in value else value).rstrip(b" \t"))
+        # unfolded: every line break out, with the CR before it (a well-formed block has no bare CR)
+        (name.decode("ascii").lower(),
+         (value.replace(b"\r\n", b"").replace(b"\n", b"") if b"\n" in value else value).rstrip(b" \t"))
         for name, value in _FIELD.findall(raw, pos, m.end())
     )
     if len(fields) > _MAX_HEADER_FIELDS:
@@ -399,6 +400,9 @@ def normalised_body(raw: bytes, body_offset: int) -> bytes:
 _HASH_CHUNK = 1 << 20
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
 def hash_normalised_body(h: "hashlib._Hash", raw: bytes, body_offset: int) -> None:
     """Feed :func:`normalised_body` to ``h`` a megabyte at a time.
 
@@ -418,7 +422,9 @@ def hash_normalised_body(h: "hashlib._Hash", raw: bytes, body_offset: int) -> No
         stop = min(pos + _HASH_CHUNK, end)
         if stop < end and raw[stop - 1] == 0x0D and stop - 1 > pos:  # never split a CRLF
             stop -= 1
-        h.update(bytes(view[pos:stop]).replace(b"\r\n", b"\n"))
+        chunk = bytes(view[pos:stop])
+        # with no bare CR, CRLF -> LF is deleting every CR: three times faster
+        h.update(chunk.replace(b"\r\n", b"\n") if _BARE_CR.search(chunk) else chunk.translate(None, b"\r"))
         pos = stop
 
 

@@ -44,9 +44,11 @@ from typing import Any
 from mailcase.addresses import parse_address_list
 from mailcase.charsets import codec_for, decode_8bit_header, decode_encoded_words, decode_text, storable
 from mailcase.errors import MessageError
+from mailcase.feedparser_eol import install as _install_feedparser_eol
 from mailcase.headers import HeaderBlock, HeaderInfo, read_headers, split_headers
 
 log = logging.getLogger(__name__)
+_install_feedparser_eol()
 
 #: characters of body text kept
 MAX_BODY_CHARS = 1_000_000

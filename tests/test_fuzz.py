@@ -367,3 +367,82 @@ def test_fast_address_parse_takes_the_seed_mails() -> None:
     for v in fields:
         _agree(v)
     assert sum(_parse_simple(v) is not None for v in fields) >= 0.5 * len(fields)
+
+
+# -- the feedparser's end-of-line check (mailcase.feedparser_eol) ---------------------------
+
+def _eol_answer(matcher: Any, text: str) -> str | None:
+    mo = matcher.search(text)
+    return None if mo is None else str(mo.group(0))
+
+
+def test_line_break_at_end_agrees_with_the_pattern_it_replaces() -> None:
+    """Every string of up to six characters from a, \\r, \\n and space."""
+    from itertools import product
+
+    from mailcase.feedparser_eol import _PATTERN, LineBreakAtEnd
+
+    regex, ours = re.compile(_PATTERN), LineBreakAtEnd()
+    for n in range(7):
+        for chars in product("a\r\n ", repeat=n):
+            text = "".join(chars)
+            assert _eol_answer(ours, text) == _eol_answer(regex, text), repr(text)
+
+
+def _tree(raw: bytes) -> list[Any]:
+    import email
+    from email.policy import compat32
+
+    msg = email.message_from_bytes(raw, policy=compat32)
+    return [(part.get_content_type(), part.preamble, part.epilogue, [type(d).__name__ for d in part.defects],
+             part.get_payload() if not part.is_multipart() else None) for part in msg.walk()]
+
+
+def _trees_agree(raw: bytes) -> None:
+    import email.feedparser as feedparser
+
+    from mailcase.feedparser_eol import _PATTERN, LineBreakAtEnd
+
+    assert isinstance(feedparser.NLCRE_eol, LineBreakAtEnd)  # parse.py installed it
+    ours = _tree(raw)
+    feedparser.NLCRE_eol = re.compile(_PATTERN)  # type: ignore[assignment]
+    try:
+        assert _tree(raw) == ours
+    finally:
+        feedparser.NLCRE_eol = LineBreakAtEnd()  # type: ignore[assignment]
+
+
+def test_line_break_at_end_builds_the_same_trees_from_the_seed_mails() -> None:
+    for raw in SEEDS:
+        _trees_agree(raw)
+
+
+@budget
+@seeded
+@given(raw=mutated_mails())
+def test_line_break_at_end_builds_the_same_trees_from_mutated_mail(raw: bytes) -> None:
+    _trees_agree(raw)
+
+
+# -- the identity's body hash ------------------------------------------------------------------
+
+@budget
+@seeded
+@given(body=st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b" ", b"\t", b"\xff", b"\r\r\n"]), max_size=60)
+       .map(b"".join), chunk=st.sampled_from([2, 3, 7, 1 << 20]), offset=st.integers(0, 3))
+def test_body_hash_in_chunks_is_the_hash_of_the_normalised_body(body: bytes, chunk: int, offset: int) -> None:
+    """hash_normalised_body (in chunks of two bytes or more, so that one holds a CRLF; CRs deleted
+    where none is bare) == sha256(normalised_body)."""
+    import hashlib
+
+    from mailcase import headers
+
+    raw = b"X: y\r\n\r\n"[:offset] + body
+    saved = headers._HASH_CHUNK
+    headers._HASH_CHUNK = chunk
+    try:
+        h = hashlib.sha256()
+        headers.hash_normalised_body(h, raw, offset)
+    finally:
+        headers._HASH_CHUNK = saved
+    assert h.hexdigest() == hashlib.sha256(headers.normalised_body(raw, offset)).hexdigest()
