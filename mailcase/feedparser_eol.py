@@ -45,10 +45,10 @@ class LineBreakAtEnd:
 
 def install() -> bool:
     """Replace ``email.feedparser.NLCRE_eol``; True when it is (now) replaced."""
-    current = _feedparser.NLCRE_eol
+    current = getattr(_feedparser, "NLCRE_eol", None)  # not in typeshed: a module global
     if isinstance(current, LineBreakAtEnd):
         return True
     if getattr(current, "pattern", None) != _PATTERN:
         return False
-    _feedparser.NLCRE_eol = LineBreakAtEnd()  # type: ignore[assignment]
+    setattr(_feedparser, "NLCRE_eol", LineBreakAtEnd())  # noqa: B010
     return True
