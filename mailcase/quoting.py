@@ -64,10 +64,25 @@ def _first_reply(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _header_regex() -> Any:
+def _library_header_regex() -> Any:
     from mailparser_reply.parser import EmailMessage
 
     return EmailMessage(text="", languages=list(_parser().languages)).HEADER_REGEX
+
+
+@lru_cache(maxsize=1)
+def _header_regex() -> re.Pattern[str]:
+    """The library's reply-header pattern, tried only where a match can start.
+
+    Every one of its alternatives begins at a line start (``^``, multiline)
+    or at a line break (``(?:^|\n|...)``), but the ``re`` engine tries all
+    twenty of them, case-insensitively, at every character: a millisecond
+    for a 2 KB reply.  A zero-width ``(?:^|(?=\n))`` in front fails at once
+    elsewhere and changes no match (tests/test_fuzz.py compares the spans
+    and groups of both on the corpora and on generated replies): 4x faster.
+    """
+    library = _library_header_regex()
+    return re.compile(r"(?:^|(?=\n))(?:" + library.pattern + ")", library.flags)
 
 
 def latest_reply(text: str) -> str:

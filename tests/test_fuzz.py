@@ -395,7 +395,7 @@ def _tree(raw: bytes) -> list[Any]:
 
     msg = email.message_from_bytes(raw, policy=compat32)
     return [(part.get_content_type(), part.preamble, part.epilogue, [type(d).__name__ for d in part.defects],
-             part.get_payload() if not part.is_multipart() else None) for part in msg.walk()]
+             part._payload if not part.is_multipart() else None) for part in msg.walk()]  # as parsed, undecoded
 
 
 def _trees_agree(raw: bytes) -> None:
@@ -446,3 +446,58 @@ def test_body_hash_in_chunks_is_the_hash_of_the_normalised_body(body: bytes, chu
     finally:
         headers._HASH_CHUNK = saved
     assert h.hexdigest() == hashlib.sha256(headers.normalised_body(raw, offset)).hexdigest()
+
+
+# -- the reply-header pattern, anchored (mailcase.quoting._header_regex) ------------------------
+
+REPLY_LINES = st.lists(st.sampled_from([
+    "", " ", "Hello,", "Thanks for the quick answer.", "> quoted", ">> deeper", "> ", "-- ", "Best,", "Alice",
+    "On Mon, 23 Nov 2026 at 09:00, Bob <bob@x.example> wrote:", "> On Mon, Bob wrote:", "On Mon",
+    "bob wrote:", "Am 23.11.2026 um 09:00 schrieb Bob <b@x.example>:", "Le lun. 23 nov. 2026 à 09:00, Bob a écrit :",
+    "El lun, 23 nov 2026 a las 09:00, Bob escribió:", "Il giorno lun 23 nov 2026 Bob ha scritto:",
+    "Op ma 23 nov 2026 om 09:00 schreef Bob:", "Den 23 nov 2026 skrev Bob:", "Dnia 23.11.2026 Bob napisał(a):",
+    "From: Bob <bob@x.example>", "Sent: Monday, November 23, 2026 9:00 AM", "To: support@x.example",
+    "Subject: RE: [Case #000123] printer", "Date: Mon, 23 Nov 2026", "Von: Bob", "Gesendet: Montag", "An: x",
+    "Betreff: AW: y", "De : Bob", "Envoyé : lundi", "Objet : z", "*From:* Bob", "> From: Bob", "> Sent: x",
+    "-----Original Message-----", "----- Original Message -----", "-----Oprindelig meddelelse-----",
+    "________________________________", "From: a\rb", "Från: Bob", "Skickat: måndag", "Od: Bob", "Temat: x",
+    "ON MON BOB WROTE:", "\u00e9crit", "wrote:", "From:", "Subject:",
+]), max_size=30).map("\n".join)
+
+
+def _header_matches(pattern: Any, text: str) -> list[tuple[tuple[int, int], tuple[Any, ...]]]:
+    return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+
+
+def _anchored_agrees(text: str) -> None:
+    from mailparser_reply.parser import EmailMessage
+
+    from mailcase.quoting import _header_regex, _library_header_regex
+
+    body = EmailMessage(text=text, languages=["en"]).text  # normalised as _first_reply reads it
+    assert _header_matches(_header_regex(), body) == _header_matches(_library_header_regex(), body)
+
+
+@budget
+@seeded
+@given(text=REPLY_LINES)
+def test_anchored_reply_header_pattern_agrees_on_generated_replies(text: str) -> None:
+    _anchored_agrees(text)
+
+
+def test_anchored_reply_header_pattern_agrees_on_the_seed_mails() -> None:
+    quoted = 0
+    for raw in SEEDS:
+        try:
+            text = parse_email(raw).text_body
+        except MessageError:
+            continue
+        _anchored_agrees(text)
+        quoted += bool(_header_matches(_library_header_regex_(), text))
+    assert quoted >= 20  # the seeds do quote earlier mail: the comparison is not empty
+
+
+def _library_header_regex_() -> Any:
+    from mailcase.quoting import _library_header_regex
+
+    return _library_header_regex()
