@@ -22,10 +22,10 @@ import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timedelta
 from email import quoprimime
 from email.header import Header
+from functools import lru_cache
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path

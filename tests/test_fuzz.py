@@ -41,8 +41,11 @@ from hypothesis import strategies as st
 
 from mailcase.addresses import _parse_rfc5322, _parse_simple
 from mailcase.errors import MessageError
+from mailcase.feedparser_eol import _PATTERN as EOL_PATTERN
+from mailcase.feedparser_eol import LineBreakAtEnd
 from mailcase.headers import _split_any, _split_well_formed, read_headers, split_headers
 from mailcase.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
+from mailcase.quoting import _header_regex, _library_header_regex
 from mailcase.rules.base import Disposition
 from mailcase.rules.chain import run_chain
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id
@@ -380,9 +383,7 @@ def test_line_break_at_end_agrees_with_the_pattern_it_replaces() -> None:
     """Every string of up to six characters from a, \\r, \\n and space."""
     from itertools import product
 
-    from mailcase.feedparser_eol import _PATTERN, LineBreakAtEnd
-
-    regex, ours = re.compile(_PATTERN), LineBreakAtEnd()
+    regex, ours = re.compile(EOL_PATTERN), LineBreakAtEnd()
     for n in range(7):
         for chars in product("a\r\n ", repeat=n):
             text = "".join(chars)
@@ -401,11 +402,9 @@ def _tree(raw: bytes) -> list[Any]:
 def _trees_agree(raw: bytes) -> None:
     import email.feedparser as feedparser
 
-    from mailcase.feedparser_eol import _PATTERN, LineBreakAtEnd
-
     assert isinstance(feedparser.NLCRE_eol, LineBreakAtEnd)  # parse.py installed it
     ours = _tree(raw)
-    feedparser.NLCRE_eol = re.compile(_PATTERN)  # type: ignore[assignment]
+    feedparser.NLCRE_eol = re.compile(EOL_PATTERN)  # type: ignore[assignment]
     try:
         assert _tree(raw) == ours
     finally:
@@ -472,8 +471,6 @@ def _header_matches(pattern: Any, text: str) -> list[tuple[tuple[int, int], tupl
 def _anchored_agrees(text: str) -> None:
     from mailparser_reply.parser import EmailMessage
 
-    from mailcase.quoting import _header_regex, _library_header_regex
-
     body = EmailMessage(text=text, languages=["en"]).text  # normalised as _first_reply reads it
     assert _header_matches(_header_regex(), body) == _header_matches(_library_header_regex(), body)
 
@@ -493,11 +490,5 @@ def test_anchored_reply_header_pattern_agrees_on_the_seed_mails() -> None:
         except MessageError:
             continue
         _anchored_agrees(text)
-        quoted += bool(_header_matches(_library_header_regex_(), text))
+        quoted += bool(_header_matches(_library_header_regex(), text))
     assert quoted >= 20  # the seeds do quote earlier mail: the comparison is not empty
-
-
-def _library_header_regex_() -> Any:
-    from mailcase.quoting import _library_header_regex
-
-    return _library_header_regex()
