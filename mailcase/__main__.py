@@ -1,3 +1,29 @@
-from mailcase.cli import main
+"""``python -m mailcase`` and the ``mailcase`` command.
 
-main()
+Before anything heavy is imported, a stop asked of the service (SIGTERM,
+SIGINT) ends it cleanly with exit 0: systemd may stop a service that is
+still starting.  The daemon installs its own handlers once it runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+
+def _stop_before_start(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def entry() -> None:
+    args = sys.argv[1:]
+    if "run" in args and "--once" not in args:
+        signal.signal(signal.SIGTERM, _stop_before_start)
+    from mailcase.cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -72,11 +72,12 @@ def normalise(addr: str) -> str:
     """The form addresses are compared in.
 
     Trimmed and lower case, without the root dot of a fully qualified
-    domain, and with a quoted local part unquoted: a quoted-string is the
-    same local part as its content (RFC 5322 §3.2.4, §3.4.1), so
-    ``"john"@example.org`` is ``john@example.org``.  A quoted local part
-    holding ``@``, a quote or a backslash keeps its quotes, so that it can
-    never pass for another address.
+    domain, and with a quoted local part in its canonical form: a
+    quoted-string is the same local part as its content (RFC 5322 §3.2.4,
+    §3.4.1), so ``"john"@example.org`` is ``john@example.org``; content that
+    is no dot-atom (``"john doe"``, ``"a,b"``, ``"x@y"``) keeps its quotes,
+    so the stored address stays one that can be written back into a mail
+    and can never pass for another address.
     """
     addr = addr.strip().strip("<>")
     local, at, domain = addr.rpartition("@")
@@ -86,12 +87,108 @@ def normalise(addr: str) -> str:
 
 
 def _unquote_local(local: str) -> str:
+    """A quoted local part in its one canonical form: bare when its content
+    is a dot-atom (RFC 5322 §3.4.1: the same local part), else quoted with
+    only ``"`` and ``\\`` escaped -- never unquoted into something that is
+    no addr-spec (``"john doe"`` stays quoted)."""
     if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
         return local
     inner = re.sub(r"\\(.)", r"\1", local[1:-1])
-    if any(c in inner for c in '@"\\'):
+    return quote_local(inner)
+
+
+# RFC 5322 §3.2.3 atext, with RFC 6532's UTF-8 (any non-ASCII character)
+_ATEXT_U = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_DOT_ATOM_U = re.compile(rf"{_ATEXT_U}(?:\.{_ATEXT_U})*")
+# qtext and quoted-pair content: printable ASCII, space, tab, UTF-8
+_QUOTABLE = re.compile(r"[ \t!-~\u0080-\U0010ffff]*")
+_LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_DOMAIN_LITERAL = re.compile(r"\[[!-Z^-~]*\]")
+_PHRASE_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
+def quote_local(local: str) -> str:
+    """``local`` as an RFC 5322 local part: a dot-atom as it is, anything else quoted."""
+    if _DOT_ATOM_U.fullmatch(local):
         return local
-    return inner
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AddressError(ValueError):
+    """An address that cannot be written into a mail (the text says why)."""
+
+
+@dataclass(frozen=True)
+class Formatted:
+    """A mailbox ready for a header and the SMTP envelope."""
+
+    header: str    # ``name <addr>`` or ``addr`` for a To/From field
+    envelope: str  # the addr-spec for MAIL FROM / RCPT TO (without angle brackets)
+    #: the address needs SMTPUTF8 (RFC 6531): its local part is not ASCII
+    utf8: bool
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as A-labels (IDNA 2008, UTS #46 mapping), or a domain literal; AddressError if neither."""
+    if _DOMAIN_LITERAL.fullmatch(domain):
+        return domain
+    if not domain.isascii():
+        import idna
+
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise AddressError(f"domain {domain!r} is not a valid internationalised domain: {exc}") from None
+    labels = domain.rstrip(".").split(".")
+    if len(labels) < 1 or not all(_LDH_LABEL.fullmatch(label) for label in labels) or len(domain) > 253:
+        raise AddressError(f"domain {domain!r} is not a host name")
+    return domain.rstrip(".").lower()
+
+
+def addr_spec(addr: str) -> tuple[str, bool]:
+    """(the addr-spec to write, needs SMTPUTF8) for a stored address.
+
+    The local part keeps (or gets) its quotes (RFC 5322 §3.4.1); an
+    internationalised domain becomes A-labels, so only a non-ASCII local
+    part needs SMTPUTF8 (RFC 6531).  AddressError for anything that is no
+    deliverable address: control characters, no domain, a bad domain.
+    """
+    if _ADDR_JUNK.search(addr) or "\r" in addr or "\n" in addr:
+        raise AddressError(f"address {addr!r} holds control characters")
+    local, at, domain = addr.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise AddressError(f"{addr!r} is not an address (no local part and domain)")
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        content = re.sub(r"\\(.)", r"\1", local[1:-1])
+    else:
+        content = local
+    if not _QUOTABLE.fullmatch(content):
+        raise AddressError(f"local part of {addr!r} holds characters no address may hold")
+    written = quote_local(content)
+    if len(written.encode("utf-8")) > 64 * 4:  # RFC 5321 §4.5.3.1.1 says 64 octets; be lenient, not unbounded
+        raise AddressError(f"local part of {addr!r} is too long")
+    return f"{written}@{ascii_domain(domain)}", not written.isascii()
+
+
+def display_phrase(name: str) -> str:
+    """A display name as an RFC 5322 phrase: atoms as they are, ASCII with
+    specials quoted, anything else RFC 2047 encoded -- never spliced raw."""
+    if not name:
+        return ""
+    if name.isascii():
+        if _PHRASE_ATOMS.fullmatch(name):
+            return name
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    from email.header import Header
+
+    return Header(name, "utf-8").encode(linesep="")
+
+
+def format_mailbox(name: str, addr: str) -> Formatted:
+    """``name <addr>`` for a header, safe whatever the name and address hold."""
+    spec, utf8 = addr_spec(addr)
+    phrase = display_phrase(" ".join(_CONTROLS.sub(" ", storable(name or "")).split())[:100])
+    return Formatted(f"{phrase} <{spec}>" if phrase else spec, spec, utf8)
 
 
 def _requote_encoded_words(value: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from mailcase.addresses import AddressError, addr_spec
 from mailcase.config import OutgoingConfig
 from mailcase.errors import AuthError, ConfigError, MailcaseError, TransientError
 
@@ -84,26 +85,66 @@ class SmtpTransport:
             raise TransientError(f"{self.where}: cannot connect: {getattr(exc, 'strerror', None) or exc}") from None
 
     def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+        """One SMTP transaction; after any failure the session is reset (RSET)
+        or dropped, so the next mail starts clean (RFC 5321 §4.1.1.5)."""
+        try:
+            rcpt, rcpt_utf8 = addr_spec(to_addr)
+            sender, sender_utf8 = addr_spec(envelope_from)
+        except AddressError as exc:
+            raise PermanentDeliveryError(f"{self.where}: {exc}") from None
         if self._conn is None:
             self._conn = self._connect()
+        conn = self._conn
         try:
-            refused = self._conn.sendmail(envelope_from, [to_addr], raw)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            raise _classify(code, _text(text), f"{self.where}: recipient {to_addr}") from None
-        except smtplib.SMTPSenderRefused as exc:
-            raise _classify(exc.smtp_code, _text(exc.smtp_error), f"{self.where}: sender {envelope_from}") from None
-        except smtplib.SMTPDataError as exc:
-            raise _classify(exc.smtp_code, _text(exc.smtp_error), f"{self.where}: data") from None
+            self._transaction(conn, sender, rcpt, raw, rcpt_utf8 or sender_utf8 or not raw.isascii())
         except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
             self.close()
             raise TransientError(f"{self.where}: connection lost: {exc}") from None
+        except MailcaseError:
+            self._reset()
+            raise
         except smtplib.SMTPResponseException as exc:
-            self.close()
+            self._reset()
             raise _classify(exc.smtp_code, _text(exc.smtp_error), self.where) from None
-        if refused:
-            code, text = next(iter(refused.values()))
-            raise _classify(code, _text(text), f"{self.where}: recipient {to_addr}")
+        except Exception:
+            self._reset()
+            raise
+
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, raw: bytes, utf8: bool) -> None:
+        conn.ehlo_or_helo_if_needed()
+        options = ""
+        if utf8:
+            if not conn.has_extn("smtputf8"):
+                raise PermanentDeliveryError(
+                    f"{self.where}: the server does not offer SMTPUTF8, which mail to {rcpt} needs "
+                    "(an internationalised address, RFC 6531)")
+            options = " SMTPUTF8" + (" BODY=8BITMIME" if conn.has_extn("8bitmime") else "")
+            conn.command_encoding = "utf-8"
+        else:
+            conn.command_encoding = "ascii"
+        # the addresses are written here, quoted as composed: smtplib's
+        # quoteaddr re-parses them with parseaddr, which splits "x<y"@z.org
+        code, resp = conn.docmd("MAIL", f"FROM:<{sender}>{options}")
+        if code != 250:
+            raise _classify(code, _text(resp), f"{self.where}: sender {sender}")
+        code, resp = conn.docmd("RCPT", f"TO:<{rcpt}>")
+        if code not in (250, 251):
+            raise _classify(code, _text(resp), f"{self.where}: recipient {rcpt}")
+        code, resp = conn.data(raw)
+        if code != 250:
+            raise _classify(code, _text(resp), f"{self.where}: data")
+
+    def _reset(self) -> None:
+        """Back to a clean session after a failed transaction; drop it if that fails."""
+        if self._conn is None:
+            return
+        try:
+            code, _ = self._conn.rset()
+            if code == 250:
+                return
+        except Exception:
+            pass
+        self.close()
 
     def close(self) -> None:
         if self._conn is not None:

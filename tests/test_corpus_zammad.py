@@ -50,8 +50,13 @@ SENDER_SUBJECT_DIFFERENCES: dict[str, str] = {
     "break (RFC 5322 §2.2), so we drop it where Zammad keeps '\\r\\n' in the subject",
     "mail044": "<Claudia.Shu@yahoo.com.>: the trailing root dot names the same domain, and "
     "we compare addresses without it so it matches the account's address",
-    "mail076": "'\"Millions Lottery Spain transfer\"@example.com>': Zammad keeps the stray '>' "
-    "and the quotes; a quoted local part is its content (RFC 5322 §3.2.4), so we unquote",
+    "mail071": "'<power quadrant system@example.com>': a local part with spaces is only an "
+    "address when quoted (RFC 5322 §3.4.1); we keep it quoted, so it can be written back into a "
+    "mail, where Zammad keeps the unquoted form no mail can carry",
+    "mail076": "'\"Millions Lottery Spain transfer\"@example.com>': Zammad keeps the stray '>'; "
+    "we keep the quotes a local part with spaces needs (RFC 5322 §3.4.1)",
+    "mail087": "'From: Test test@example.com' (no angle brackets): the parser reads the words "
+    "before the '@' as one obsolete local part, which we keep quoted (as mail071)",
     "mail117": "an encoded-word inside an addr-spec is literal text (RFC 2047 §5 (3)); "
     "Zammad decodes part of it and so changes the address",
 }

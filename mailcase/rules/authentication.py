@@ -14,7 +14,7 @@ import re
 
 import authres
 
-from mailcase.addresses import domain_of
+from mailcase.addresses import AddressError, ascii_domain, domain_of
 from mailcase.rules.base import AuthResult, Context, Disposition, Mail, Notice, Outcome, Verdict
 
 RULE = "sender-authentication"
@@ -28,7 +28,19 @@ def _aligned(domain: str | None, from_domain: str) -> bool:
     d = domain.strip().strip("@").lower().rstrip(".")
     if "@" in d:
         d = d.rpartition("@")[2]
+    # an internationalised domain is compared in one form: A-labels (a server
+    # writes xn--... in its header where the From field holds UTF-8)
+    d, from_domain = _a_labels(d), _a_labels(from_domain)
     return d == from_domain or d.endswith("." + from_domain) or from_domain.endswith("." + d)
+
+
+def _a_labels(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return ascii_domain(domain)
+    except AddressError:
+        return domain
 
 
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -77,7 +89,8 @@ def evaluate(mail: Mail, ctx: Context) -> AuthResult:
             if method == "dmarc" and result == "pass":
                 dmarc = dmarc or _aligned(props.get("header.from") or from_domain, from_domain)
             elif method == "spf" and result == "pass":
-                spf = spf or _aligned(props.get("smtp.mailfrom"), from_domain)
+                # a null reverse path (a bounce) is checked by its HELO name (RFC 7208 §2.3)
+                spf = spf or _aligned(props.get("smtp.mailfrom") or props.get("smtp.helo"), from_domain)
             elif method == "dkim" and result == "pass":
                 dkim = dkim or _aligned(props.get("header.d") or props.get("header.i"), from_domain)
         detail = f"our server ({settings.authserv_id}) says " + (", ".join(seen) or "nothing")

@@ -2,7 +2,8 @@
 
 ``sink.refuse()`` stops listening (connection refused), ``sink.tempfail = True``
 answers 451 to every recipient, ``sink.reject = {"addr"}`` answers 550 for
-those recipients; ``sink.accept()`` brings it back.
+those recipients; ``sink.accept()`` brings it back.  ``SmtpSink(smtputf8=False)``
+is a server that does not offer SMTPUTF8.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class SmtpSink:
     received: list[Received] = field(default_factory=list)
     tempfail: bool = False
     reject: set[str] = field(default_factory=set)
+    #: offer SMTPUTF8 (RFC 6531); False: a server that cannot take internationalised addresses
+    smtputf8: bool = True
     _controller: Controller | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,7 +57,7 @@ class SmtpSink:
         return "250 Message accepted for delivery"
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8)
         self._controller.start()
         return self
 
