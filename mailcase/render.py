@@ -25,6 +25,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailcase.errors import ConfigError
+from mailcase.subjects import format_case_token, format_survey_token
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
@@ -64,7 +65,8 @@ def environment(folder: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["case_token"] = lambda n: f"[Case #{int(n):06d}]"
+    env.filters["case_token"] = format_case_token
+    env.filters["survey_token"] = format_survey_token
     env.filters["local_time"] = lambda d, fmt="%a %d %b %Y %H:%M %Z": d.strftime(fmt) if d else ""
     return env
 

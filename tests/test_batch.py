@@ -8,7 +8,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from batching import Desk, ny
-from mailcase.batch import BATCH, normalise_subject
+from mailcase.batch import BATCH
+from mailcase.subjects import normalise_subject
 from mailcase.cases import CASE
 from mailcase.classify import CLASSIFICATION
 from mailcase.ledger import MESSAGE

@@ -22,7 +22,8 @@ from mailcase.rules.bounce import bounce
 from mailcase.rules.chain import run_chain
 from mailcase.rules.scope import scope
 from mailcase.rules.severity import find_keyword
-from mailcase.rules.threading import case_token, threading
+from mailcase.rules.threading import threading
+from mailcase.subjects import case_number as case_token
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
 
 CORPUS = Path(__file__).parent / "rules_corpus"
@@ -273,6 +274,61 @@ def test_unparsed_bounce_needs_a_mail_system_sender(sender: str, return_path: st
              body="The message could not be delivered.\n")
     verdict = bounce(m, ctx(), Outcome())
     assert (verdict is not None) is is_bounce
+
+
+def _report(sender: str, subject: str, report_type: str, parts: str, return_path: str = "<>") -> bytes:
+    return (f"Return-Path: {return_path}\nFrom: {sender}\nTo: support@support.example\nSubject: {subject}\n"
+            f"Message-ID: <r{abs(hash((sender, subject)))}@mx.example>\nMIME-Version: 1.0\n"
+            f"Content-Type: multipart/report; report-type={report_type}; boundary=x\n\n"
+            f"--x\nContent-Type: text/plain\n\nA report.\n{parts}--x--\n").encode()
+
+
+_DELAYED = ("--x\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+            "Final-Recipient: rfc822; ana@clinic.example\nAction: delayed\nStatus: 4.4.7\n\n")
+
+
+@pytest.mark.parametrize("sender, subject, report_type, parts, name", [
+    # a delay report is a report of its own kind: never a failure to count
+    ("MAILER-DAEMON@mx.example", "Delivery Status Notification (Delay)", "delivery-status", _DELAYED, "delay-report"),
+    # a DSN whose subject carries a reply prefix is still a DSN
+    ("postmaster@mx.example", "Re: Your message to ana@clinic.example", "delivery-status",
+     _DELAYED.replace("delayed", "failed").replace("4.4.7", "5.1.1"), "bounce"),
+    # Exchange Online's robot sender
+    ("Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@clinic.onmicrosoft.com>",
+     "Undeliverable: Invoice question", "delivery-status",
+     _DELAYED.replace("delayed", "failed").replace("4.4.7", "5.1.10"), "bounce"),
+    # a multipart/report without its delivery-status part
+    ("MAILER-DAEMON@mx.example", "Mail delivery failed", "delivery-status", "", "bounce"),
+    # a report type we have no reader for is still no request
+    ("reports@mx.example", "Report", "tlsrpt", "", "bounce"),
+])
+def test_reports_of_every_kind_are_no_requests(sender: str, subject: str, report_type: str, parts: str,
+                                               name: str) -> None:
+    verdict = bounce(mail_from_bytes(_report(sender, subject, report_type, parts)), ctx(), Outcome())
+    assert verdict is not None and verdict.disposition is Disposition.SUPPRESSED and verdict.name == name
+
+
+@pytest.mark.parametrize("sender, subject", [
+    ("Mail Delivery Subsystem <mailer-daemon@googlemail.com>", "Delivery Status Notification (Delay)"),
+    ("MAILER-DAEMON@relay.example", "Warning: message 1vXyZ-0003 delayed 24 hours"),
+    ("Mail Delivery System <postmaster@relay.example>", "RE: Undeliverable: Claims export"),
+])
+def test_robot_notices_without_a_format_are_bounces(sender: str, subject: str) -> None:
+    m = mail(("From", sender), ("Return-Path", "<>"), ("Subject", subject),
+             body="This is an automatically generated Delivery Status Notification.\n")
+    verdict = bounce(m, ctx(), Outcome())
+    assert verdict is not None and verdict.disposition is Disposition.SUPPRESSED
+
+
+def test_original_recipient_is_recorded() -> None:
+    parts = ("--x\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+             "Original-Recipient: rfc822;ana@clinic.example\nFinal-Recipient: rfc822; a.smith@mail.clinic.example\n"
+             "Action: failed\nStatus: 5.1.1\n\n")
+    verdict = bounce(mail_from_bytes(_report("MAILER-DAEMON@mx.example", "failure", "delivery-status", parts)),
+                     ctx(), Outcome())
+    assert verdict is not None
+    data = verdict.effects[0].data
+    assert (data["recipient"], data["original_recipient"]) == ("a.smith@mail.clinic.example", "ana@clinic.example")
 
 
 @pytest.mark.parametrize("prefix", ["Fwd: ", "FW: ", "WG: ", "AW: ", "Re: ", "TR: ", "RV: "])

@@ -14,10 +14,10 @@ import re
 from datetime import timedelta
 
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
+from mailcase.subjects import strip_prefixes
 
 RULE = "abuse-flags"
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
-_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr)\s*:\s*)+", re.IGNORECASE)
 # words that say nothing about what a request is about; greetings and
 # sign-offs included, since they are what two mails of one sender share most
 _STOPWORDS = frozenset("""
@@ -69,7 +69,7 @@ def abuse_flags(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         reasons.append(f"{week + 1} requests from {account.code} in 7 days "
                        f"(threshold {ctx.settings.weekly_request_threshold})")
     if sender.eligible:
-        text = _REPLY_PREFIX.sub("", mail.subject or "") + "\n" + mail.reply_text
+        text = strip_prefixes(mail.subject) + "\n" + mail.reply_text
         best: tuple[float, int] | None = None
         for case in ctx.resolved_cases(account.id):
             score = similarity(text, f"{case.subject}\n{case.text}")

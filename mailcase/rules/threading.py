@@ -16,21 +16,15 @@ Staff mail is left to the staff rule.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import CaseRef, Context, Disposition, Effect, Mail, Outcome, Verdict
+from mailcase.subjects import case_number
 
 RULE = "threading"
-CASE_TOKEN = re.compile(r"\[\s*Case\s*#\s*(\d{1,9})\s*\]", re.IGNORECASE)
 #: a reply to a case in these states reopens it (within the window)
 _CLOSED = ("closed", "resolved")
-
-
-def case_token(subject: str) -> int | None:
-    m = CASE_TOKEN.search(subject or "")
-    return int(m.group(1)) if m else None
 
 
 def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
@@ -40,7 +34,7 @@ def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
         case = ctx.case_for_message_ids(ids)
         if case is not None:
             return case, "In-Reply-To/References name a mail of the case"
-    number = case_token(mail.subject)
+    number = case_number(mail.subject)
     if number is None:
         return None, "no known Message-ID and no case token"
     case = ctx.case_by_number(number)
@@ -72,7 +66,7 @@ def threading(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         return None  # the staff rule decides
     case, how = find_thread(mail, ctx)
     if case is None:
-        if case_token(mail.subject) is not None:
+        if case_number(mail.subject) is not None:
             return Verdict(RULE, "case-token-ignored", how)
         return None
     return attach(mail, ctx, case, how)
