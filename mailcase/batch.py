@@ -55,7 +55,8 @@ from mailcase.classify import (
 )
 from mailcase.clock import Clock
 from mailcase.config import Config
-from mailcase.db import insert_ignore, is_postgres, transaction
+from mailcase import service_state
+from mailcase.db import insert_ignore, is_outage, is_postgres, transaction
 from mailcase.directory import ACCOUNT, DbDirectory
 from mailcase.fetch import MAILBOX_STATE
 from mailcase.kb import Suggestion
@@ -64,31 +65,19 @@ from mailcase.kb import suggest as kb_suggest
 from mailcase.ledger import MESSAGE
 from mailcase.log import kv
 from mailcase.models import Batch as BatchRow
+from mailcase.quarantine import quarantine
 from mailcase.outbox import OutboxQueue, OutgoingMail
 from mailcase.render import find_templates, render
 from mailcase.rules.base import Disposition, Mail, Mark, Outcome
 from mailcase.rules.chain import run_chain
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
-from mailcase.rules.threading import CASE_TOKEN
-from mailcase.states import MessageState
+from mailcase.states import MessageState, Stage
+from mailcase.subjects import normalise_subject
 
 log = logging.getLogger(__name__)
 BATCH = BatchRow.__table__  # type: ignore[attr-defined]
 BATCH_LOCK_KEY = 0x6D61696C63617365  # "mailcase"
 CHUNK = 500  # mails loaded at once by a cutoff
-_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|antwort|tr|réf|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
-_TAGS = re.compile(r"\[[^\]]{0,40}\]")
-
-
-def normalise_subject(subject: str) -> str:
-    """Re:/Fwd:/AW:/WG: and [tags] stripped, case and spacing folded."""
-    s = subject or ""
-    for _ in range(5):
-        before = s
-        s = _PREFIX.sub("", _TAGS.sub(" ", CASE_TOKEN.sub(" ", s))).strip()
-        if s == before:
-            break
-    return " ".join(s.lower().split())
 
 
 # -- which cutoffs are due, and may they close ------------------------------------------
@@ -108,7 +97,29 @@ def _pending_query() -> sa.Select[Any]:
     )
 
 
-def due_cutoffs(conn: Connection, cal: BusinessCalendar, now: datetime) -> list[datetime]:
+START_KEY = "batch-start"
+
+
+def batch_start(conn: Connection, config: Config, now: datetime, record: bool = False) -> datetime:
+    """Where a fresh database's cutoffs begin: ``batch.start_at``, else the moment
+    this database first ran the cutoff stage (recorded then, with ``record``)."""
+    configured = config.batch.start()
+    if configured is not None:
+        return configured
+    found = service_state.get(conn, START_KEY)
+    if found is None and record:
+        found = service_state.put_once(conn, START_KEY, now.isoformat(), now)
+    return datetime.fromisoformat(found[0]) if found else now
+
+
+def due_cutoffs(conn: Connection, cal: BusinessCalendar, now: datetime, config: Config | None = None,
+                limit: int | None = None) -> list[datetime]:
+    """The cutoffs that have passed and not been closed, oldest first (at most ``limit``).
+
+    After the last closed cutoff; on a fresh database from the first cutoff
+    after both the oldest waiting mail and the start (:func:`batch_start`):
+    a mail dated 1971 does not make the desk walk through fifty years.
+    """
     last = last_done(conn)
     if last is None:
         first = conn.execute(
@@ -122,8 +133,35 @@ def due_cutoffs(conn: Connection, cal: BusinessCalendar, now: datetime) -> list[
             return []
         if first.tzinfo is None:
             first = first.replace(tzinfo=UTC)
-        last = cal.cutoff_for(first) - timedelta(microseconds=1)
-    return cal.cutoffs_between(last, now)
+        start = batch_start(conn, config, now) if config is not None else first
+        last = max(cal.cutoff_for(first), cal.next_cutoff(start)) - timedelta(microseconds=1)
+    return cal.cutoffs_between(last, now, limit=limit)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """The cutoffs a run will close: one by one, or (after a long gap) the last alone."""
+
+    cutoffs: list[datetime]
+    skipped: int = 0           # cutoffs folded into the catch-up batch
+    skipped_from: datetime | None = None
+
+
+def plan_due(conn: Connection, cal: BusinessCalendar, config: Config, now: datetime) -> CatchUp:
+    """The due cutoffs, computed once per run; more than ``batch.catch_up_business_days``
+    business days of them become one catch-up batch at the last."""
+    days = config.batch.catch_up_business_days
+    # enough to tell whether the gap is longer than the limit, never the whole gap
+    limit = (days + 1) * cal.cutoffs_per_day
+    head = due_cutoffs(conn, cal, now, config, limit=limit)
+    if not head:
+        return CatchUp([])
+    if len(head) < limit and len({cal.local_date(c) for c in head}) <= days:
+        return CatchUp(head)
+    last = cal.previous_cutoff(now)
+    assert last is not None
+    skipped = len(head)  # at least this many; the exact count is not worth walking the gap for
+    return CatchUp([last], skipped=skipped, skipped_from=head[0])
 
 
 @dataclass(frozen=True)
@@ -177,6 +215,10 @@ class CutoffResult:
     released: int = 0
     late_mails: int = 0
     late_mailboxes: tuple[str, ...] = ()
+    #: mails that failed at this cutoff (quarantined with the reason; the rest went on)
+    quarantined: int = 0
+    #: cutoffs folded into this one (a catch-up after a long gap)
+    caught_up: int = 0
     dry_run: bool = False
 
     def summary(self) -> str:
@@ -187,6 +229,8 @@ class CutoffResult:
             f"{self.notices} notices queued ({self.notices_withheld} withheld)"
             + (f", {self.released} held cases released" if self.released else "")
             + (f", {self.late_mails} late mails" if self.late_mails else "") + late
+            + (f", {self.quarantined} quarantined" if self.quarantined else "")
+            + (f", catch-up of {self.caught_up} missed cutoffs" if self.caught_up else "")
         )
 
 
@@ -240,142 +284,268 @@ def _template_vars(config: Config, zone: ZoneInfo) -> dict[str, Any]:
     return {"signature": f"{config.outgoing.from_name}\n{config.outgoing.from_address}", "zone": zone}
 
 
+@dataclass
+class PlannedCase:
+    """One case a cutoff will make: its mails, its row, its suggestions."""
+
+    group: list[tuple[Mail, Outcome]]
+    values: dict[str, Any]
+    suggestions: list[Suggestion]
+    view: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pks(self) -> list[int]:
+        return [m.pk for m, _ in self.group if m.pk is not None]
+
+
+@dataclass
+class Unit:
+    """What stands or falls together at a cutoff: a requester's new cases and
+    the mail that tells them.  A unit that cannot be made (a template that
+    fails on it, an address no mail can carry, a row the database refuses)
+    is quarantined whole; every other unit goes on."""
+
+    requester: str
+    cases: list[PlannedCase]
+    #: composed outbox rows, and for each the case numbers it is about
+    mail: list[tuple[dict[str, Any], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def pks(self) -> list[int]:
+        return [pk for case in self.cases for pk in case.pks]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A database that went away: the whole cutoff rolls back and runs again later."""
+    return is_outage(exc)
+
+
+class CutoffRun:
+    """One cutoff, closed inside the caller's transaction.
+
+    Phases, each small: open the batch row; claim the pending mail; judge
+    every mail again (the directory as of the cutoff); plan the cases (pure:
+    grouping, rows, suggestions); make them (numbers, mail composed per
+    unit, rows written in bulk); release held cases; record the counts.
+    A failure of one item quarantines that item only (stage ``batch``).
+    """
+
+    def __init__(self, conn: Connection, config: Config, cal: BusinessCalendar, cutoff: datetime,
+                 now: datetime, late_mailboxes: tuple[str, ...] = (), dry_run: bool = False) -> None:
+        self.conn, self.config, self.cal, self.cutoff, self.now = conn, config, cal, cutoff, now
+        self.result = CutoffResult(cutoff, late_mailboxes=late_mailboxes, dry_run=dry_run)
+        self.key = config.hmac_key()
+        self.settings = rule_settings(config)
+        self.templates = find_templates(config.outgoing.templates_dir)
+        self.base_vars = _template_vars(config, cal.zone)
+        self.outbox = OutboxQueue(conn, config, self.key, now)
+        self.previous: datetime | None = None
+        self.batch_id = 0
+        self.requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
+
+    # -- phases ------------------------------------------------------------------------
+
+    def run(self) -> CutoffResult | None:
+        if not self._open():
+            return None
+        claimed = self._claim()
+        self._judge(claimed)
+        units = self._plan()
+        self._make(units)
+        self.result.released = _release_held(self)
+        self.outbox.flush()
+        r = self.result
+        self.conn.execute(sa.update(BATCH).where(BATCH.c.id == self.batch_id).values(
+            mails=r.mails, cases=len(r.cases), follow_ups=r.follow_ups, notices=r.notices,
+            acknowledgements=r.acknowledgements, late_mails=r.late_mails))
+        if r.late_mailboxes:
+            log.warning("event=alert cutoff=%s what=%s", self.cutoff.isoformat(),
+                        kv(f"cutoff closed without a sync of {', '.join(r.late_mailboxes)}: their late mail "
+                           "joins the next"))
+        return r
+
+    def _open(self) -> bool:
+        conn, cutoff = self.conn, self.cutoff
+        if _batch_exists(conn, cutoff):
+            return False
+        previous = conn.execute(sa.select(sa.func.max(BATCH.c.cutoff_at)).where(BATCH.c.cutoff_at < cutoff)).scalar()
+        if previous is not None and previous.tzinfo is None:
+            previous = previous.replace(tzinfo=UTC)
+        self.previous = previous
+        self.batch_id = int(conn.execute(
+            sa.insert(BATCH).values(cutoff_at=cutoff, ran_at=self.now,
+                                    late_mailboxes=list(self.result.late_mailboxes)).returning(BATCH.c.id)
+        ).scalar_one())
+        self.result.batch_id = self.batch_id
+        return True
+
+    def _claim(self) -> list[int]:
+        conn = self.conn
+        pks = [r[0] for r in conn.execute(
+            _pending_query().where(MESSAGE.c.received_at < self.cutoff).order_by(MESSAGE.c.received_at, MESSAGE.c.id)
+        )]
+        for i in range(0, len(pks), 500):
+            conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id.in_(pks[i : i + 500]), MESSAGE.c.batch_id.is_(None))
+                         .values(batch_id=self.batch_id))
+        claimed = [r[0] for r in conn.execute(sa.select(MESSAGE.c.id).where(MESSAGE.c.batch_id == self.batch_id)
+                                              .order_by(MESSAGE.c.received_at, MESSAGE.c.id))]
+        self.result.mails = len(claimed)
+        return claimed
+
+    def _quarantine(self, pks: Sequence[int], what: str, exc: BaseException) -> None:
+        """Quarantine mails that failed at this cutoff; raise again if the database is gone."""
+        if _is_transient(exc):
+            raise exc
+        log.error("event=cutoff-item-failed cutoff=%s messages=%s what=%s error=%s",
+                  self.cutoff.isoformat(), ",".join(map(str, pks)), kv(what), kv(f"{type(exc).__name__}: {exc}"))
+        for pk in pks:
+            quarantine(self.conn, pk, Stage.BATCH, exc, self.now, context=what)
+        self.result.quarantined += len(pks)
+
+    def _judge(self, claimed: list[int]) -> None:
+        """The rules again for every claimed mail, against the directory as of the cutoff."""
+        conn, cutoff, result = self.conn, self.cutoff, self.result
+        directory = DbDirectory(conn, cutoff, self.config.staff, staff_addresses(conn))
+        released_from_review = _released_from_review(conn, claimed)
+        cache = PassCache()
+        recorder = Recorder(conn, f"cutoff {cutoff:%Y-%m-%dT%H:%MZ}", self.now, cache,
+                            bounce_matcher(conn, self.config, self.key, self.now), self.settings)
+        notice_only: list[int] = []
+        # in chunks: a cutoff after a long outage can hold tens of thousands of mails
+        # (load_mails reads only the head of each: no attachment is held)
+        for start in range(0, len(claimed), CHUNK):
+            chunk = claimed[start : start + CHUNK]
+            mails = load_mails(conn, chunk, reread_headers=False, settings=self.settings)
+            cache.prefetch(conn, list(mails.values()), directory)
+            for pk in chunk:
+                mail = mails.pop(pk)
+                try:
+                    ctx = DbContext(conn, cutoff, self.settings, directory, self.key, cache, message_pk=pk,
+                                    cutoff_of=self.cal.cutoff_for)
+                    disabled = frozenset({"floods"}) if pk in released_from_review else frozenset()
+                    outcome = run_chain(mail, ctx, disabled=disabled)
+                    final = outcome.final
+                    notice_row = None
+                    if final is Disposition.NOTICE_ONLY and outcome.notice is not None and outcome.notice_allowed:
+                        # composed before anything is recorded: a mail that cannot
+                        # be answered is quarantined whole, not half-recorded
+                        notice_row = self.outbox.prepare(_notice_mail(self, mail, outcome, None))
+                    recorder.add(mail, outcome)
+                except Exception as exc:  # one mail fails, not the cutoff
+                    self._quarantine([pk], "judging the mail at the cutoff", exc)
+                    continue
+                if self.previous is not None and mail.received_at < self.previous:
+                    result.late_mails += 1
+                if final is Disposition.PENDING:
+                    sender = outcome.sender
+                    acc = sender.account.id if sender and sender.account else None
+                    self.requests[((sender.address if sender else None) or mail.sender or "", acc)].append(
+                        (mail, outcome))
+                elif final is Disposition.NOTICE_ONLY:
+                    if notice_row is not None:
+                        assert outcome.notice is not None
+                        self.outbox.put(notice_row)
+                        cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
+                        result.notices += 1
+                    elif outcome.notice is not None:
+                        result.notices_withheld += 1
+                    notice_only.append(pk)
+                elif final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
+                    result.follow_ups += 1
+                # suppressed / held: the recorder sets the state
+            recorder.flush()
+            self.outbox.flush()  # the next chunk's notice lookups read the outbox
+        for i in range(0, len(notice_only), CHUNK):
+            _set_state(conn, notice_only[i : i + CHUNK], MessageState.BATCHED, self.now)
+
+    def _plan(self) -> list[Unit]:
+        """Group each requester's requests into cases; pure but for the KB lookups."""
+        config = self.config
+        generic = {s.lower() for s in config.batch.generic_subjects}
+        kb_ready = config.kb.suggestions > 0 and kb_count(self.conn) > 0
+        units: list[Unit] = []
+        for (requester, _account_id), items in self.requests.items():
+            unit = Unit(requester, [])
+            for idxs in group_requests(items, generic):
+                group = [items[i] for i in idxs]
+                suggestions: list[Suggestion] = []
+                if kb_ready:
+                    first_mail = group[0][0]
+                    try:
+                        suggestions = kb_suggest(self.conn, f"{first_mail.subject}\n{first_mail.reply_text}",
+                                                 config.kb.suggestions, config.kb.min_score)
+                    except Exception as exc:  # a suggestion is a courtesy: never a reason to fail
+                        if _is_transient(exc):
+                            raise
+                        log.warning("event=kb-suggest-failed message=%s error=%s", first_mail.pk, kv(exc))
+                kb_answer = bool(suggestions) and suggestions[0].score >= config.kb.answer_score
+                values = _case_values(group, self.previous, self.now, self.batch_id, kb_answer)
+                unit.cases.append(PlannedCase(group, values, suggestions))
+            units.append(unit)
+        return units
+
+    def _make(self, units: list[Unit]) -> None:
+        """Number the cases, compose their mail, then write them in bulk."""
+        allocator = CaseAllocator(self.conn, self.now)
+        ready: list[Unit] = []
+        for unit in units:
+            mark = allocator.checkpoint()
+            try:
+                for case in unit.cases:
+                    case.values["number"] = allocator.number()
+                    case.values["owner_id"] = allocator.owner()
+                    case.view = _case_view(case)
+                unit.mail = _unit_mail(self, unit)
+            except Exception as exc:
+                allocator.rollback(mark)
+                self._quarantine(unit.pks, f"making the case(s) of {unit.requester}", exc)
+                continue
+            ready.append(unit)
+        self.outbox.flush()
+        for start in range(0, len(ready), CHUNK):
+            self._write(ready[start : start + CHUNK], allocator)
+        allocator.flush()
+
+    def _write(self, units: list[Unit], allocator: CaseAllocator) -> None:
+        """Insert the units' cases, links and mail; if the database refuses one
+        row, find it unit by unit and quarantine only that unit."""
+        try:
+            with self.conn.begin_nested():
+                self._insert(units, allocator)
+            return
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            self.outbox.discard()
+        for unit in units:
+            try:
+                with self.conn.begin_nested():
+                    self._insert([unit], allocator)
+            except Exception as exc:
+                self.outbox.discard()
+                self._quarantine(unit.pks, f"writing the case(s) of {unit.requester}", exc)
+
+    def _insert(self, units: list[Unit], allocator: CaseAllocator) -> None:
+        planned = [(case.group, case.values) for unit in units for case in unit.cases]
+        made = _make_cases(self.conn, planned, self.now, self.result, allocator)
+        ids = {number: case_id for case_id, number in made}
+        for unit in units:
+            for row, numbers in unit.mail:
+                case_ids = [ids[n] for n in numbers]
+                self.outbox.put({**row, "case_id": case_ids[0] if case_ids else None, "case_ids": case_ids})
+                if row["kind"] == "ack":
+                    self.result.acknowledgements += 1
+                else:
+                    self.result.notices += 1
+        self.outbox.flush()
+
+
 def run_cutoff(
     conn: Connection, config: Config, cal: BusinessCalendar, cutoff: datetime, now: datetime,
     late_mailboxes: tuple[str, ...] = (), dry_run: bool = False,
 ) -> CutoffResult | None:
     """Close one cutoff inside the caller's transaction; None if it was done already."""
-    result = CutoffResult(cutoff, late_mailboxes=late_mailboxes, dry_run=dry_run)
-    previous = conn.execute(sa.select(sa.func.max(BATCH.c.cutoff_at)).where(BATCH.c.cutoff_at < cutoff)).scalar()
-    inserted = conn.execute(
-        sa.insert(BATCH).values(cutoff_at=cutoff, ran_at=now, late_mailboxes=list(late_mailboxes))
-        .returning(BATCH.c.id)
-    ) if not _batch_exists(conn, cutoff) else None
-    if inserted is None:
-        return None
-    batch_id = int(inserted.scalar_one())
-    result.batch_id = batch_id
-
-    pks = [r[0] for r in conn.execute(
-        _pending_query().where(MESSAGE.c.received_at < cutoff).order_by(MESSAGE.c.received_at, MESSAGE.c.id)
-    )]
-    for i in range(0, len(pks), 500):
-        part = pks[i : i + 500]
-        conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id.in_(part), MESSAGE.c.batch_id.is_(None))
-                     .values(batch_id=batch_id))
-    claimed = [r[0] for r in conn.execute(sa.select(MESSAGE.c.id).where(MESSAGE.c.batch_id == batch_id)
-                                          .order_by(MESSAGE.c.received_at, MESSAGE.c.id))]
-    result.mails = len(claimed)
-    if previous is not None and previous.tzinfo is None:
-        previous = previous.replace(tzinfo=UTC)
-
-    key = config.hmac_key()
-    settings = rule_settings(config)
-    directory = DbDirectory(conn, cutoff, config.staff, staff_addresses(conn))
-    released_from_review = _released_from_review(conn, claimed)
-    templates = find_templates(config.outgoing.templates_dir)
-    zone = cal.zone
-    base_vars = _template_vars(config, zone)
-    phase = f"cutoff {cutoff:%Y-%m-%dT%H:%MZ}"
-    requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
-    cache = PassCache()
-    recorder = Recorder(conn, phase, now, cache, bounce_matcher(conn, config, key, now), settings)
-    notice_only: list[int] = []
-    outbox = OutboxQueue(conn, config, key, now)
-    # in chunks: a cutoff after a long outage can hold tens of thousands of mails
-    # (load_mails reads only the head of each: no attachment is held)
-    for start in range(0, len(claimed), CHUNK):
-        chunk = claimed[start : start + CHUNK]
-        mails = load_mails(conn, chunk, reread_headers=False, settings=settings)
-        cache.prefetch(conn, list(mails.values()), directory)
-        for pk in chunk:
-            mail = mails.pop(pk)
-            ctx = DbContext(conn, cutoff, settings, directory, key, cache, message_pk=pk)
-            disabled = frozenset({"floods"}) if pk in released_from_review else frozenset()
-            outcome = run_chain(mail, ctx, disabled=disabled)
-            recorder.add(mail, outcome)
-            if previous is not None and mail.received_at < previous:
-                result.late_mails += 1
-            final = outcome.final
-            if final is Disposition.PENDING:
-                sender = outcome.sender
-                acc = sender.account.id if sender and sender.account else None
-                requests[((sender.address if sender else None) or mail.sender or "", acc)].append((mail, outcome))
-            elif final is Disposition.NOTICE_ONLY:
-                if outcome.notice is not None and outcome.notice_allowed:
-                    _queue_notice(outbox, templates, base_vars, mail, outcome, None, batch_id)
-                    cache.add_notice(_people_vars(outcome, mail)["requester"], outcome.notice.value, cutoff)
-                    result.notices += 1
-                elif outcome.notice is not None:
-                    result.notices_withheld += 1
-                notice_only.append(pk)
-            elif final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
-                result.follow_ups += 1
-            # suppressed / held: the recorder sets the state
-        recorder.flush()
-        outbox.flush()  # the next chunk's notice lookups read the outbox
-    if notice_only:
-        _set_state(conn, notice_only, MessageState.BATCHED, now)
-
-    generic = {s.lower() for s in config.batch.generic_subjects}
-    allocator = CaseAllocator(conn, now)
-    kb_ready = config.kb.suggestions > 0 and kb_count(conn) > 0
-    acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    ack_meta: dict[str, tuple[Mail, Outcome, list[int]]] = {}
-    planned: list[tuple[str, list[tuple[Mail, Outcome]], list[Suggestion], dict[str, Any]]] = []
-    for (requester, _account_id), items in requests.items():
-        for idxs in group_requests(items, generic):
-            group = [items[i] for i in idxs]
-            suggestions: list[Suggestion] = []
-            if kb_ready:
-                first_mail = group[0][0]
-                suggestions = kb_suggest(conn, f"{first_mail.subject}\n{first_mail.reply_text}",
-                                         config.kb.suggestions, config.kb.min_score)
-            kb_answer = bool(suggestions) and suggestions[0].score >= config.kb.answer_score
-            planned.append((requester, group, suggestions, _case_values(group, previous, now, batch_id, kb_answer)))
-    for start in range(0, len(planned), CHUNK):
-        part = planned[start : start + CHUNK]
-        made = _make_cases(conn, [(group, values) for _, group, _, values in part], now, result, allocator)
-        for (requester, group, suggestions, values), (case_id, number) in zip(part, made, strict=True):
-            first_mail, first_outcome = group[0]
-            view = {
-                "number": number, "subject": values["subject"],
-                "severity_name": SEVERITY_NAMES.get(values["severity"], str(values["severity"])),
-                "repeat_of": _repeat_of(values["flags"]),
-                "suggestions": [{"title": x.title, "url": x.url} for x in suggestions],
-            }
-            if values["held"] or values["out_of_scope"]:
-                notice = "hold" if values["held"] else "out-of-scope"
-                if any(o.notice_allowed for _, o in group) or not values["no_auto_reply"]:
-                    _queue_notice(outbox, templates, base_vars, first_mail, first_outcome,
-                                  (case_id, number, view), batch_id, notice_override=notice)
-                    result.notices += 1
-                continue
-            if values["no_auto_reply"]:
-                continue  # automatic mail from a representative: a case, no acknowledgement
-            acks[requester].append(view)
-            meta = ack_meta.get(requester)
-            if meta is None:  # the acknowledgement answers the requester's earliest mail
-                ack_meta[requester] = (first_mail, first_outcome, [case_id])
-            else:
-                meta[2].append(case_id)
-
-    for requester, views in acks.items():
-        first_mail, first_outcome, case_ids = ack_meta[requester]
-        _queue_ack(outbox, templates, base_vars, requester, views, case_ids, first_mail,
-                   first_outcome, cutoff, batch_id)
-        result.acknowledgements += 1
-
-    allocator.flush()
-    result.released = _release_held(conn, outbox, templates, base_vars, cutoff, batch_id, now)
-    outbox.flush()
-    conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(
-        mails=result.mails, cases=len(result.cases), follow_ups=result.follow_ups, notices=result.notices,
-        acknowledgements=result.acknowledgements, late_mails=result.late_mails))
-    if late_mailboxes:
-        log.warning("event=alert cutoff=%s what=%s", cutoff.isoformat(),
-                    kv(f"cutoff closed without a sync of {', '.join(late_mailboxes)}: their late mail joins the next"))
-    return result
+    return CutoffRun(conn, config, cal, cutoff, now, late_mailboxes, dry_run).run()
 
 
 def _batch_exists(conn: Connection, cutoff: datetime) -> bool:
@@ -439,6 +609,17 @@ def _case_values(
     }
 
 
+def _case_view(case: PlannedCase) -> dict[str, Any]:
+    """What the templates show of a planned case."""
+    values = case.values
+    return {
+        "number": values["number"], "subject": values["subject"],
+        "severity_name": SEVERITY_NAMES.get(values["severity"], str(values["severity"])),
+        "repeat_of": _repeat_of(values["flags"]),
+        "suggestions": [{"title": x.title, "url": x.url} for x in case.suggestions],
+    }
+
+
 def _make_cases(
     conn: Connection, planned: Sequence[tuple[list[tuple[Mail, Outcome]], dict[str, Any]]], now: datetime,
     result: CutoffResult, allocator: CaseAllocator,
@@ -450,7 +631,7 @@ def _make_cases(
     linked: list[dict[str, Any]] = []
     for (group, values), (case_id, number) in zip(planned, made, strict=True):
         pks = [m.pk for m, _ in group if m.pk is not None]
-        log.info("event=case-created case=%s messages=%s requester=%s severity=%s status=%s", number,
+        log.debug("event=case-created case=%s messages=%s requester=%s severity=%s status=%s", number,
                  ",".join(str(pk) for pk in pks), kv(values["requester"]), values["severity"], values["status"])
         links += [{"message_pk": pk, "case_id": case_id, "role": "request", "at": now} for pk in pks]
         if values["linked_case_id"]:
@@ -476,38 +657,33 @@ def _people_vars(outcome: Outcome, mail: Mail) -> dict[str, Any]:
     return {"requester": (sender.address if sender else None) or mail.sender or "", "requester_name": name or ""}
 
 
-def _queue_notice(
-    outbox: OutboxQueue, templates: Any, base: dict[str, Any], mail: Mail,
-    outcome: Outcome, case: tuple[int, int, dict[str, Any]] | None, batch_id: int,
-    notice_override: str | None = None,
-) -> None:
+def _notice_mail(
+    run: CutoffRun, mail: Mail, outcome: Outcome, case: PlannedCase | None, notice_override: str | None = None,
+) -> OutgoingMail:
     notice = notice_override or (outcome.notice.value if outcome.notice else "")
     sender = outcome.sender
     account = sender.account if sender else None
     authenticated = bool(outcome.auth and (outcome.auth.dmarc_pass or not outcome.auth.checked))
     scope_category = next((f.split(":", 1)[1] for f in outcome.flags if f.startswith("out-of-scope:")), "such")
     variables = {
-        **base, **_people_vars(outcome, mail), "notice": notice,
+        **run.base_vars, **_people_vars(outcome, mail), "notice": notice,
         "original_subject": mail.subject or "(no subject)",
         "account_name": account.name if account else "",
         # administrator names only to a sender whose mail is authenticated
         "administrators": list(account.administrators) if account and authenticated else [],
         "pin_locked": bool(account and account.pin_locked),
         "scope_category": scope_category,
-        "cases": [case[2] | {"number": case[1]}] if case else [],
+        "cases": [case.view] if case else [],
     }
-    rendered = render(templates, "notice", variables)
-    to = variables["requester"]
-    if case is not None:
-        key_text = f"notice:{notice}:case:{case[0]}"
-    else:
-        key_text = f"notice:{notice}:message:{mail.pk}"
-    outbox.add(OutgoingMail(
-        key=key_text, kind="notice", notice_kind=notice, to_addr=to, to_name=variables["requester_name"],
-        rendered=rendered, case_id=case[0] if case else None, case_number=case[1] if case else None,
-        message_pk=mail.pk, batch_id=batch_id, in_reply_to=mail.info.message_id,
+    rendered = render(run.templates, "notice", variables)
+    number = case.values["number"] if case else None
+    key_text = f"notice:{notice}:case:{number}" if case is not None else f"notice:{notice}:message:{mail.pk}"
+    return OutgoingMail(
+        key=key_text, kind="notice", notice_kind=notice, to_addr=variables["requester"],
+        to_name=variables["requester_name"], rendered=rendered, case_number=number,
+        message_pk=mail.pk, batch_id=run.batch_id, in_reply_to=mail.info.message_id,
         references=mail.info.references,
-    ))
+    )
 
 
 def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dict[str, str]]:
@@ -521,63 +697,92 @@ def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dic
     return out[:limit]
 
 
-def _queue_ack(
-    outbox: OutboxQueue, templates: Any, base: dict[str, Any], requester: str,
-    views: list[dict[str, Any]], case_ids: list[int], mail: Mail, outcome: Outcome, cutoff: datetime,
-    batch_id: int,
-) -> None:
-    zone = base["zone"]
-    received = mail.received_at
-    variables = {
-        **base, **_people_vars(outcome, mail), "cases": views,
-        "cutoff": cutoff.astimezone(zone),
-        "promise_due": (received + timedelta(hours=24)).astimezone(zone),
-        "promise_breach": (received + timedelta(hours=48)).astimezone(zone),
-        "suggestions": _merged_suggestions(views),
-    }
-    rendered = render(templates, "ack", variables)
-    outbox.add(OutgoingMail(
-        key=f"ack:batch:{batch_id}:{requester}", kind="ack", notice_kind=None, to_addr=requester,
-        to_name=variables["requester_name"], rendered=rendered, case_id=case_ids[0],
-        case_number=views[0]["number"] if len(views) == 1 else None, case_ids=tuple(case_ids),
-        message_pk=mail.pk, batch_id=batch_id, in_reply_to=mail.info.message_id,
-        references=mail.info.references,
-    ))
+def _unit_mail(run: CutoffRun, unit: Unit) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
+    """The unit's mail, composed: a notice for each held or out-of-scope case
+    (to a sender who may have one), one acknowledgement listing the rest."""
+    out: list[tuple[dict[str, Any], tuple[int, ...]]] = []
+    acked: list[PlannedCase] = []
+    for case in unit.cases:
+        values = case.values
+        first_mail, first_outcome = case.group[0]
+        if values["held"] or values["out_of_scope"]:
+            notice = "hold" if values["held"] else "out-of-scope"
+            if any(o.notice_allowed for _, o in case.group) or not values["no_auto_reply"]:
+                om = _notice_mail(run, first_mail, first_outcome, case, notice_override=notice)
+                out.append((run.outbox.prepare(om), (values["number"],)))
+            continue
+        if values["no_auto_reply"]:
+            continue  # automatic mail from a representative: a case, no acknowledgement
+        acked.append(case)
+    if acked:
+        # the acknowledgement answers the requester's earliest mail
+        first_mail, first_outcome = acked[0].group[0]
+        views = [case.view for case in acked]
+        zone = run.base_vars["zone"]
+        received = first_mail.received_at
+        variables = {
+            **run.base_vars, **_people_vars(first_outcome, first_mail), "cases": views,
+            "cutoff": run.cutoff.astimezone(zone),
+            "promise_due": (received + timedelta(hours=24)).astimezone(zone),
+            "promise_breach": (received + timedelta(hours=48)).astimezone(zone),
+            "suggestions": _merged_suggestions(views),
+        }
+        rendered = render(run.templates, "ack", variables)
+        numbers = tuple(case.values["number"] for case in acked)
+        om = OutgoingMail(
+            key=f"ack:batch:{run.batch_id}:{unit.requester}", kind="ack", notice_kind=None,
+            to_addr=unit.requester, to_name=variables["requester_name"], rendered=rendered,
+            case_number=numbers[0] if len(numbers) == 1 else None,
+            message_pk=first_mail.pk, batch_id=run.batch_id, in_reply_to=first_mail.info.message_id,
+            references=first_mail.info.references,
+        )
+        out.append((run.outbox.prepare(om), numbers))
+    return out
 
 
-def _release_held(
-    conn: Connection, outbox: OutboxQueue, templates: Any, base: dict[str, Any],
-    cutoff: datetime, batch_id: int, now: datetime,
-) -> int:
-    """Held cases whose account's standing was restored before the cutoff: acknowledged now."""
+def _release_held(run: CutoffRun) -> int:
+    """Held cases whose account's standing was restored before the cutoff: acknowledged now.
+    One case that cannot be acknowledged stays held (its error logged); the rest go on."""
+    conn, cutoff, now, base = run.conn, run.cutoff, run.now, run.base_vars
     rows = conn.execute(sa.select(CASE).where(
         CASE.c.status == CaseStatus.HELD.value, CASE.c.released_at.is_not(None), CASE.c.released_at <= cutoff
     )).all()
     zone = base["zone"]
+    released = 0
     for row in rows:
-        conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
-            status=CaseStatus.NEW.value, held=False, priority=row.severity, batch_id=batch_id))
-        event(conn, row.id, now, "batch", "released", "account back in good standing")
-        if row.no_auto_reply:
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
+                    status=CaseStatus.NEW.value, held=False, priority=row.severity, batch_id=run.batch_id))
+                event(conn, row.id, now, "batch", "released", "account back in good standing")
+                if not row.no_auto_reply:
+                    acc = conn.execute(sa.select(ACCOUNT.c.name).where(ACCOUNT.c.id == row.account_id)).scalar()
+                    view = {"number": row.number, "subject": row.subject,
+                            "severity_name": SEVERITY_NAMES.get(row.severity, str(row.severity)), "repeat_of": None}
+                    rendered = render(run.templates, "ack", {
+                        **base, "requester": row.requester, "requester_name": acc or "", "cases": [view],
+                        "cutoff": cutoff.astimezone(zone),
+                        "promise_due": (cutoff + timedelta(hours=24)).astimezone(zone),
+                        "promise_breach": (cutoff + timedelta(hours=48)).astimezone(zone), "suggestions": [],
+                    })
+                    first = conn.execute(
+                        sa.select(MESSAGE.c.message_id).join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
+                        .where(CASE_MESSAGE.c.case_id == row.id).order_by(MESSAGE.c.id).limit(1)
+                    ).scalar()
+                    run.outbox.add(OutgoingMail(
+                        key=f"ack:released:{row.id}", kind="ack", notice_kind=None, to_addr=row.requester,
+                        to_name="", rendered=rendered, case_id=row.id, case_number=row.number, case_ids=(row.id,),
+                        batch_id=run.batch_id, in_reply_to=first,
+                    ))
+                    run.outbox.flush()
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            run.outbox.discard()
+            log.error("event=release-failed case=%s error=%s", row.number, kv(f"{type(exc).__name__}: {exc}"))
             continue
-        acc = conn.execute(sa.select(ACCOUNT.c.name).where(ACCOUNT.c.id == row.account_id)).scalar()
-        view = {"number": row.number, "subject": row.subject,
-                "severity_name": SEVERITY_NAMES.get(row.severity, str(row.severity)), "repeat_of": None}
-        rendered = render(templates, "ack", {
-            **base, "requester": row.requester, "requester_name": acc or "", "cases": [view],
-            "cutoff": cutoff.astimezone(zone), "promise_due": (cutoff + timedelta(hours=24)).astimezone(zone),
-            "promise_breach": (cutoff + timedelta(hours=48)).astimezone(zone), "suggestions": [],
-        })
-        first = conn.execute(
-            sa.select(MESSAGE.c.message_id).join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
-            .where(CASE_MESSAGE.c.case_id == row.id).order_by(MESSAGE.c.id).limit(1)
-        ).scalar()
-        outbox.add(OutgoingMail(
-            key=f"ack:released:{row.id}", kind="ack", notice_kind=None, to_addr=row.requester, to_name="",
-            rendered=rendered, case_id=row.id, case_number=row.number, case_ids=(row.id,),
-            batch_id=batch_id, in_reply_to=first,
-        ))
-    return len(rows)
+        released += 1
+    return released
 
 
 # -- the driver ----------------------------------------------------------------------------
@@ -597,10 +802,19 @@ class BatchRun:
     next_cutoff: datetime | None = None
 
 
+ERROR_KEY = "cutoff-error"
+
+
 def run_due(engine: Engine, config: Config, clock: Clock, *, dry_run: bool = False, limit: int = 1000) -> BatchRun:
-    """Close every due cutoff that may close, oldest first, one transaction each."""
+    """Close every due cutoff that may close, oldest first, one transaction each.
+
+    The list of due cutoffs is worked out once per run (and again only when
+    it is used up, for the clock moves on); a gap of more than
+    ``batch.catch_up_business_days`` closes as one catch-up batch.
+    """
     cal = BusinessCalendar(config.calendar)
     run = BatchRun()
+    plan: CatchUp | None = None
     for _ in range(limit):
         now = clock.now()
         result: CutoffResult | None = None
@@ -609,23 +823,51 @@ def run_due(engine: Engine, config: Config, clock: Clock, *, dry_run: bool = Fal
                 if not _lock(conn):
                     run.waiting = "another process is running a batch"
                     return run
-                due = due_cutoffs(conn, cal, now)
-                if not due:
+                batch_start(conn, config, now, record=not dry_run)
+                done = last_done(conn)
+                if plan is not None:
+                    plan = CatchUp([c for c in plan.cutoffs if done is None or c > done], plan.skipped,
+                                   plan.skipped_from)
+                if plan is None or not plan.cutoffs:
+                    plan = plan_due(conn, cal, config, now)
+                if not plan.cutoffs:
                     run.next_cutoff = cal.next_cutoff(now)
                     return run
-                cutoff = due[0]
+                cutoff = plan.cutoffs[0]
                 ready = readiness(conn, config, cutoff, now)
                 if not ready.ready:
                     run.waiting = f"cutoff {cutoff:%Y-%m-%d %H:%M} UTC waits: {ready.waiting_for}"
                     return run
                 result = run_cutoff(conn, config, cal, cutoff, now, ready.late_mailboxes, dry_run)
+                if result is not None and plan.skipped:
+                    result.caught_up = plan.skipped
+                    log.warning("event=alert cutoff=%s what=%s", cutoff.isoformat(), kv(
+                        f"{plan.skipped}+ missed cutoffs since {plan.skipped_from:%Y-%m-%d %H:%M} UTC closed as "
+                        f"one catch-up batch (more than {config.batch.catch_up_business_days} business days)"))
                 if dry_run:
                     raise _DryRun(result)
+                service_state.delete(conn, ERROR_KEY)
         except _DryRun as dry:
             if dry.result:
                 run.results.append(dry.result)
             return run
+        except Exception as exc:
+            _record_failure(engine, plan, now, exc)
+            raise
+        plan = CatchUp(plan.cutoffs[1:])
         if result is not None:
             run.results.append(result)
             log.info("event=cutoff-closed %s", kv(result.summary()))
     return run
+
+
+def _record_failure(engine: Engine, plan: CatchUp | None, now: datetime, exc: BaseException) -> None:
+    """A cutoff that failed as a whole is shown by ``status`` until one closes again."""
+    what = f"cutoff {plan.cutoffs[0]:%Y-%m-%d %H:%M} UTC" if plan and plan.cutoffs else "cutoffs"
+    try:
+        with transaction(engine) as conn:
+            found = service_state.get(conn, ERROR_KEY)
+            since = found[1] if found else now
+            service_state.put(conn, ERROR_KEY, f"{what}: {type(exc).__name__}: {exc}"[:2000], since)
+    except Exception:
+        pass  # the database is what failed: the log has it

@@ -3,8 +3,12 @@
 A bounce changes state only when it matches a mail we sent: the VERP
 envelope address it came back to (``bounces+ROW-MAC@...``: the MAC is ours,
 so it cannot be forged) or our Message-ID in the returned headers -- and in
-both cases the failed recipient must be the one we sent to.  A forged bounce
-naming a customer matches nothing and changes nothing.
+both cases the failed recipient (its Final-Recipient, or the
+Original-Recipient we addressed when the mail went through an alias) must
+be the one we sent to.  A forged bounce naming a customer matches nothing
+and changes nothing; a report that did not come back through our VERP
+envelope and does not authenticate (aligned SPF or DKIM of its sender, RFC
+8601) never suppresses anyone, whatever Message-ID it quotes.
 
 A matched 5.1.x (bad mailbox / domain) suppresses the address for all later
 mail; other 5.x failures suppress it once they repeat over two days; 4.x
@@ -15,8 +19,9 @@ looks like every customer bouncing) pauses suppression and alerts.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,7 +33,8 @@ from mailcase.log import kv
 from mailcase.models import Bounce as BounceRow
 from mailcase.msgid import parse_verp
 from mailcase.outbox import OUTBOX, SUPPRESSION
-from mailcase.rules.base import Mail
+from mailcase.rules.authentication import evaluate
+from mailcase.rules.base import Context, Mail, RuleSettings
 
 log = logging.getLogger(__name__)
 BOUNCE = BounceRow.__table__  # type: ignore[attr-defined]
@@ -48,6 +54,19 @@ def _our_rows(mail: Mail, config: Config, key: bytes) -> set[int]:
     return rows
 
 
+@dataclass(frozen=True)
+class _Settings:
+    settings: RuleSettings
+
+
+def _authenticated(mail: Mail, config: Config) -> bool:
+    """The report's sender passed aligned SPF or DKIM at our server (or checks are off)."""
+    from mailcase.classify import rule_settings
+
+    auth = evaluate(mail, cast(Context, _Settings(rule_settings(config))))
+    return not auth.checked or auth.spf_aligned_pass or auth.dkim_aligned_pass or auth.dmarc_pass
+
+
 def match_bounce(conn: Connection, config: Config, key: bytes, mail: Mail, bounce_id: int, now: datetime) -> None:
     b = conn.execute(sa.select(BOUNCE).where(BOUNCE.c.id == bounce_id)).one()
     if b.kind not in ("dsn", "vendor"):
@@ -57,15 +76,20 @@ def match_bounce(conn: Connection, config: Config, key: bytes, mail: Mail, bounc
     if b.original_message_id:
         by_id = [r[0] for r in conn.execute(sa.select(OUTBOX.c.id).where(OUTBOX.c.message_id == b.original_message_id))]
     rows = conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id.in_(sorted(candidates | set(by_id))))).all()
+    named = {r.lower() for r in (b.recipient, b.original_recipient) if r}
     matched = None
     for row in rows:
-        if b.recipient is None and row.id not in candidates:
+        if not named and row.id not in candidates:
             continue  # a Message-ID alone, with no recipient named, proves too little
-        if b.recipient is None or row.to_addr == b.recipient.lower():
+        if not named or row.to_addr in named:
             matched = row
             break
     if matched is None:
         log.info("event=bounce-unmatched message=%s recipient=%s: changes nothing", mail.pk, kv(b.recipient or "-"))
+        return
+    if matched.id not in candidates and not _authenticated(mail, config):
+        log.info("event=bounce-unverified message=%s recipient=%s what=%s", mail.pk, kv(b.recipient or "-"),
+                 kv("not through our VERP envelope and not authenticated: changes nothing"))
         return
     conn.execute(sa.update(BOUNCE).where(BOUNCE.c.id == bounce_id).values(matched_outbox_id=matched.id))
     status = b.status or ""
@@ -118,7 +142,7 @@ def suppress(conn: Connection, address: str, reason: str, status: str | None, bo
             reason=reason, status=status, bounce_id=bounce_id, since_at=now, cleared_at=None, cleared_by=None))
     else:
         return
-    log.warning("event=suppressed address=%s reason=%s", address, kv(reason))
+    log.warning("event=suppressed address=%s reason=%s", kv(address), kv(reason))
 
 
 def clear(conn: Connection, address: str, actor: str, now: datetime) -> bool:

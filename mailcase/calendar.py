@@ -375,8 +375,9 @@ class BusinessCalendar:
                     return cutoff
         return None
 
-    def cutoffs_between(self, start: datetime, end: datetime) -> list[datetime]:
-        """Every cutoff c with start < c <= end (UTC), oldest first.
+    def cutoffs_between(self, start: datetime, end: datetime, limit: int | None = None) -> list[datetime]:
+        """Every cutoff c with start < c <= end (UTC), oldest first; the first
+        ``limit`` of them when given (a gap of years is never walked whole).
 
         The batch runner closes each of them in turn after downtime, so the
         range is bounded by ``end`` rather than by HORIZON_DAYS.
@@ -387,10 +388,18 @@ class BusinessCalendar:
             return []
         out: list[datetime] = []
         day, last = self._local_date(start_utc), self._local_date(end_utc)
-        while day <= last:
+        while day <= last and (limit is None or len(out) < limit):
             out.extend(c for c in self._cutoffs_on(day) if start_utc < c <= end_utc)
             day += timedelta(days=1)
-        return out
+        return out if limit is None else out[:limit]
+
+    @property
+    def cutoffs_per_day(self) -> int:
+        return len(self._times)
+
+    def local_date(self, at_utc: datetime) -> date:
+        """The calendar's local date of a UTC time."""
+        return self._local_date(at_utc)
 
     def upcoming(self, start: datetime, count: int) -> list[tuple[datetime, datetime]]:
         """The next ``count`` cutoffs strictly after ``start`` as (local, UTC) pairs, for listings."""

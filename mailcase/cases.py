@@ -45,10 +45,6 @@ OPEN = (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS, CaseSta
         CaseStatus.HELD, CaseStatus.OUT_OF_SCOPE)
 
 
-def case_token(number: int) -> str:
-    return f"[Case #{number:06d}]"
-
-
 def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
     """Queue order, 1 first: by severity.  Abuse flags do not demote a case
     (nothing is auto-punished); held and out-of-scope cases wait behind."""
@@ -120,6 +116,13 @@ class CaseAllocator:
         self._next += 1
         return n
 
+    def checkpoint(self) -> tuple[int, list[list[Any]], set[int]]:
+        """The allocator's state, to go back to when a case is not made after all."""
+        return self._next, [list(s) for s in self._specialists], set(self._touched)
+
+    def rollback(self, mark: tuple[int, list[list[Any]], set[int]]) -> None:
+        self._next, self._specialists, self._touched = mark[0], [list(s) for s in mark[1]], set(mark[2])
+
     def owner(self) -> int | None:
         if not self._specialists:
             return None
@@ -148,8 +151,10 @@ def create_case(
 def create_cases(
     conn: Connection, values: Sequence[dict[str, Any]], now: datetime, actor: str, allocator: CaseAllocator,
 ) -> list[tuple[int, int]]:
-    """Insert many cases (same keys in every ``values``) in two statements; [(id, number)] in order."""
+    """Insert many cases (same keys in every ``values``) in two statements; [(id, number)] in order.
+    A number and owner already in ``values`` (allocated when the case's mail was composed) are kept."""
     return _insert_cases(conn, [
+        {**v, "created_at": now} if "number" in v else
         {"number": allocator.number(), "owner_id": allocator.owner(), "created_at": now, **v} for v in values
     ], now, actor)
 

@@ -26,9 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailcase.calendar import BusinessCalendar
 from mailcase.clock import Clock
 from mailcase.config import SEVERITY_LEVELS, Config
-from mailcase.db import insert_ignore, transaction
+from mailcase.db import insert_ignore, is_outage, transaction
 from mailcase.directory import ACCOUNT, DbDirectory
 from mailcase.addresses import Address, AddressList
 from mailcase.charsets import storable
@@ -54,6 +55,7 @@ from mailcase.rules.base import (
 from mailcase.rules.chain import run_chain
 from mailcase.stages import PARSED_MAIL, StageResult
 from mailcase.states import MessageState, Stage
+from mailcase.subjects import normalise_subject
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def rule_settings(config: Config) -> RuleSettings:
         flood_same_seconds=r.flood_same_seconds,
         flood_sender_count=r.flood_sender_count,
         flood_sender_minutes=r.flood_sender_minutes,
+        repeat_request_count=r.repeat_request_count,
+        repeat_request_hours=r.repeat_request_hours,
         weekly_request_threshold=r.weekly_request_threshold,
         repeat_similarity=r.repeat_similarity,
         pin_max_failures=r.pin_max_failures,
@@ -97,9 +101,16 @@ def _case_ref(row: Any) -> CaseRef:
                    row.closed_at, row.resolved_at)
 
 
-def _in_window(times: list[datetime], since: datetime, until: datetime) -> int:
-    """How many of the sorted ``times`` fall in [since, until) (the mail itself is at ``until``)."""
-    return bisect_left(times, until) - bisect_left(times, since)
+#: sorts before every real message pk
+_FIRST = -(2**63)
+
+
+def _in_window(times: list[tuple[datetime, int]], since: datetime, until: datetime, pk: int | None) -> int:
+    """How many of the sorted (time, pk) fall in [since, until) or at ``until`` before
+    the mail ``pk`` itself: mails received in the same second count in the order they
+    were stored, so the 16th of sixteen identical mails is the 16th."""
+    upto = (until, pk if pk is not None else -_FIRST)
+    return bisect_left(times, upto) - bisect_left(times, (since, _FIRST))
 
 
 @dataclass
@@ -111,10 +122,12 @@ class PassCache:
     memory, so a later mail of the same pass sees it.
     """
 
-    _sender: dict[str, list[tuple[datetime, int, str, str]]] = field(default_factory=dict)
-    _sender_times: dict[str, list[datetime]] = field(default_factory=dict)
-    _similar_times: dict[tuple[str, str, str], list[datetime]] = field(default_factory=dict)
+    _sender: dict[str, list[tuple[datetime, int, str, str, str]]] = field(default_factory=dict)
+    _sender_times: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
+    _similar_times: dict[tuple[str, str, str], list[tuple[datetime, int]]] = field(default_factory=dict)
     _similar_loaded: set[str] = field(default_factory=set)
+    _repeat_times: dict[tuple[str, str, str], list[tuple[datetime, int]]] = field(default_factory=dict)
+    _repeat_loaded: set[str] = field(default_factory=set)
     _notices: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)
     _requests: dict[int, dict[int, datetime]] = field(default_factory=dict)
     _pin_failures: dict[int, dict[int, datetime]] = field(default_factory=dict)
@@ -151,35 +164,44 @@ class PassCache:
         if directory is not None:
             directory.prefetch([m.sender for m in mails if m.sender])
 
-    def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str]]:
+    def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str, str]]:
         if sender not in self._sender:
             self._load_senders(conn, [sender])
         return self._sender[sender]
 
     def _load_senders(self, conn: Connection, senders: list[str]) -> None:
-        """(received, id, subject, text fingerprint) of every mail from these senders."""
-        found: dict[str, list[tuple[datetime, int, str, str]]] = {s: [] for s in senders}
+        """(received, id, subject, text fingerprint, loose fingerprint) of every mail from these senders."""
+        found: dict[str, list[tuple[datetime, int, str, str, str]]] = {s: [] for s in senders}
         for r in conn.execute(
             sa.select(MESSAGE.c.from_addr, MESSAGE.c.received_at, MESSAGE.c.id, MESSAGE.c.subject,
-                      PARSED_MAIL.c.text_sha256)
+                      PARSED_MAIL.c.text_sha256, PARSED_MAIL.c.loose_sha256)
             .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
             .where(MESSAGE.c.from_addr.in_(senders), MESSAGE.c.received_at.is_not(None))
         ):
-            found[r[0]].append((r[1], r[2], r[3] or "", r[4] or ""))
+            found[r[0]].append((r[1], r[2], r[3] or "", r[4] or "", r[5] or ""))
         self._sender.update(found)
 
-    def sender_times(self, conn: Connection, sender: str) -> list[datetime]:
-        """When the sender's mails arrived, sorted (floods count with bisect, not a scan)."""
+    def sender_times(self, conn: Connection, sender: str) -> list[tuple[datetime, int]]:
+        """When the sender's mails arrived (and their pks), sorted: floods count with bisect."""
         if sender not in self._sender_times:
-            self._sender_times[sender] = sorted(at for at, _, _, _ in self.sender_mails(conn, sender))
+            self._sender_times[sender] = sorted((at, pk) for at, pk, _, _, _ in self.sender_mails(conn, sender))
         return self._sender_times[sender]
 
-    def similar_times(self, conn: Connection, sender: str, subject: str, text: str) -> list[datetime]:
+    def similar_times(self, conn: Connection, sender: str, subject: str, text: str) -> list[tuple[datetime, int]]:
         if sender not in self._similar_loaded:
             self._similar_loaded.add(sender)
-            for at, _, subj, txt in sorted(self.sender_mails(conn, sender)):
-                self._similar_times.setdefault((sender, subj, txt), []).append(at)
+            for at, pk, subj, txt, _ in sorted(self.sender_mails(conn, sender)):
+                self._similar_times.setdefault((sender, subj, txt), []).append((at, pk))
         return self._similar_times.get((sender, subject, text), [])
+
+    def repeat_times(self, conn: Connection, sender: str, subject: str, loose: str) -> list[tuple[datetime, int]]:
+        """The sender's mails with this normalised subject and loose fingerprint."""
+        if sender not in self._repeat_loaded:
+            self._repeat_loaded.add(sender)
+            for at, pk, subj, _, lo in sorted(self.sender_mails(conn, sender)):
+                if lo:
+                    self._repeat_times.setdefault((sender, normalise_subject(subj), lo), []).append((at, pk))
+        return self._repeat_times.get((sender, subject, loose), [])
 
     def notices(self, conn: Connection, address: str) -> list[tuple[str, datetime]]:
         """(kind, when) of the notices queued to ``address`` (the outbox is the truth).
@@ -249,6 +271,8 @@ class DbContext:
     key: bytes
     cache: PassCache
     message_pk: int | None = None
+    #: the cutoff a mail received at a time joins (the calendar's), for repeats across cutoffs
+    cutoff_of: Callable[[datetime], datetime] | None = None
 
     def case_for_message_ids(self, ids: Sequence[str]) -> CaseRef | None:
         for mid in ids:
@@ -303,10 +327,20 @@ class DbContext:
     def similar_mails_before(
         self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime
     ) -> int:
-        return _in_window(self.cache.similar_times(self.conn, sender, subject, body_hash), since, until)
+        times = self.cache.similar_times(self.conn, sender, subject, body_hash)
+        return _in_window(times, since, until, self.message_pk)
 
     def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int:
-        return _in_window(self.cache.sender_times(self.conn, sender), since, until)
+        return _in_window(self.cache.sender_times(self.conn, sender), since, until, self.message_pk)
+
+    def repeated_requests(self, sender: str, subject: str, loose_hash: str, since: datetime,
+                          until: datetime) -> int:
+        times = self.cache.repeat_times(self.conn, sender, subject, loose_hash)
+        earlier = times[bisect_left(times, (since, _FIRST)):bisect_left(times, (until, self.message_pk or -_FIRST))]
+        if self.cutoff_of is None:
+            return len(earlier)
+        own = self.cutoff_of(until)
+        return len({self.cutoff_of(at) for at, _ in earlier} - {own})
 
     def notices_sent(self, address: str, kind: str, since: datetime) -> int:
         return sum(1 for k, at in self.cache.notices(self.conn, address) if k == kind and at >= since)
@@ -419,6 +453,7 @@ def load_mails(
             MESSAGE.c.refs, MESSAGE.c.identity, MESSAGE.c.primary_sha256, BLOB.c.size,
             data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
             PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_sha256, CLASSIFICATION.c.auth,
+            PARSED_MAIL.c.loose_sha256,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
         .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
@@ -441,7 +476,7 @@ def load_mails(
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
             pin_hmacs=tuple(r.pin_hmacs or ()), stored_reply=r.reply_text,
             auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
-            load_raw=loader, stored_body_hash=r.text_sha256 or None,
+            load_raw=loader, stored_body_hash=r.text_sha256 or None, stored_loose_hash=r.loose_sha256 or None,
         )
     return out
 
@@ -576,6 +611,7 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
             # a report's fields are the sender's text: no NUL or lone surrogates in storage
             bounces.append(int(conn.execute(sa.insert(BOUNCE).values(
                 message_pk=mail.pk, recipient=_clean(d.get("recipient"), 320), status=_clean(d.get("status"), 16),
+                original_recipient=_clean(d.get("original_recipient"), 320),
                 action=_clean(d.get("action"), 32),
                 original_message_id=_clean(d.get("original_message_id"), 998),
                 kind=d.get("kind", "dsn"), matched_outbox_id=None, at=now,
@@ -625,10 +661,38 @@ def classify_batch(
                 break
             pks.append(int(pk))
             total += int(size)
-    result = StageResult()
     if not pks:
-        return result
-    now = clock.now()
+        return StageResult()
+    try:
+        return _classify(engine, config, clock.now(), pks)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        # the database refused something of one mail (not: went away): find it
+        log.warning("event=classify-batch-failed messages=%d error=%s action=one-by-one", len(pks),
+                    kv(f"{type(exc).__name__}: {exc}"))
+        first: Exception = exc
+    result = StageResult()
+    for pk in pks:
+        now = clock.now()
+        try:
+            result += _classify(engine, config, now, [pk]) if len(pks) > 1 else _reraise(first)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            with transaction(engine) as conn:
+                quarantine(conn, pk, Stage.CLASSIFY, exc, now, context="recording the verdicts")
+            result.quarantined += 1
+    return result
+
+
+def _reraise(exc: Exception) -> StageResult:
+    raise exc
+
+
+def _classify(engine: Engine, config: Config, now: datetime, pks: list[int]) -> StageResult:
+    """Classify these mails in one transaction (a rule that raises quarantines its mail)."""
+    result = StageResult()
     settings = rule_settings(config)
     key = config.hmac_key()
     with transaction(engine) as conn:
@@ -639,9 +703,10 @@ def classify_batch(
         cache = PassCache()
         cache.prefetch(conn, list(mails.values()), directory)
         recorder = Recorder(conn, "ingest", now, cache, bounce_matcher(conn, config, key, now), settings)
+        cutoff_of = BusinessCalendar(config.calendar).cutoff_for
         for pk in pks:
             mail = mails[pk]
-            ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk)
+            ctx = DbContext(conn, now, settings, directory, key, cache, message_pk=pk, cutoff_of=cutoff_of)
             try:
                 outcome = run_chain(mail, ctx)
                 state = recorder.add(mail, outcome)

@@ -217,6 +217,12 @@ class IngestConfig(_Frozen):
     #: worker processes for the full parse, beside the process that fetches
     #: and writes; 0 = one per core but one (at least 1)
     parse_workers: int = Field(default=0, ge=0, le=64)
+    #: a received time (Received:, Date:, a file's time, INTERNALDATE) later than
+    #: now plus this is not believed: the next source is used, with the reason
+    max_clock_skew_minutes: int = Field(default=15, ge=0)
+    #: ... nor a Received: or Date: this many days before a mailbox's start point
+    #: (a new file dated 1971 is new mail, not history); the file's time is used
+    max_backdate_days: int = Field(default=30, ge=0)
 
     @property
     def workers(self) -> int:
@@ -281,6 +287,12 @@ class RulesConfig(_Frozen):
     flood_same_seconds: int = Field(default=60, ge=1)
     flood_sender_count: int = Field(default=50, ge=1)
     flood_sender_minutes: int = Field(default=30, ge=1)
+    #: more than this many requests from one address with the same subject and a
+    #: near-identical text within repeat_request_hours (an autoresponder that
+    #: does not thread, a loop across cutoffs) go to review, flagged; the window
+    #: spans several days because such a loop turns once per cutoff, twice a day
+    repeat_request_count: int = Field(default=3, ge=1)
+    repeat_request_hours: int = Field(default=72, ge=1)
     weekly_request_threshold: int = Field(default=25, ge=1)
     #: cosine similarity (0-1) over content words between a request and one of
     #: the account's resolved cases that flags it as a repeat
@@ -441,6 +453,13 @@ class BatchConfig(_Frozen):
     #: a mailbox unreachable this long after a cutoff no longer holds it back
     #: (the cutoff closes with an alert; its late mail joins the next one)
     mailbox_grace_minutes: int = Field(default=15, ge=0)
+    #: a fresh database (no cutoff closed yet) closes cutoffs from the first one
+    #: after this time (ISO date-time with offset); unset: after the moment it
+    #: first ran the cutoff stage -- never from the oldest mail it holds
+    start_at: str | None = None
+    #: more than this many business days of missed cutoffs (an outage, a fresh
+    #: database with old mail) close as one catch-up batch, with an alert
+    catch_up_business_days: int = Field(default=10, ge=1)
     #: subjects too generic to group a requester's mails into one case
     generic_subjects: tuple[str, ...] = (
         "", "help", "question", "questions", "support", "problem", "issue", "urgent", "request",
@@ -451,6 +470,23 @@ class BatchConfig(_Frozen):
     @classmethod
     def _lists(cls, data: Any) -> Any:
         return _tuples(data, ("generic_subjects",))
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchConfig:
+        if self.start_at is not None:
+            self.start()
+        return self
+
+    def start(self) -> datetime | None:
+        if self.start_at is None:
+            return None
+        try:
+            value = datetime.fromisoformat(self.start_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("start_at: give an ISO date-time with a UTC offset") from None
+        if value.tzinfo is None:
+            raise ValueError("start_at: give a UTC offset")
+        return value
 
 
 class DaemonConfig(_Frozen):
@@ -479,6 +515,12 @@ class DaemonConfig(_Frozen):
     registration_seconds: float = Field(default=30.0, ge=5)
     #: a worker whose mailbox another daemon holds tries again after about this long
     lease_retry_seconds: float = Field(default=10.0, gt=0)
+    #: while the database is unreachable, workers retry at least this often
+    #: (intake resumes within seconds of its return, without a restart)
+    database_retry_max_seconds: float = Field(default=5.0, gt=0)
+    #: a worker (mailbox, parse) that has shown no sign of life for this long is
+    #: hung: the service stops feeding systemd's watchdog, which restarts it
+    worker_stale_seconds: float = Field(default=90.0, ge=5)
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
@@ -712,6 +754,8 @@ def embedded_defaults(data_dir: str | None = None) -> Config:
         # directory counts from before them
         directory=DirectoryConfig(csv=str(DEMO_ACCOUNTS), effective="2026-11-01T00:00:00Z"),
         kb=KbConfig(path=str(DEMO_KB)),
+        # ... and cutoffs close from then on (a fresh database otherwise starts at the next one)
+        batch=BatchConfig(start_at="2026-11-01T00:00:00Z"),
     )
 
 

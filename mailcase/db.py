@@ -27,7 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase import models  # noqa: F401  (registers the tables)
-from mailcase.errors import ConfigError, TransientError
+from mailcase.errors import ConfigError, DatabaseUnavailable, TransientError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option marking a connection that will write (SQLite: BEGIN IMMEDIATE)
@@ -80,16 +80,39 @@ def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable or went away (not that it refused a row)."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One write transaction; database outages become TransientError."""
+    """One write transaction; database outages become DatabaseUnavailable."""
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(**{WRITE: True})
             with conn.begin():
                 yield conn
-    except sa.exc.OperationalError as exc:
-        raise TransientError(f"database: {_short(exc)}") from exc
+    except sa.exc.DBAPIError as exc:
+        if is_outage(exc):
+            raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+        raise
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only connection; database outages become DatabaseUnavailable."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except sa.exc.DBAPIError as exc:
+        if is_outage(exc):
+            raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+        raise
 
 
 def _short(exc: sa.exc.DBAPIError) -> str:
@@ -115,7 +138,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except sa.exc.OperationalError as exc:
-        raise TransientError(f"database: {_short(exc)}") from exc
+        raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -127,7 +150,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             with conn.begin():
                 command.upgrade(_alembic_config(conn), revision)
     except sa.exc.OperationalError as exc:
-        raise TransientError(f"database: {_short(exc)}") from exc
+        raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
     return before, current_revision(engine) or ""
 
 

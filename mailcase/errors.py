@@ -38,6 +38,10 @@ class TransientError(MailcaseError):
     exit_code = 75  # EX_TEMPFAIL
 
 
+class DatabaseUnavailable(TransientError):
+    """The database went away (restart, network); everything waits and retries."""
+
+
 class LeaseHeld(TransientError):
     """Another process owns the mailbox (or the batch) right now."""
 

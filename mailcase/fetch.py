@@ -46,7 +46,7 @@ from mailcase.ledger import (
     store,
 )
 from mailcase.models import MailboxState
-from mailcase.sources import FileKind, incoming_from_files, maildir_files
+from mailcase.sources import FileKind, Plausible, incoming_from_files, maildir_files
 from mailcase.quarantine import quarantine
 from mailcase.states import MessageState, PostAction, ReceivedSource, Stage
 
@@ -141,6 +141,7 @@ def _fetch_chunk(
     uidvalidity: int,
     is_historical: Callable[[int, datetime | None], bool],
     post_action: str | None,
+    window: Plausible | None = None,
 ) -> list[Incoming]:
     limit = cfg.max_message_bytes
     normal = [u for u in chunk if sizes[u] <= limit]
@@ -166,6 +167,12 @@ def _fetch_chunk(
             continue
         internal = data.get(b"INTERNALDATE")
         at = internal if isinstance(internal, datetime) and internal.tzinfo else None
+        how, note = ReceivedSource.INTERNALDATE, None
+        why = window.problem(at) if window is not None and at is not None else None
+        if why is not None and window is not None and at is not None:
+            # an APPEND can set any INTERNALDATE: 1971 or 2150 is not when it arrived
+            how, note = ReceivedSource.STORED_AT, f"internaldate {at:%Y-%m-%d %H:%M} UTC {why}"
+            at = window.now
         big_one = uid in big
         items.append(
             Incoming(
@@ -173,7 +180,8 @@ def _fetch_chunk(
                 source_key=f"{uidvalidity}:{uid}",
                 raw=raw,
                 received_at=at,
-                received_source=ReceivedSource.INTERNALDATE,
+                received_source=how,
+                received_note=note,
                 historical=is_historical(uid, at),
                 mailbox=cfg.name,
                 uidvalidity=uidvalidity,
@@ -267,19 +275,25 @@ def _ensure_folder(client: imapclient.IMAPClient, folder: str) -> None:
 
 
 def sync_imap(
-    engine: Engine, cfg: MailboxConfig, now: datetime, progress: Progress | None = None
+    engine: Engine, cfg: MailboxConfig, now: datetime, progress: Progress | None = None,
+    window: Plausible | None = None,
 ) -> SyncResult:
     """One sync on a connection of its own, under the mailbox's lease."""
     from mailcase.oauth import imap_token
 
     token = imap_token(engine, cfg, lambda: now)
     with Lease(engine, f"mailbox:{cfg.name}", "sync") as lease, session(cfg, token) as client:
-        return sync_with(engine, cfg, client, lease, now, progress)
+        return sync_with(engine, cfg, client, lease, now, progress, window)
+
+
+def arrival_window(config: Config, now: datetime, start: datetime | None = None) -> Plausible:
+    """The received times believed for mail stored at ``now`` (``ingest`` settings)."""
+    return Plausible.around(now, config.ingest.max_clock_skew_minutes, start, config.ingest.max_backdate_days)
 
 
 def sync_with(
     engine: Engine, cfg: MailboxConfig, client: imapclient.IMAPClient, lease: Lease, now: datetime,
-    progress: Progress | None = None,
+    progress: Progress | None = None, window: Plausible | None = None,
 ) -> SyncResult:
     """One sync on a connection the caller holds (the daemon keeps it for IDLE)."""
     result = SyncResult(cfg.name, Tally())
@@ -338,7 +352,7 @@ def sync_with(
         sizes, cfg.fetch_chunk_bytes, cfg.fetch_chunk_count, cfg.max_message_bytes
     ):
         items = _fetch_chunk(
-            client, cfg, chunk, sizes, uidvalidity, is_historical, post_action
+            client, cfg, chunk, sizes, uidvalidity, is_historical, post_action, window
         )
         with transaction(engine) as conn:
             results = store(conn, items, now)
@@ -603,6 +617,7 @@ def _sync_maildir(
         mailbox_name=cfg.name,
         skip_keys=known,
         max_message_bytes=cfg.max_message_bytes,
+        window=arrival_window(config, now, state["historical_before"]),
     )
     tally = store_stream(engine, items, now, lease=lease, progress=progress)
     with transaction(engine) as conn:
@@ -619,4 +634,4 @@ def sync_mailbox(
 ) -> SyncResult:
     if cfg.kind == "maildir":
         return sync_maildir(engine, cfg, config, now, progress)
-    return sync_imap(engine, cfg, now, progress)
+    return sync_imap(engine, cfg, now, progress, arrival_window(config, now))

@@ -49,6 +49,8 @@ class Incoming:
     truncated_from: int | None = None
     #: a reason to quarantine the mail on arrival (e.g. over the size limit)
     quarantine_reason: str | None = None
+    #: why a better source of received_at was passed over (an implausible date)
+    received_note: str | None = None
 
 
 class Outcome(StrEnum):
@@ -192,6 +194,7 @@ def store(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[St
                 "truncated_from": item.truncated_from,
                 "received_at": item.received_at,
                 "received_source": item.received_source.value,
+                "received_note": item.received_note,
                 "stored_at": now,
                 "post_action": item.post_action,
                 "post_action_done_at": None,
@@ -248,6 +251,7 @@ def _message_row(p: _Prepared, now: datetime) -> dict[str, object]:
         "identity": p.identity,
         "received_at": item.received_at,
         "received_source": item.received_source.value,
+        "received_note": item.received_note,
         "state": state.value,
         "historical": item.historical,
         "stored_at": now,

@@ -85,6 +85,8 @@ class Message(SQLModel, table=True):
     refs: str | None = None
     received_at: datetime | None = _ts(index=True)
     received_source: str = _enum(ReceivedSource, ReceivedSource.FILE_TIME)
+    #: why a better source of received_at was passed over (an implausible date), if one was
+    received_note: str | None = None
     state: str = _enum(MessageState, MessageState.STORED, index=True)
     historical: bool = False
     #: the cutoff batch that claimed this mail (claimed once: WHERE batch_id IS NULL)
@@ -115,6 +117,7 @@ class RawCopy(SQLModel, table=True):
     truncated_from: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
     received_at: datetime | None = _ts()
     received_source: str = _enum(ReceivedSource, ReceivedSource.FILE_TIME)
+    received_note: str | None = None
     stored_at: datetime | None = _ts(nullable=False)
     #: post-action owed on the server ("seen", "move:<folder>"); persisted so a
     #: crash between commit and action is repaired on the next sync
@@ -139,6 +142,9 @@ class ParsedMail(SQLModel, table=True):
     defects: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     #: sha256 of the text with whitespace collapsed: finds repeated mail (floods)
     text_sha256: str = Field(default="", max_length=64, index=True)
+    #: sha256 of the newest part's words, numbers and dates blanked: near-identical
+    #: requests (an autoresponder's, a loop) share it
+    loose_sha256: str | None = Field(default=None, max_length=64)
     #: HMACs of the PINs on labelled lines (the digits are redacted from text_body)
     pin_hmacs: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     #: the newest, unquoted part of text_body (PINs redacted), worked out by the
@@ -300,6 +306,8 @@ class Bounce(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     message_pk: int = Field(foreign_key="message.id", index=True)
     recipient: str | None = Field(default=None, max_length=320, index=True)
+    #: the DSN's Original-Recipient, when it differs (mail through an alias)
+    original_recipient: str | None = Field(default=None, max_length=320)
     status: str | None = Field(default=None, max_length=16)
     action: str | None = Field(default=None, max_length=32)
     original_message_id: str | None = Field(default=None, max_length=998)
@@ -480,3 +488,15 @@ class OAuthToken(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     last_error: str | None = None
     last_error_at: datetime | None = _ts()
+
+
+# -- the service (issue 12) ------------------------------------------------------------------
+
+
+class ServiceState(SQLModel, table=True):
+    """Small facts about the desk as a whole (when cutoffs start, the last cutoff failure)."""
+
+    __tablename__ = "service_state"
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    at: datetime | None = _ts(nullable=False)

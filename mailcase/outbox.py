@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,21 +28,25 @@ from email import quoprimime
 from email.header import Header
 from functools import lru_cache
 from email.policy import compat32
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailcase.addresses import AddressError, format_mailbox
 from mailcase.backoff import delay
 from mailcase.config import Config
-from mailcase.db import insert_ignore, transaction
-from mailcase.errors import TransientError
+from mailcase.db import insert_ignore, is_outage, transaction
+from mailcase.errors import MailcaseError, TransientError
 from mailcase.log import kv
 from mailcase.models import Outbox, Suppression
 from mailcase.msgid import make_message_id
 from mailcase.render import Rendered, clean_header_text
+from mailcase.subjects import case_number as case_number_in
+from mailcase.subjects import survey_number as survey_number_in
+from mailcase.subjects import format_case_token
 
 log = logging.getLogger(__name__)
 OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
@@ -77,11 +82,18 @@ class OutgoingMail:
 _SMTP = compat32.clone(linesep="\r\n")
 
 
+class ComposeError(MailcaseError):
+    """A mail cannot be written (an address no mail can carry, ...): that one mail
+    fails with this reason; nothing else does."""
+
+
 def _address(name: str, addr: str) -> str:
-    if any(c in addr for c in "\r\n<>\"(),;: ") or "@" not in addr:
-        raise ValueError(f"refusing to address mail to {addr!r}")
-    name = clean_header_text(name, 100)
-    return formataddr((name, addr), charset="utf-8") if name else addr
+    """A To/From value by RFC 5322/6532: quoted local parts stay quoted, the
+    display name is a quoted-string or RFC 2047 encoded, never spliced."""
+    try:
+        return format_mailbox(name, addr).header
+    except AddressError as exc:
+        raise ComposeError(f"cannot address mail to {addr!r}: {exc}") from None
 
 
 def _header(value: str) -> str | Header:
@@ -95,9 +107,9 @@ def _header(value: str) -> str | Header:
 
 def with_token(subject: str, case_number: int | None) -> str:
     """The subject with the case token, so replies thread even without headers."""
-    if case_number is not None and f"#{case_number:06d}" not in subject:
-        return f"[Case #{case_number:06d}] {subject}"
-    return subject
+    if case_number is None or case_number_in(subject) == case_number or survey_number_in(subject) == case_number:
+        return subject  # already names the case (a survey's own token does)
+    return f"{format_case_token(case_number)} {subject}"
 
 
 def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tuple[str, bytes]:
@@ -116,10 +128,13 @@ def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tu
         ("Date", format_datetime(now)),
         ("Message-ID", message_id),
     ]
-    if mail.in_reply_to:
-        fields.append(("In-Reply-To", clean_header_text(mail.in_reply_to, 998)))
-        refs = [r for r in mail.references if r != mail.in_reply_to][-20:] + [mail.in_reply_to]
-        fields.append(("References", clean_header_text(" ".join(refs), 20000)))
+    parent = mail.in_reply_to if mail.in_reply_to and _MSG_ID.fullmatch(mail.in_reply_to) else None
+    if parent:
+        # only well-formed ASCII ids: a sender's odd Message-ID must not make
+        # our header 8-bit or unparseable (RFC 5322 §3.6.4)
+        refs = [r for r in mail.references if r != parent and _MSG_ID.fullmatch(r)][-20:] + [parent]
+        fields.append(("In-Reply-To", parent))
+        fields.append(("References", " ".join(refs)))
     auto = AUTO_SUBMITTED.get(mail.kind)
     if auto:
         fields.append(("Auto-Submitted", auto))
@@ -128,9 +143,18 @@ def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tu
     return message_id, _alternative(fields, mail.rendered.text, mail.rendered.html)
 
 
+_MSG_ID = re.compile(r"<[!-;=?-~]{1,990}>")
+
+#: header fields holding addresses: written as composed, never re-folded (a
+#: folder may not split inside a quoted local part, nor encode a UTF-8 one)
+_ADDRESS_FIELDS = ("From", "To", "Cc")
+
+
 def _field(name: str, value: str | Header) -> str:
     """One header line, folded (RFC 5322 §2.2.3) when long or encoded."""
-    if isinstance(value, str) and value.isascii() and len(name) + len(value) < 76:
+    if isinstance(value, str) and (len(name) + len(value) < 76 or name in _ADDRESS_FIELDS):
+        if len(name) + len(value) > 996:
+            raise ComposeError(f"{name} is longer than a header line may be")
         return f"{name}: {value}\r\n"
     return _SMTP.fold(name, cast(Any, value))  # compat32 folds Header objects too (typeshed says str)
 
@@ -153,10 +177,12 @@ def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: st
     """
     boundary = f"=_mailcase_{secrets.token_hex(12)}"
     head = "".join(_field(n, v) for n, v in fields)
+    # ASCII but for an internationalised address (RFC 6532: UTF-8 in the
+    # header, sent only with SMTPUTF8)
     return (
         f'{head}MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
         f"--{boundary}\r\n{_qp_part('plain', text)}--{boundary}\r\n{_qp_part('html', html)}--{boundary}--\r\n"
-    ).encode("ascii")
+    ).encode("utf-8")
 
 
 def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> bool:
@@ -191,12 +217,26 @@ class OutboxQueue:
     now: datetime
     size: int = 500
     queued: int = 0
-    _pending: dict[str, OutgoingMail] = field(default_factory=dict)
+    _pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, mail: OutgoingMail) -> None:
-        self._pending.setdefault(mail.key, mail)  # the first of one key wins, as one by one
+        """Compose the mail now (a mail that cannot be written raises here, for
+        the caller to isolate) and write it with the next flush."""
+        self.put(self.prepare(mail))
+
+    def prepare(self, mail: OutgoingMail) -> dict[str, Any]:
+        """The row of ``mail``, composed (ComposeError and the like raise here)."""
+        return _row(mail, self.config, self.key, self.now)
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Queue a composed row for the next flush."""
+        self._pending.setdefault(row["key"], row)  # the first of one key wins, as one by one
         if len(self._pending) >= self.size:
             self.flush()
+
+    def discard(self) -> None:
+        """Forget what is not written yet (its transaction was rolled back)."""
+        self._pending.clear()
 
     def flush(self) -> int:
         """Write what is pending; how many were new."""
@@ -204,7 +244,7 @@ class OutboxQueue:
             return 0
         keys = list(self._pending)
         there = {r[0] for r in self.conn.execute(sa.select(OUTBOX.c.key).where(OUTBOX.c.key.in_(keys)))}
-        rows = [_row(m, self.config, self.key, self.now) for k, m in self._pending.items() if k not in there]
+        rows = [row for k, row in self._pending.items() if k not in there]
         self._pending.clear()
         insert_ignore(self.conn, OUTBOX, rows, ["key"])
         self.queued += len(rows)
@@ -396,6 +436,9 @@ def deliver_due(
         close = getattr(transport, "close", None)
         if close is not None:
             close()
+    if rows:
+        log.info("event=outbox-progress sent=%d deferred=%d failed=%d capped=%d suppressed=%d transport=%s",
+                 result.sent, result.retried, result.failed, result.capped, result.suppressed, transport.name)
     return result
 
 
@@ -435,23 +478,26 @@ def _deliver_one(
                 status="queued", next_attempt_at=now + backoff(row.attempts + 1), last_error=str(exc)[:2000]))
         result.retried += 1
         log.warning("event=send-deferred outbox=%s case=%s message=%s to=%s attempt=%d error=%s",
-                    row_id, row.case_id or "-", row.message_pk or "-", row.to_addr, row.attempts + 1, kv(exc))
+                    row_id, row.case_id or "-", row.message_pk or "-", kv(row.to_addr), row.attempts + 1, kv(exc))
         return
     except (PermanentDeliveryError, Exception) as exc:
+        if is_outage(exc):
+            raise
+        reason = "refused" if isinstance(exc, PermanentDeliveryError) else f"send: {type(exc).__name__}"
         with transaction(engine) as conn:
             conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                status="failed", status_reason="refused", last_error=f"{type(exc).__name__}: {exc}"[:2000]))
+                status="failed", status_reason=reason, last_error=f"{type(exc).__name__}: {exc}"[:2000]))
         result.failed += 1
         result.errors.append(f"{row_id}: {exc}")
         log.error("event=send-failed outbox=%s case=%s message=%s to=%s error=%s",
-                  row_id, row.case_id or "-", row.message_pk or "-", row.to_addr, kv(exc))
+                  row_id, row.case_id or "-", row.message_pk or "-", kv(row.to_addr), kv(exc))
         return
     with transaction(engine) as conn:
         conn.execute(st.sent, {"p_id": row_id, "p_at": now})
         _mark_receipts(conn, row, now)
     result.sent += 1
-    log.info("event=sent outbox=%s kind=%s case=%s message=%s to=%s transport=%s",
-             row_id, row.kind, row.case_id or "-", row.message_pk or "-", row.to_addr, transport.name)
+    log.debug("event=sent outbox=%s kind=%s case=%s message=%s to=%s transport=%s",
+              row_id, row.kind, row.case_id or "-", row.message_pk or "-", kv(row.to_addr), transport.name)
 
 
 def retry_rows(conn: Connection, ids: Sequence[int] | None, now: datetime) -> int:

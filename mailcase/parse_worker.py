@@ -9,6 +9,7 @@ parent writes what they return (stages.py).
 from __future__ import annotations
 
 import hashlib
+import re
 import traceback
 from typing import Any
 
@@ -20,6 +21,15 @@ from mailcase.quoting import cut_quoted, maybe_quoted
 def fingerprint(text: str) -> str:
     """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
+
+
+_NOT_WORD = re.compile(r"[\W\d_]+")
+
+
+def loose_fingerprint(text: str) -> str:
+    """sha256 of the words of ``text``, lower case, numbers and punctuation gone:
+    equal for the texts of an autoresponder that only change a date or a number."""
+    return hashlib.sha256(" ".join(_NOT_WORD.sub(" ", text[:20000].lower()).split()).encode("utf-8")).hexdigest()
 
 
 class Failure:
@@ -54,6 +64,7 @@ def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Fail
         "defects": list(p.defects),
         "pin_hmacs": sorted({pin_hmac(pin_key, pin) for pin in pins}) if pin_key else [],
         "reply_text": redact(reply) if quoted else None,
+        "loose_sha256": loose_fingerprint(redact(reply)),
     }
 
 

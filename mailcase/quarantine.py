@@ -36,9 +36,13 @@ class QuarantineEntry:
 
 
 def quarantine(
-    conn: Connection, message_pk: int, stage: Stage, exc: BaseException, now: datetime
+    conn: Connection, message_pk: int, stage: Stage, exc: BaseException, now: datetime, context: str = "",
 ) -> None:
-    """Record the failure and move the message to ``quarantined``."""
+    """Record the failure and move the message to ``quarantined``.
+
+    ``context`` says what was being done (``making the case(s) of x@y``); a
+    mail quarantined at a cutoff is released from that cutoff's claim, so a
+    retry puts it back in the next one."""
     attempts = conn.execute(
         sa.select(sa.func.count()).where(
             QUARANTINE.c.message_pk == message_pk, QUARANTINE.c.stage == stage.value
@@ -49,17 +53,18 @@ def quarantine(
             message_pk=message_pk,
             stage=stage.value,
             error_type=type(exc).__name__,
-            error=(str(exc) or type(exc).__name__)[:10000],
+            error=((f"{context}: " if context else "") + (str(exc) or type(exc).__name__))[:10000],
             traceback="".join(tb_module.format_exception(exc))[-20000:],
             created_at=now,
             attempts=int(attempts) + 1,
             resolved_at=None,
         )
     )
+    released = {"batch_id": None} if stage is Stage.BATCH else {}
     conn.execute(
         sa.update(MESSAGE)
         .where(MESSAGE.c.id == message_pk)
-        .values(state=MessageState.QUARANTINED.value, state_changed_at=now)
+        .values(state=MessageState.QUARANTINED.value, state_changed_at=now, **released)
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.config import Config
 from mailcase.errors import UsageError
-from mailcase.fetch import mailbox_source, reprocess_imap, store_stream
+from mailcase.fetch import arrival_window, mailbox_source, reprocess_imap, store_stream
 from mailcase.lease import Lease
 from mailcase.ledger import Tally
 from mailcase.sources import FileKind, detect, incoming_from_files
@@ -94,6 +94,7 @@ def _files(
     items = incoming_from_files(
         path, source, historical=not req.create_cases,
         receiving_hosts=config.ingest.receiving_hosts, kind=kind, mailbox_name=mailbox_name,
+        window=arrival_window(config, now),
     )
     if req.since:
         since = req.since

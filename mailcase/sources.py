@@ -24,7 +24,7 @@ import mailbox
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -69,19 +69,65 @@ def detect(path: Path) -> FileKind:
     raise UsageError(f"{path}: no such mailbox, Maildir, mbox file or folder")
 
 
+#: no mail received before this is believed to be new mail (1970-01-01 is what a
+#: broken clock or an empty Date field turns into)
+FLOOR = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Plausible:
+    """The window a received time must fall in to be believed.
+
+    ``latest`` is now plus a small clock skew; ``earliest`` is far before
+    the mailbox's start point (or 1990 when it has none).  A file's own
+    time is only checked against ``latest``: the filesystem saw the mail
+    arrive, however old it is.
+    """
+
+    now: datetime
+    latest: datetime
+    earliest: datetime = FLOOR
+
+    @classmethod
+    def around(cls, now: datetime, skew_minutes: int, start: datetime | None = None,
+               backdate_days: int = 30) -> Plausible:
+        earliest = max(FLOOR, start - timedelta(days=backdate_days)) if start is not None else FLOOR
+        return cls(now, now + timedelta(minutes=skew_minutes), earliest)
+
+    def problem(self, at: datetime, file_time: bool = False) -> str | None:
+        if at > self.latest:
+            return f"is in the future (after {self.latest:%Y-%m-%d %H:%M} UTC)"
+        if not file_time and at < self.earliest:
+            return f"is implausibly early (before {self.earliest:%Y-%m-%d} UTC)"
+        return None
+
+
 def received_at(
-    raw: bytes, mtime: float | None, receiving_hosts: tuple[str, ...]
-) -> tuple[datetime | None, ReceivedSource]:
+    raw: bytes, mtime: float | None, receiving_hosts: tuple[str, ...], window: Plausible | None = None,
+) -> tuple[datetime | None, ReceivedSource, str | None]:
+    """(time, its source, why better sources were passed over) for a mail from a file.
+
+    Our own server's topmost Received:, else Date:, else the file's time;
+    with a ``window``, a time outside it is passed over for the next
+    source, and when none is plausible the time of storing is used.
+    """
     block = split_headers(raw)
-    at = received_header_time(block, receiving_hosts)
-    if at is not None:
-        return at, ReceivedSource.RECEIVED_HEADER
-    at = parse_date(block.first("date"))
-    if at is not None:
-        return at, ReceivedSource.DATE_HEADER
-    if mtime is not None:
-        return datetime.fromtimestamp(mtime, UTC), ReceivedSource.FILE_TIME
-    return None, ReceivedSource.FILE_TIME
+    candidates: list[tuple[datetime | None, ReceivedSource]] = [
+        (received_header_time(block, receiving_hosts), ReceivedSource.RECEIVED_HEADER),
+        (parse_date(block.first("date")), ReceivedSource.DATE_HEADER),
+        (datetime.fromtimestamp(mtime, UTC) if mtime is not None else None, ReceivedSource.FILE_TIME),
+    ]
+    notes: list[str] = []
+    for at, how in candidates:
+        if at is None:
+            continue
+        why = window.problem(at, file_time=how is ReceivedSource.FILE_TIME) if window else None
+        if why is None:
+            return at, how, "; ".join(notes) or None
+        notes.append(f"{how.value} {at:%Y-%m-%d %H:%M} UTC {why}")
+    if window is not None:
+        return window.now, ReceivedSource.STORED_AT, "; ".join(notes) or None
+    return None, ReceivedSource.FILE_TIME, None
 
 
 def maildir_key(name: str) -> str:
@@ -196,12 +242,13 @@ def incoming_from_files(
     mailbox_name: str | None = None,
     skip_keys: set[str] | None = None,
     max_message_bytes: int | None = None,
+    window: Plausible | None = None,
 ) -> Iterator[Incoming]:
     kind = kind or detect(path)
     for rf in read_files(path, kind, skip_keys, max_message_bytes):
         if skip_keys is not None and rf.key in skip_keys:
             continue
-        at, how = received_at(rf.raw, rf.mtime, receiving_hosts)
+        at, how, note = received_at(rf.raw, rf.mtime, receiving_hosts, window)
         is_historical = historical or (
             historical_before is not None and (at is None or at < historical_before)
         )
@@ -211,6 +258,7 @@ def incoming_from_files(
             raw=rf.raw,
             received_at=at,
             received_source=how,
+            received_note=note,
             historical=is_historical,
             mailbox=mailbox_name,
             truncated_from=rf.truncated_from,

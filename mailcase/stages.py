@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,8 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase.clock import Clock
-from mailcase.db import insert_ignore, transaction
+from mailcase.backoff import delay
+from mailcase.db import insert_ignore, is_outage, transaction
 from mailcase.errors import MessageError
+from mailcase.log import kv
 from mailcase.headers import read_headers, split_headers
 from mailcase.ledger import BLOB, MESSAGE, QUARANTINE, RAW_COPY, header_columns
 from mailcase.models import ParsedMail
@@ -119,6 +123,31 @@ def _claim_parse_batch(
 def _write_parsed(
     engine: Engine, ids: Sequence[int], outputs: Sequence[dict[str, Any] | Failure], now: datetime
 ) -> StageResult:
+    """Store a batch's parses in one transaction; if the database refuses one
+    row (not: is unreachable), store them one by one and quarantine that one."""
+    try:
+        return _write_parsed_together(engine, ids, outputs, now)
+    except Exception as exc:
+        if is_outage(exc) or len(ids) == 1:
+            raise
+        log.warning("event=parse-write-failed messages=%d error=%s action=one-by-one", len(ids),
+                    kv(f"{type(exc).__name__}: {exc}"))
+    result = StageResult()
+    for pk, out in zip(ids, outputs, strict=True):
+        try:
+            result += _write_parsed_together(engine, [pk], [out], now)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            with transaction(engine) as conn:
+                quarantine(conn, pk, Stage.PARSE, exc, now, context="storing the parse")
+            result.quarantined += 1
+    return result
+
+
+def _write_parsed_together(
+    engine: Engine, ids: Sequence[int], outputs: Sequence[dict[str, Any] | Failure], now: datetime
+) -> StageResult:
     result = StageResult()
     with transaction(engine) as conn:
         rows = []
@@ -197,6 +226,8 @@ class BackgroundParser:
         self._answered = 0  # drain requests seen with nothing left to parse
         self._thread: threading.Thread | None = None
         self._pool: ProcessPoolExecutor | None = None
+        #: when the parse loop last went round (the daemon's supervisor reads it)
+        self.beat = time.monotonic()
 
     def __enter__(self) -> BackgroundParser:
         self.start()
@@ -207,15 +238,7 @@ class BackgroundParser:
 
     def start(self) -> None:
         if self.workers > 0:
-            # forkserver: never fork a process that has threads and open connections
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["mailcase.parse_worker"])
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=ctx,
-                initializer=worker_init,
-                initargs=(logging.getLogger().level,),
-            )
+            self._new_pool()
         self._thread = threading.Thread(target=self._run, name="parse", daemon=True)
         self._thread.start()
 
@@ -248,7 +271,36 @@ class BackgroundParser:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def _new_pool(self) -> None:
+        # forkserver: never fork a process that has threads and open connections
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["mailcase.parse_worker"])
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=worker_init, initargs=(logging.getLogger().level,),
+        )
+
+    def _one_by_one(self, batch: _Batch) -> list[dict[str, Any] | Failure]:
+        """A worker process died on this batch (a crash, the memory limit): each mail
+        alone in a fresh pool, and the one that kills a worker again is quarantined."""
+        outputs: list[dict[str, Any] | Failure] = []
+        for pk, raw in zip(batch.ids, batch.raws, strict=True):
+            if self._pool is None or getattr(self._pool, "_broken", False):
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                self._new_pool()
+            assert self._pool is not None
+            try:
+                outputs.extend(self._pool.submit(parse_many, [raw], self.pin_key).result())
+            except BrokenProcessPool as exc:
+                log.error("event=parse-worker-died message=%s", pk)
+                outputs.append(Failure(MessageError(f"the parse worker process died on this mail ({exc})")))
+        return outputs
+
     def _submit(self, batch: _Batch) -> list[Future[list[dict[str, Any] | Failure]]]:
+        if self._pool is None or getattr(self._pool, "_broken", False):
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._new_pool()
         assert self._pool is not None
         n = max(1, min(self.workers, len(batch.raws)))
         size = -(-len(batch.raws) // n)
@@ -257,11 +309,37 @@ class BackgroundParser:
             for i in range(0, len(batch.raws), size)
         ]
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._loop()
+                return
+            except BaseException as exc:
+                if not is_outage(exc) or self._stop.is_set():
+                    # reported to drain(); the daemon logs it and starts a new parser
+                    log.exception("event=parse-stage-failed")
+                    self.error = exc
+                    with self._cond:
+                        self._cond.notify_all()
+                    return
+                # the database went away: what was in flight is parsed again later
+                failures += 1
+                log.warning("event=parse-stage-waiting error=%s", kv(exc))
+                self._stop.wait(delay(failures, 0.5, 5.0))
+            else:
+                failures = 0
+
+    def _loop(self) -> None:
         in_flight: deque[tuple[_Batch, list[Future[list[dict[str, Any] | Failure]]]]] = deque()
         busy: set[int] = set()
         try:
             while not self._stop.is_set():
+                self.beat = time.monotonic()
                 with self._cond:
                     asked = self._asked
                 # keep two batches in the pool
@@ -280,7 +358,10 @@ class BackgroundParser:
                     in_flight.append((batch, self._submit(batch)))
                 if in_flight:
                     batch, futures = in_flight.popleft()
-                    outputs = [out for f in futures for out in f.result()]
+                    try:
+                        outputs = [out for f in futures for out in f.result()]
+                    except BrokenProcessPool:
+                        outputs = self._one_by_one(batch)
                     self.result += _write_parsed(self.engine, batch.ids, outputs, self.clock.now())
                     busy.difference_update(batch.ids)
                     continue
@@ -289,10 +370,10 @@ class BackgroundParser:
                     self._cond.notify_all()
                 self._wake.wait(1.0)
                 self._wake.clear()
-        except BaseException as exc:  # reported to drain(); the daemon logs and restarts it
-            log.exception("event=parse-stage-failed")
-            self.error = exc
         finally:
+            for _, futures in in_flight:
+                for f in futures:
+                    f.cancel()
             with self._cond:
                 self._cond.notify_all()
 

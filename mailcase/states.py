@@ -79,7 +79,8 @@ class ReceivedSource(StrEnum):
     INTERNALDATE = "internaldate"        # IMAP INTERNALDATE: the server's arrival time
     RECEIVED_HEADER = "received-header"  # top Received: added by our own server
     DATE_HEADER = "date-header"          # the sender's Date: (files without Received:)
-    FILE_TIME = "file-time"              # file modification time (last resort)
+    FILE_TIME = "file-time"              # file modification time
+    STORED_AT = "stored-at"              # when mailcase stored it (no other source was plausible)
 
 
 class PostAction(StrEnum):

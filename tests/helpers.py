@@ -119,6 +119,11 @@ def key_file(tmp: Path) -> Path:
     return path
 
 
+#: the cutoffs of the test mail (dated 2026) close however late a test first runs the
+#: cutoff stage; a fresh database otherwise starts at the next cutoff (test_time_sanity.py)
+TEST_BATCH = {"start_at": "2026-01-01T00:00:00Z"}
+
+
 def config(db_url: str, tmp: Path, mailboxes: list[dict[str, Any]] | None = None, **sections: Any) -> Config:
     data: dict[str, Any] = {
         "data_dir": str(tmp / "data"), "database": {"url": db_url},
@@ -127,6 +132,7 @@ def config(db_url: str, tmp: Path, mailboxes: list[dict[str, Any]] | None = None
     }
     data["mailboxes"] = mailboxes or []
     data.update(sections)
+    data["batch"] = {**TEST_BATCH, **sections.get("batch", {})}
     return parse_config(data, "test")
 
 
@@ -134,6 +140,7 @@ def write_config(path: Path, db_url: str, mailboxes: list[dict[str, Any]], **sec
     """Write a TOML file (via json-compatible values) for CLI subprocess tests."""
     sections.setdefault("rules", {"sender_authentication": "insecure-off"})
     sections.setdefault("secrets", {"hmac_key": {"file": str(key_file(path.parent))}})
+    sections["batch"] = {**TEST_BATCH, **sections.get("batch", {})}
     lines = [f"data_dir = {json.dumps(str(path.parent / 'data'))}", "", "[database]", f"url = {json.dumps(db_url)}", ""]
     for name, values in sections.items():
         lines.append(f"[{name}]")

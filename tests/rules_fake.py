@@ -55,6 +55,7 @@ class FakeContext:
     sender_before: int = 0
     notices: dict[tuple[str, str], int] = field(default_factory=dict)
     pin_failures_before: int = 0
+    repeated_before: int = 0
     account_requests_before: int = 0
     resolved: dict[int, list[ResolvedCase]] = field(default_factory=dict)
 
@@ -87,6 +88,10 @@ class FakeContext:
 
     def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int:
         return self.sender_before
+
+    def repeated_requests(self, sender: str, subject: str, loose_hash: str, since: datetime,
+                          until: datetime) -> int:
+        return self.repeated_before
 
     def notices_sent(self, address: str, kind: str, since: datetime) -> int:
         return self.notices.get((address, kind), 0)

@@ -14,12 +14,17 @@ from mailcase.msgid import parse_verp, verp_address
 from mailcase.outbox import OUTBOX
 
 
-def _dsn(to: str, recipient: str, status: str, original: str, n: int = 0) -> bytes:
-    return (f"Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nTo: {to}\r\nSubject: failure\r\n"
+def _dsn(to: str, recipient: str, status: str, original: str, n: int = 0, original_recipient: str | None = None,
+         authenticated: bool = False) -> bytes:
+    orig = f"Original-Recipient: rfc822;{original_recipient}\r\n" if original_recipient else ""
+    # our server checked the report's HELO name (a bounce has a null reverse path)
+    auth = ("Authentication-Results: mx.support.example; spf=pass smtp.helo=mx.example\r\n"
+            if authenticated else "")
+    return (f"Return-Path: <>\r\n{auth}From: MAILER-DAEMON@mx.example\r\nTo: {to}\r\nSubject: failure\r\n"
             f"Message-ID: <dsn{n}@mx.example>\r\nMIME-Version: 1.0\r\n"
             "Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n--B\r\n"
             "Content-Type: text/plain\r\n\r\nfailed\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-            f"Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; {recipient}\r\nAction: failed\r\n"
+            f"Reporting-MTA: dns; mx.example\r\n\r\n{orig}Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\n"
             f"Status: {status}\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {original}\r\n"
             "\r\n--B--\r\n").encode()
 
@@ -36,15 +41,21 @@ def _sent(desk: Desk, senders: list[str]) -> list[object]:
 _n = iter(range(10_000))
 
 
-def _bounce(desk: Desk, row: object, status: str, at: object, via_verp: bool = True, original: str | None = None) -> None:
-    """A DSN arrives and goes through the real pipeline (store, parse, rules, matching)."""
+def _bounce(desk: Desk, row: object, status: str, at: object, via_verp: bool = True, original: str | None = None,
+            final: str | None = None, authenticated: bool = False) -> None:
+    """A DSN arrives and goes through the real pipeline (store, parse, rules, matching).
+
+    With ``final``, the mail went through an alias: the report's Final-Recipient
+    is ``final`` and its Original-Recipient the address we sent to."""
     from mailcase.ledger import Incoming, store
     from mailcase.states import ReceivedSource
 
     key = desk.config.hmac_key()
     to = verp_address(key, desk.config.outgoing.bounce_base, row.id) if via_verp else "support@support.example"  # type: ignore[attr-defined]
     n = next(_n)
-    raw = _dsn(to, row.to_addr, status, original or row.message_id, n)  # type: ignore[attr-defined]
+    rcpt = row.to_addr  # type: ignore[attr-defined]
+    raw = _dsn(to, final or rcpt, status, original or row.message_id, n,  # type: ignore[attr-defined]
+               original_recipient=rcpt if final else None, authenticated=authenticated)
     with transaction(desk.engine) as conn:
         store(conn, [Incoming("eml:/bounces", f"b{n}", raw, at, ReceivedSource.DATE_HEADER, False)], at)  # type: ignore[arg-type]
     desk.process(at)  # type: ignore[arg-type]
@@ -93,3 +104,29 @@ def test_a_bounce_naming_nothing_we_sent_changes_nothing(sqlite_url: str, tmp_pa
     with desk.engine.connect() as conn:
         assert suppressed(conn) == []
         assert conn.execute(sa.select(OUTBOX.c.status).where(OUTBOX.c.id == row.id)).scalar_one() == "sent"
+
+
+def test_a_hard_bounce_through_an_alias_matches_by_original_recipient(sqlite_url: str, tmp_path: Path) -> None:
+    desk = Desk(sqlite_url, tmp_path)
+    desk.directory()
+    row = _sent(desk, ["alice@acme.example"])[0]
+    _bounce(desk, row, "5.1.1", ny(2026, 11, 23, 10, 0), final="alice.a@mailhost.acme.example")
+    with desk.engine.connect() as conn:
+        assert [r.address for r in suppressed(conn)] == ["alice@acme.example"]
+        assert conn.execute(sa.select(OUTBOX.c.status).where(OUTBOX.c.id == row.id)).scalar_one() == "failed"
+
+
+def test_a_report_neither_through_verp_nor_authenticated_suppresses_nobody(sqlite_url: str, tmp_path: Path) -> None:
+    """It quotes our real Message-ID and names our recipient -- anyone who saw our mail can --
+    but came to the intake address and its sender did not authenticate."""
+    desk = Desk(sqlite_url, tmp_path)
+    desk.directory()
+    alice, bob = _sent(desk, ["alice@acme.example", "bob@globex.example"])
+    _bounce(desk, alice, "5.1.1", ny(2026, 11, 23, 10, 0), via_verp=False)
+    with desk.engine.connect() as conn:
+        assert suppressed(conn) == []
+        assert conn.execute(sa.select(OUTBOX.c.status).where(OUTBOX.c.id == alice.id)).scalar_one() == "sent"
+    # the same report from an authenticated mail system counts
+    _bounce(desk, bob, "5.1.1", ny(2026, 11, 23, 10, 5), via_verp=False, authenticated=True)
+    with desk.engine.connect() as conn:
+        assert [r.address for r in suppressed(conn)] == ["bob@globex.example"]

@@ -336,7 +336,7 @@ def test_received_time_of_a_file_with_a_long_trail_of_received_fields() -> None:
 
     raw = received_dates()
     started = time.perf_counter()
-    at, how = received_at(raw, 1_700_000_000.0, ())
+    at, how, _ = received_at(raw, 1_700_000_000.0, ())
     took = time.perf_counter() - started
     print(f"\nreceived time of 4,000 unparseable Received fields: {took:.2f} s")
     assert took < 2  # 15 s before issue 8
@@ -640,11 +640,11 @@ def test_flood_counting_is_not_quadratic(tmp_path: Path) -> None:
     def run(n: int) -> float:
         cache = PassCache()
         start = NOW - timedelta(hours=1)
-        mails = [(start + timedelta(seconds=i * 3600 / n), i, "s", "h") for i in range(n)]
+        mails = [(start + timedelta(seconds=i * 3600 / n), i, "s", "h", "l") for i in range(n)]
         cache._sender["a@x.example"] = mails
         ctx = DbContext(None, NOW, rule_settings(config("sqlite://", tmp_path)), None, b"k", cache)  # type: ignore[arg-type]
         t = time.perf_counter()
-        for at, pk, _, _ in mails:
+        for at, pk, _, _, _ in mails:
             ctx.message_pk = pk
             ctx.sender_mails_before("a@x.example", at - timedelta(minutes=30), at)
             ctx.similar_mails_before("a@x.example", "s", "h", at - timedelta(seconds=60), at)

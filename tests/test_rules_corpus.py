@@ -22,7 +22,7 @@ Each ``tests/rules_corpus/NNN-name.eml`` has a sidecar ``NNN-name.toml``::
     hold = true / out_of_scope = true  # optional
     reasons = ["not authenticated"]    # optional; each must appear in some verdict's reason
     [context]                          # optional counters and settings for this mail
-    similar_before = 0 / sender_before = 0 / pin_failures_before = 0
+    similar_before = 0 / sender_before = 0 / pin_failures_before = 0 / repeated_before = 0
     account_requests_before = 0 / notices = [["addr", "kind", 1]]
     received_at = 2026-11-23T13:00:00Z / insecure = false
     spam_header = "X-Spam-Flag"        # the spam filter's header (values: "yes")
@@ -59,7 +59,7 @@ RULES = ("automatic-mail", "bounce", "survey", "threading", "staff", "sender-ide
 KEYS = {"disposition", "requester", "hits", "not_hits", "near_miss", "notice", "notice_allowed", "severity",
         "flags", "not_flags", "marks", "not_marks", "effects", "not_effects", "case", "hold", "out_of_scope",
         "reasons", "context"}
-CONTEXT_KEYS = {"similar_before", "sender_before", "pin_failures_before", "account_requests_before",
+CONTEXT_KEYS = {"similar_before", "sender_before", "repeated_before", "pin_failures_before", "account_requests_before",
                 "notices", "received_at", "insecure", "spam_header"}
 
 
@@ -91,6 +91,7 @@ def classify(path: Path, disabled: frozenset[str] = frozenset()) -> Outcome:
         settings=rule_settings,
         directory=DIRECTORY, cases=CASES, case_message_ids=MSGIDS, resolved=RESOLVED,
         similar_before=c.get("similar_before", 0), sender_before=c.get("sender_before", 0),
+        repeated_before=c.get("repeated_before", 0),
         pin_failures_before=c.get("pin_failures_before", 0),
         account_requests_before=c.get("account_requests_before", 0),
         notices={(a, k): n for a, k, n in c.get("notices", [])},

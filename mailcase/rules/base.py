@@ -167,6 +167,8 @@ class Mail:
     #: the fingerprint the parse worker stored (of the text before PINs were
     #: redacted, as every other mail's stored fingerprint it is compared with)
     stored_body_hash: str | None = None
+    #: the loose fingerprint of the newest part (numbers and punctuation blanked)
+    stored_loose_hash: str | None = None
     #: where ``raw`` holds only the head of the mail (a cutoff reads no more
     #: than the header block needs), this fetches the whole of it
     load_raw: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
@@ -198,8 +200,13 @@ class Mail:
     def body_hash(self) -> str:
         return self.stored_body_hash or fingerprint(self.body)
 
+    @property
+    def loose_hash(self) -> str:
+        """Equal for near-identical texts: an autoresponder's with a new date in it."""
+        return self.stored_loose_hash or loose_fingerprint(self.reply_text)
 
-from mailcase.parse_worker import fingerprint  # noqa: E402  (one definition for both sides)
+
+from mailcase.parse_worker import fingerprint, loose_fingerprint  # noqa: E402  (one definition for both sides)
 
 
 class Directory(Protocol):
@@ -230,6 +237,12 @@ class Context(Protocol):
         self, sender: str, subject: str, body_hash: str, since: datetime, until: datetime
     ) -> int: ...
     def sender_mails_before(self, sender: str, since: datetime, until: datetime) -> int: ...
+    def repeated_requests(self, sender: str, subject: str, loose_hash: str, since: datetime,
+                          until: datetime) -> int:
+        """In how many earlier cutoffs' periods within [since, until) ``sender`` sent a mail
+        with this normalised subject and loose fingerprint (mails of this mail's own
+        period become one case anyway: only a repeat across cutoffs is a loop)."""
+        ...
     def notices_sent(self, address: str, kind: str, since: datetime) -> int: ...
     def pin_failures(self, account_id: int, since: datetime) -> int: ...
     def account_requests(self, account_id: int, since: datetime, until: datetime) -> int: ...
@@ -249,6 +262,8 @@ class RuleSettings:
     flood_same_seconds: int = 60
     flood_sender_count: int = 50
     flood_sender_minutes: int = 30
+    repeat_request_count: int = 3
+    repeat_request_hours: int = 72
     weekly_request_threshold: int = 25
     repeat_similarity: float = 0.75
     pin_max_failures: int = 5

@@ -28,18 +28,32 @@ from mailcase.charsets import storable
 from mailcase.headers import message_ids
 from mailcase.parse import message_tree
 from mailcase.rules.base import Context, Disposition, Effect, Mail, Mark, Outcome, Verdict
+from mailcase.subjects import is_reply_or_forward
 
 RULE = "bounce"
 
 _BOUNCE_SUBJECT = re.compile(
     r"(undeliver|delivery (status )?notification|delivery fail|returned mail|mail delivery"
     r"|failure notice|unzustellbar|nicht zustellbar|non remis|could not be delivered"
-    r"|delivery has failed|message not delivered|undelivered)", re.IGNORECASE)
+    r"|delivery has failed|message not delivered|undelivered|non recapitabile|onbestelbaar"
+    r"|no se pudo entregar|n[ãa]o entregue|rejected|returned to sender"
+    # delay and warning reports (RFC 3464 Action: delayed, and the MTAs' own texts)
+    r"|delay|warning: message|still being retried|verz[öo]gert|retard|retrasad|ritardat|vertraagd"
+    r"|atrasad)", re.IGNORECASE)
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-# a person forwarding or answering a bounce writes a request about it
-_REPLY_OR_FORWARD = re.compile(
-    r"^\s*(re|aw|antw|sv|vs|r|rif|tr|fwd?|wg|i|rv|enc|doorst)\s*(\[\d+\])?\s*:", re.IGNORECASE)
-_ROBOTS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+# local parts and display names of mail systems (not of people): the MTAs'
+# MAILER-DAEMON and postmaster, Exchange Online's MicrosoftExchange<hex>,
+# bounce handlers, and the names they sign with
+_ROBOT_LOCAL = re.compile(
+    r"^(?:mailer[-_.]?daemon|mail[-_.]?daemon|postmaster|mdaemon|mail[-_.]?delivery(?:[-_.]?(?:sub)?system)?"
+    r"|bounces?(?:[-+._=].*)?|microsoftexchange[0-9a-f]{16,}|returned[-_.]?mail|mail[-_.]?returned"
+    r"|mailer|nobody|mta|smtp)$", re.IGNORECASE)
+_ROBOT_NAME = re.compile(
+    r"^\s*(?:mail delivery (?:sub)?system|mail delivery service|mailer[- ]daemon|postmaster"
+    r"|microsoft outlook|mail administrator|e-?mail delivery system|mail system|delivery status notification)"
+    r"\s*$", re.IGNORECASE)
+#: DSN actions that report no failure: a delay, a relay, a delivery (RFC 3464 §2.3.3)
+_NOT_FAILED = ("delayed", "relayed", "delivered", "expanded")
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,8 @@ class Failure:
     recipient: str | None
     status: str | None
     action: str | None
+    #: RFC 3464 Original-Recipient, when it differs (mail through an alias or a forward)
+    original: str | None = None
 
 
 def _report_type(mail: Mail) -> str | None:
@@ -107,11 +123,13 @@ def dsn_failures(tree: Message) -> list[Failure]:
         for block in blocks[1:] if len(blocks) > 1 else blocks:
             if not isinstance(block, Message):
                 continue
-            recipient = _addr(_text(block.get("Final-Recipient")) or _text(block.get("Original-Recipient")))
+            final = _addr(_text(block.get("Final-Recipient")))
+            original = _addr(_text(block.get("Original-Recipient")))
             status = (_text(block.get("Status")) or "").strip() or None
             action = (_text(block.get("Action")) or "").strip().lower() or None
-            if recipient or status:
-                out.append(Failure(recipient, status, action))
+            if final or original or status:
+                out.append(Failure(final or original, status, action,
+                                   original if original and original != (final or original) else None))
     return out
 
 
@@ -136,7 +154,9 @@ def original_message_id(tree: Message) -> str | None:
 
 
 def _from_robot(mail: Mail) -> bool:
-    return (mail.sender or "").partition("@")[0].lower() in _ROBOTS
+    """A mail system's address or name, not a person's."""
+    local = (mail.sender or "").partition("@")[0]
+    return bool(_ROBOT_LOCAL.match(local)) or bool(_ROBOT_NAME.match(mail.info.from_name or ""))
 
 
 def _null_return_path(mail: Mail) -> bool:
@@ -146,11 +166,16 @@ def _null_return_path(mail: Mail) -> bool:
 def _bounce_subject(mail: Mail) -> bool:
     """A bounce's subject, not a person's reply to one or forward of one."""
     subject = mail.subject or ""
-    return bool(_BOUNCE_SUBJECT.search(subject)) and not _REPLY_OR_FORWARD.match(subject)
+    return bool(_BOUNCE_SUBJECT.search(subject)) and not is_reply_or_forward(subject)
 
 
 def _looks_like_bounce(mail: Mail) -> bool:
-    return _from_robot(mail) or _null_return_path(mail) or _bounce_subject(mail)
+    """Worth reading as a bounce: from a mail system, with a null return path, or
+    with a bounce's subject.  A reply-prefixed bounce subject ("Re: Undeliverable")
+    counts only from a mail system: from a person it is a request about one."""
+    if _from_robot(mail) or _null_return_path(mail):
+        return True
+    return _bounce_subject(mail)
 
 
 def _vendor_failures(tree: Message) -> list[Failure]:
@@ -180,30 +205,39 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
                        effects=(Effect("record-bounce", {"kind": "abuse-report"}),))
     if report is None and not _looks_like_bounce(mail):
         return None
+    robot = _from_robot(mail)
     tree = _tree(mail.whole_raw())
-    failures = dsn_failures(tree) if report == "delivery-status" else []
+    failures = dsn_failures(tree) if report is not None else []
     kind = "dsn"
-    if not failures and report != "delivery-status":
+    if not failures:
         failures = _vendor_failures(tree)
         kind = "vendor"
         if failures and not any(f.status for f in failures):
             m = _STATUS.search(mail.body)
             status = m.group(1) if m else None
             failures = [Failure(f.recipient, status, f.action) for f in failures]
-    if report != "delivery-status" and not failures:
-        if not (_from_robot(mail) and (_null_return_path(mail) or _bounce_subject(mail))):
+    if not failures:
+        if report is None and not (robot and (_null_return_path(mail) or _BOUNCE_SUBJECT.search(mail.subject or ""))):
             return None
-        # a mail system's own non-delivery notice in a format no detector
-        # knows: still no request, but nothing to count against our mail
-        kind = "unparsed"
+        # a report without its delivery-status part, or a mail system's own
+        # notice in a format no detector knows: no request, nothing to count
+        kind = "unparsed" if report is None else f"report-{report}"[:32]
+    elif all((f.action or "failed") in _NOT_FAILED for f in failures):
+        kind = "delay"
+    if kind == "unparsed" and re.search(r"delay|warning|retried|verz[öo]gert|retard", mail.subject or "", re.I):
+        kind = "delay"
     original = original_message_id(tree)
     effects = tuple(
         Effect("record-bounce", {
             "kind": kind, "recipient": f.recipient, "status": f.status, "action": f.action,
-            "original_message_id": original,
+            "original_message_id": original, "original_recipient": f.original,
         })
         for f in (failures or [Failure(None, None, None)])
     )
+    if kind == "delay":
+        who = ", ".join(f"{f.recipient} ({f.status or 'no status'})" for f in failures[:5]) or "no recipient named"
+        return Verdict(RULE, "delay-report", f"a delay or warning report, not a failure: {who}",
+                       Disposition.SUPPRESSED, marks, effects=effects)
     failed = [f for f in failures if (f.action or "failed") in ("failed", "delayed")]
     who = ", ".join(f"{f.recipient} ({f.status or 'no status'})" for f in failed[:5]) or "no recipient named"
     return Verdict(RULE, "bounce", f"delivery status notification ({kind}): {who}",

@@ -5,7 +5,9 @@ surveys (its ``[Survey #N]`` subject token, or our survey's Message-ID in
 In-Reply-To/References) and the first line of its newest, unquoted part is
 exactly one digit 1-5.  Anything else ("5 minutes later it crashed again")
 is a follow-up on the case.  The token alone counts only from the case's
-requester: a stranger cannot score someone else's case.
+requester, and only when the mail passed sender authentication (the same
+as a new request): a stranger cannot score someone else's case, nor can a
+forger writing the requester's address.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import Context, Disposition, Effect, Mail, Outcome, Verdict
 from mailcase.rules.threading import attach
+from mailcase.subjects import SURVEY_TOKEN
 
 RULE = "survey"
-SURVEY_TOKEN = re.compile(r"\[\s*Survey\s*#\s*(\d{1,9})\s*\]", re.IGNORECASE)
 
 
 def first_line(reply_text: str) -> str:
@@ -29,10 +32,21 @@ def first_line(reply_text: str) -> str:
 
 def survey(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     ids = list(mail.info.in_reply_to) + list(mail.info.references)
-    m = SURVEY_TOKEN.search(mail.subject or "")
-    found = ctx.survey_for(ids, int(m.group(1)) if m else None, mail.sender or "")
+    found = ctx.survey_for(ids, None, mail.sender or "") if ids else None
     if found is None:
-        return None
+        m = SURVEY_TOKEN.search(mail.subject or "")
+        if m is None:
+            return None
+        # a subject token is typed by anyone: it needs the sender authentication a
+        # new request needs, as a case token does (the threading rule)
+        auth = evaluate(mail, ctx)
+        if not mail.info.from_strict or auth.checked and not auth.dmarc_pass:
+            return Verdict(RULE, "survey-token-ignored",
+                           f"subject names survey #{m.group(1)} but the mail is not authenticated "
+                           f"({auth.detail}): token ignored")
+        found = ctx.survey_for([], int(m.group(1)), mail.sender or "")
+        if found is None:
+            return None
     case, outbox_id = found
     line = first_line(mail.reply_text)
     if re.fullmatch(r"[1-5]", line):
