@@ -35,6 +35,7 @@ class Ctx:
         self._config: Config | None = None
         self._engine: Engine | None = None
         self.clock: Clock = process_clock()
+        self.verbose = 0
 
     @property
     def config(self) -> Config:
@@ -82,6 +83,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, debug: bool) 
     level = logging.WARNING - 10 * min(verbose, 2)
     logsetup.setup(level)
     ctx.obj = Ctx(config_path, debug)
+    ctx.obj.verbose = verbose
 
 
 # -- db -------------------------------------------------------------------------------
@@ -196,6 +198,8 @@ def run(c: Ctx, once: bool) -> None:
         )
     if is_test_clock(c.clock):
         logging.getLogger("mailcase").warning("event=test-clock now=%s", c.clock.now().isoformat())
+    if not once:
+        logsetup.service_level(c.verbose)
     if once:
         result = run_pass(c.engine, config, c.clock)
         for sync in result.syncs:
@@ -1067,23 +1071,43 @@ def status(c: Ctx, as_json: bool) -> None:
     """What the service is doing: mailboxes, tokens, pending mail, the next cutoff, backlogs."""
     from dataclasses import asdict
 
-    from mailcase.status import collect
+    from mailcase.errors import DatabaseUnavailable
+    from mailcase.status import EXIT_DATABASE, collect
 
-    st = collect(c.engine, c.config, c.clock)
+    try:
+        st = collect(c.engine, c.config, c.clock)
+    except DatabaseUnavailable as exc:
+        if as_json:
+            click.echo(json.dumps({"database": f"unreachable: {exc}", "health": "unknown",
+                                   "exit_code": EXIT_DATABASE}, indent=2))
+        else:
+            click.echo(f"database: unreachable: {exc}")
+        sys.exit(EXIT_DATABASE)
     if as_json:
         click.echo(json.dumps(asdict(st), default=str, indent=2))
-        return
+        sys.exit(st.exit_code)
+    _print_status(st)
+    sys.exit(st.exit_code)
+
+
+def _print_status(st: Any) -> None:
+    click.echo(f"health: {st.health}" + "".join(f"\n  - {p}" for p in st.problems))
+    for d in st.daemons:
+        click.echo(f"service: {d.holder} ({'alive' if d.alive else 'gone'}, registered until "
+                   f"{d.expires_at:%H:%M:%S} UTC)")
     if st.test_clock:
         click.echo(f"TEST CLOCK in effect: now is {st.now:%Y-%m-%d %H:%M} UTC")
     click.echo(f"sender authentication: {st.sender_authentication}")
     for m in st.mailboxes:
         state = m.state or "never run"
         since = f" since {_fmt_time(m.state_since)}" if m.state_since else ""
+        beat = "never" if m.heartbeat_age_seconds is None else f"{m.heartbeat_age_seconds:.0f} s ago"
         click.echo(f"mailbox {m.name} ({m.kind}{', disabled' if not m.enabled else ''}): {state}{since}, "
-                   f"{m.mode or '-'}; last sync {_fmt_time(m.last_sync_ok_at)}; {m.pending} pending"
+                   f"{m.mode or '-'}; last sync {_fmt_time(m.last_sync_ok_at)}; heartbeat {beat}"
+                   f"{' (STALE)' if m.stale else ''}; {m.pending} pending"
                    + (f"; worker {m.worker}" if m.worker else ""))
-        if m.state == "down" and m.detail:
-            click.echo(f"    error: {m.detail}")
+        if m.last_error:
+            click.echo(f"    last error ({_fmt_time(m.last_error_at)}): {m.last_error}")
         if m.token is not None:
             click.echo(f"    token: {'ok' if m.token.ok else 'WARNING'}: {m.token.detail}")
     click.echo(f"mail: {st.pending_mail} pending for the next cutoff, {st.unclassified_mail} not yet classified, "
@@ -1092,8 +1116,10 @@ def status(c: Ctx, as_json: bool) -> None:
         click.echo(f"cutoff {_fmt_time(st.due_cutoff)} is due" +
                    (f" but blocked: {st.cutoff_blocked}" if st.cutoff_blocked else ""))
     click.echo(f"next cutoff: {_fmt_time(st.next_cutoff)}")
-    click.echo(f"outbox: {st.outbox_queued} queued, {st.outbox_failed} failed, {st.outbox_capped} capped, "
-               f"{st.outbox_suppressed} suppressed; {st.open_cases} open cases")
+    click.echo(f"outbox: {st.outbox_queued} queued ({st.outbox_deferred} deferred), {st.outbox_failed} failed, "
+               f"{st.outbox_capped} capped, {st.outbox_suppressed} suppressed; {st.open_cases} open cases")
+    for note in st.notes:
+        click.echo(f"note: {note}")
 
 
 @cli.command()

@@ -28,9 +28,9 @@ from mailcase.batch import BatchRun, run_due
 from mailcase.classify import classify_batch, run_classify_stage
 from mailcase.clock import Clock, real_now
 from mailcase.config import Config
-from mailcase.db import transaction
+from mailcase.db import is_outage, transaction
 from mailcase.directory import import_csv
-from mailcase.errors import MailcaseError
+from mailcase.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
 from mailcase.lease import LEASE, Lease
 from mailcase.log import kv
@@ -78,7 +78,6 @@ def reindex_kb(engine: Engine, config: Config) -> int | None:
     marker = _changed(path)
     if marker is None:
         return None
-    from mailcase.errors import MailcaseError
     from mailcase.kb import load_articles, reindex
 
     try:
@@ -193,6 +192,12 @@ class Daemon:
         self.workers: dict[str, MailboxWorker] = {}
         self.metrics: Any = None
         self._last_ping = 0.0
+        #: why the watchdog is not being fed (None: healthy), logged once per change
+        self.unhealthy: str | None = None
+        #: worker restarts (name -> monotonic times), to tell a flapping worker from a blip
+        self._restarts: dict[str, list[float]] = {}
+        #: the database as the main loop last found it
+        self.database_error: str | None = None
         # other daemons on the same database see this one while it lives
         self.registration = Lease(engine, f"daemon:{socket.gethostname()}:{os.getpid()}", "daemon",
                                   ttl=timedelta(seconds=config.daemon.registration_seconds))
@@ -201,12 +206,18 @@ class Daemon:
     # -- sharing mailboxes with other daemons ------------------------------------------------
 
     def live_daemons(self) -> int:
-        """Daemons registered on this database (cached for a few seconds)."""
+        """Daemons registered on this database (cached for a few seconds; the last
+        count while the database cannot be asked)."""
         at, n = self._live
         if time.monotonic() - at > 5:
-            with self.engine.connect() as conn:
-                n = int(conn.execute(sa.select(sa.func.count()).where(
-                    LEASE.c.name.like("daemon:%"), LEASE.c.expires_at > real_now())).scalar_one())
+            try:
+                with self.engine.connect() as conn:
+                    n = int(conn.execute(sa.select(sa.func.count()).where(
+                        LEASE.c.name.like("daemon:%"), LEASE.c.expires_at > real_now())).scalar_one())
+            except sa.exc.DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                return self._live[1]
             self._live = (time.monotonic(), max(1, n))
         return self._live[1]
 
@@ -266,10 +277,22 @@ class Daemon:
     def _job(self, name: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
+        except DatabaseUnavailable as exc:
+            self.database_error = str(exc)
+            log.warning("event=job-waiting job=%s error=%s", name, kv(exc))
+            return
         except MailcaseError as exc:
             log.error("event=job-failed job=%s error=%s", name, kv(exc))
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                self.database_error = f"database: {type(exc).__name__}: {exc}"
+                log.warning("event=job-waiting job=%s error=%s", name, kv(self.database_error))
+                return
             log.exception("event=job-failed job=%s", name)
+        if name in ("stages", "batches", "deliver"):
+            if self.database_error is not None:
+                log.info("event=database-back")
+            self.database_error = None
 
     def stages(self) -> None:
         run_headers_stage(self.engine, self.clock.now())
@@ -303,11 +326,80 @@ class Daemon:
 
         apply_retention(self.engine, self.config, self.clock.now())
 
+    # -- supervision ---------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Start again a worker (mailbox or parse) whose thread died; find hung ones.
+
+        A worker that keeps dying (5 times in 10 minutes) or has not shown
+        a sign of life for ``daemon.worker_stale_seconds`` makes the service
+        unhealthy: the watchdog is no longer fed, and systemd restarts it.
+        """
+        now = time.monotonic()
+        stale = self.config.daemon.worker_stale_seconds
+        problems: list[str] = []
+        for name, worker in list(self.workers.items()):
+            if not worker.alive and not worker.stopping.is_set():
+                recent = [t for t in self._restarts.get(name, []) if now - t < 600] + [now]
+                self._restarts[name] = recent
+                log.error("event=worker-restarted worker=%s restarts_10min=%d", kv(f"mailbox {name}"), len(recent))
+                replacement = MailboxWorker(self.engine, self.config, worker.cfg, self.clock, self._stored, self)
+                self.workers[name] = replacement
+                replacement.start()
+                if len(recent) >= 5:
+                    problems.append(f"mailbox {name} worker died {len(recent)} times in 10 min")
+            elif worker.alive and now - worker.beat > stale:
+                problems.append(f"mailbox {name} worker silent for {now - worker.beat:.0f} s")
+        if not self.parser.alive and not self.stopping.is_set():
+            error = self.parser.error
+            recent = [t for t in self._restarts.get("parse", []) if now - t < 600] + [now]
+            self._restarts["parse"] = recent
+            log.error("event=worker-restarted worker=parse restarts_10min=%d error=%s", len(recent),
+                      kv(f"{type(error).__name__}: {error}" if error else "-"))
+            try:
+                self.parser.stop()
+            except Exception:
+                pass
+            self.parser = BackgroundParser(self.engine, self.clock, workers=self.config.ingest.workers,
+                                           pin_key=self.config.hmac_key())
+            self.parser.start()
+            if len(recent) >= 5:
+                problems.append(f"parse worker died {len(recent)} times in 10 min")
+        elif self.parser.alive and now - self.parser.beat > stale:
+            problems.append(f"parse worker silent for {now - self.parser.beat:.0f} s")
+        unhealthy = "; ".join(problems) or None
+        if unhealthy != self.unhealthy:
+            if unhealthy:
+                log.error("event=unhealthy reason=%s action=%s", kv(unhealthy), kv("watchdog no longer fed"))
+                notify(f"STATUS=unhealthy: {unhealthy}")
+            else:
+                log.info("event=healthy")
+                notify(f"STATUS={self._status_line()}")
+        self.unhealthy = unhealthy
+
+    def _status_line(self) -> str:
+        return "mailboxes: " + (", ".join(f"{n} {w.state}" for n, w in self.workers.items()) or "none")
+
     def _ping(self) -> None:
+        """Feed systemd's watchdog -- only while every worker is alive and beating."""
+        if self.unhealthy is not None:
+            return
         interval = watchdog_interval()
         if interval is not None and time.monotonic() - self._last_ping >= interval:
             notify("WATCHDOG=1")
             self._last_ping = time.monotonic()
+
+    def health(self) -> dict[str, Any]:
+        """In-memory truth about the workers, for the metrics endpoint."""
+        now = time.monotonic()
+        return {
+            "workers": {name: {"state": w.state, "mode": w.mode, "alive": w.alive,
+                               "beat_age": now - w.beat, "error": w.last_error}
+                        for name, w in self.workers.items()},
+            "parse": {"alive": self.parser.alive, "beat_age": now - self.parser.beat},
+            "unhealthy": self.unhealthy,
+            "database_error": self.database_error,
+        }
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -337,6 +429,10 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
+        from mailcase import __version__
+
+        log.info("event=starting version=%s config=%s pid=%d", __version__, kv(self.config_path or "embedded defaults"),
+                 os.getpid())
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -344,9 +440,9 @@ class Daemon:
         if d.metrics_listen:
             from mailcase.metrics import Metrics
 
-            self.metrics = Metrics(self.engine, self.config, self.clock)
+            self.metrics = Metrics(self.engine, self.config, self.clock, self.health)
             self.metrics.serve(d.metrics_listen)
-        self.registration.acquire()
+        self._register()
         # the directory and the knowledge base first: the first mails are judged against them
         self._job("housekeeping", self.housekeeping)
         self.parser.start()
@@ -357,7 +453,7 @@ class Daemon:
             w.first_state.wait(max(0.0, deadline - time.monotonic()))
         states = ", ".join(f"{n} {w.state}" for n, w in self.workers.items()) or "no mailbox"
         notify("READY=1", f"STATUS=mailboxes: {states}")
-        log.info("event=started mailboxes=%s", kv(states))
+        log.info("event=ready mailboxes=%s", kv(states))
         scheduler = schedule.Scheduler()
         scheduler.every(max(1, round(d.stage_seconds))).seconds.do(self._job, "stages", self.stages)
         scheduler.every(max(1, round(d.batch_seconds))).seconds.do(self._job, "batches", self.batches)
@@ -365,11 +461,12 @@ class Daemon:
         scheduler.every(max(1, round(d.housekeeping_seconds))).seconds.do(
             self._job, "housekeeping", self.housekeeping)
         scheduler.every(max(1, round(d.registration_seconds / 6))).seconds.do(
-            self._job, "registration", self.registration.renew)
+            self._job, "registration", self._register)
         self._job("stages", self.stages)
         self._job("batches", self.batches)
         self._job("deliver", self.deliver)
         while not self.stopping.is_set():
+            self._supervise()
             self._ping()
             if self.reload_requested.is_set():
                 self._job("reload", self.reload)
@@ -380,9 +477,16 @@ class Daemon:
         self.parser.stop()
         try:
             self.registration.release()
-        except MailcaseError:
-            pass
+        except Exception:
+            pass  # the database is away: the registration expires by itself
         if self.metrics is not None:
             self.metrics.close()
         log.info("event=stopped")
         return 0
+
+    def _register(self) -> None:
+        """Keep this daemon's registration alive (taking it again after a database outage)."""
+        try:
+            self.registration.renew()
+        except LeaseHeld:
+            self.registration.acquire()

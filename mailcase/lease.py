@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase.clock import real_now
-from mailcase.db import insert_ignore, is_postgres, transaction
-from mailcase.errors import LeaseHeld
+from mailcase.db import insert_ignore, is_outage, is_postgres, transaction
+from mailcase.errors import DatabaseUnavailable, LeaseHeld
 from mailcase.models import Lease as LeaseRow
 
 LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
@@ -66,6 +66,13 @@ class Lease:
     def acquire(self) -> None:
         if is_postgres(self.engine):
             self._acquire_pg()
+        try:
+            self._acquire_row()
+        except BaseException:
+            self._release_pg()
+            raise
+
+    def _acquire_row(self) -> None:
         now = real_now()
         with transaction(self.engine) as conn:
             insert_ignore(
@@ -94,7 +101,6 @@ class Lease:
                 or self._pg_conn is not None  # the advisory lock is the authority
             )
             if not free:
-                self._release_pg()
                 raise LeaseHeld(
                     f"{self.name} is held by {row.holder} until "
                     f"{row.expires_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -112,11 +118,16 @@ class Lease:
             )
 
     def _acquire_pg(self) -> None:
-        conn = self.engine.connect()
-        got = conn.execute(
-            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _advisory_key(self.name)}
-        ).scalar()
-        conn.commit()
+        try:
+            conn = self.engine.connect()
+            got = conn.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _advisory_key(self.name)}
+            ).scalar()
+            conn.commit()
+        except sa.exc.DBAPIError as exc:
+            if is_outage(exc):
+                raise DatabaseUnavailable(f"database: {str(exc.orig or exc).strip().splitlines()[0]}") from exc
+            raise
         if not got:
             conn.close()
             with self.engine.connect() as c:
@@ -126,15 +137,20 @@ class Lease:
         self._pg_conn = conn
 
     def _release_pg(self) -> None:
+        """Unlock and close the lock's connection.  A connection the database
+        dropped holds no lock any more: nothing to do, and no error to raise."""
         if self._pg_conn is not None:
+            conn, self._pg_conn = self._pg_conn, None
             try:
-                self._pg_conn.execute(
-                    sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(self.name)}
-                )
-                self._pg_conn.commit()
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(self.name)})
+                conn.commit()
+            except sa.exc.DBAPIError:
+                pass
             finally:
-                self._pg_conn.close()
-                self._pg_conn = None
+                try:
+                    conn.close()
+                except sa.exc.DBAPIError:
+                    pass
 
     def renew_if_due(self) -> None:
         """Renew once a third of the lease has passed (a renewal is a durable commit)."""
@@ -155,6 +171,8 @@ class Lease:
                 raise LeaseHeld(f"{self.name}: lease lost")
 
     def release(self) -> None:
+        """Give the lease up.  With the database unreachable this does what it
+        can and raises DatabaseUnavailable: the row then expires by itself."""
         try:
             with transaction(self.engine) as conn:
                 conn.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -13,15 +13,50 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import Clock
 from mailcase.config import Config
+from mailcase.errors import ConfigError
 from mailcase.status import collect
 
 
+Health = Callable[[], dict[str, Any]]
+
+
 class _StatusCollector(Collector):
-    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
-        self.engine, self.config, self.clock = engine, config, clock
+    """The status figures from the database, and the workers' health from memory.
+
+    With the database unreachable a scrape still answers: ``mailcase_database_up
+    0`` and what the daemon knows of its workers, never an HTTP 500.
+    """
+
+    def __init__(self, engine: Engine, config: Config, clock: Clock, health: Health | None = None) -> None:
+        self.engine, self.config, self.clock, self.health = engine, config, clock, health
 
     def collect(self) -> Iterator[Any]:
-        st = collect(self.engine, self.config, self.clock)
+        known = self.health() if self.health is not None else None
+        if known is not None:
+            yield from self._workers(known)
+        try:
+            st = collect(self.engine, self.config, self.clock)
+        except Exception:
+            yield GaugeMetricFamily("mailcase_database_up", "The database answers", value=0)
+            return
+        yield GaugeMetricFamily("mailcase_database_up", "The database answers", value=1)
+        yield from self._figures(st, known)
+
+    def _workers(self, known: dict[str, Any]) -> Iterator[Any]:
+        alive = GaugeMetricFamily("mailcase_worker_alive", "A worker thread is running", labels=["worker"])
+        age = GaugeMetricFamily("mailcase_worker_heartbeat_age_seconds", "Seconds since a worker showed life",
+                                labels=["worker"])
+        for name, w in known["workers"].items():
+            alive.add_metric([f"mailbox:{name}"], 1 if w["alive"] else 0)
+            age.add_metric([f"mailbox:{name}"], w["beat_age"])
+        alive.add_metric(["parse"], 1 if known["parse"]["alive"] else 0)
+        age.add_metric(["parse"], known["parse"]["beat_age"])
+        yield alive
+        yield age
+        yield GaugeMetricFamily("mailcase_healthy", "Every worker alive and beating (the watchdog is fed)",
+                                value=0 if known["unhealthy"] else 1)
+
+    def _figures(self, st: Any, known: dict[str, Any] | None) -> Iterator[Any]:
         for name, value, doc in (
             ("mailcase_pending_mail", st.pending_mail, "Mail waiting for the next cutoff"),
             ("mailcase_unclassified_mail", st.unclassified_mail, "Mail stored but not yet through the rules"),
@@ -38,8 +73,12 @@ class _StatusCollector(Collector):
         last = GaugeMetricFamily("mailcase_mailbox_last_sync_timestamp_seconds", "Last successful sync",
                                  labels=["mailbox"])
         token = GaugeMetricFamily("mailcase_mailbox_token_ok", "OAuth token health (1 ok)", labels=["mailbox"])
+        workers = known["workers"] if known is not None else {}
         for m in st.mailboxes:
-            up.add_metric([m.name, m.mode or "-"], 1 if m.state == "connected" else 0)
+            # this daemon's own workers answer from memory (the row may be stale)
+            w = workers.get(m.name)
+            state = w["state"] if w is not None and w["alive"] else m.state if w is None else "dead"
+            up.add_metric([m.name, (w["mode"] if w else m.mode) or "-"], 1 if state == "connected" else 0)
             if m.last_sync_ok_at:
                 last.add_metric([m.name], m.last_sync_ok_at.timestamp())
             if m.token is not None:
@@ -50,9 +89,9 @@ class _StatusCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, engine: Engine, config: Config, clock: Clock) -> None:
+    def __init__(self, engine: Engine, config: Config, clock: Clock, health: Health | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StatusCollector(engine, config, clock))
+        self.registry.register(_StatusCollector(engine, config, clock, health))
         self.mails = Counter("mailcase_mails_stored", "New mails stored", ["mailbox"], registry=self.registry)
         self.cutoffs = Counter("mailcase_cutoffs_closed", "Cutoffs closed", registry=self.registry)
         self.cases = Counter("mailcase_cases_created", "Cases created at cutoffs", registry=self.registry)
@@ -63,7 +102,10 @@ class Metrics:
 
     def serve(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
-        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"daemon.metrics_listen: cannot listen on {listen}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._server is not None:

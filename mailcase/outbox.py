@@ -21,6 +21,7 @@ import os
 import random
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -416,11 +417,36 @@ def release_stale_claims(engine: Engine, now: datetime) -> int:
         ).rowcount)
 
 
+#: rows the server accepted whose "sent" this process could not record (the
+#: database was away at that moment): recorded before anything else on the next
+#: run, so a blip of the database never sends a mail twice
+_accepted: dict[int, tuple[Any, datetime]] = {}
+_accepted_lock = threading.Lock()
+
+
+def _record_accepted(engine: Engine) -> int:
+    with _accepted_lock:
+        pending = dict(_accepted)
+    if not pending:
+        return 0
+    st = _statements()
+    with transaction(engine) as conn:
+        for row_id, (row, at) in pending.items():
+            conn.execute(st.sent, {"p_id": row_id, "p_at": at})
+            _mark_receipts(conn, row, at)
+    with _accepted_lock:
+        for row_id in pending:
+            _accepted.pop(row_id, None)
+    log.info("event=sent-recorded-late rows=%d", len(pending))
+    return len(pending)
+
+
 def deliver_due(
     engine: Engine, transport: Transport, now: datetime, config: Config | None = None, limit: int = 200,
 ) -> DeliveryResult:
     """Send queued rows whose time has come, oldest first."""
     result = DeliveryResult()
+    _record_accepted(engine)
     release_stale_claims(engine, now)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -492,9 +518,15 @@ def _deliver_one(
         log.error("event=send-failed outbox=%s case=%s message=%s to=%s error=%s",
                   row_id, row.case_id or "-", row.message_pk or "-", kv(row.to_addr), kv(exc))
         return
-    with transaction(engine) as conn:
-        conn.execute(st.sent, {"p_id": row_id, "p_at": now})
-        _mark_receipts(conn, row, now)
+    try:
+        with transaction(engine) as conn:
+            conn.execute(st.sent, {"p_id": row_id, "p_at": now})
+            _mark_receipts(conn, row, now)
+    except Exception as exc:
+        if is_outage(exc):
+            with _accepted_lock:
+                _accepted[row_id] = (row, now)
+        raise
     result.sent += 1
     log.debug("event=sent outbox=%s kind=%s case=%s message=%s to=%s transport=%s",
               row_id, row.kind, row.case_id or "-", row.message_pk or "-", kv(row.to_addr), transport.name)

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mailcase.batch import due_cutoffs, readiness
+from mailcase import service_state
+from mailcase.batch import ERROR_KEY, due_cutoffs, readiness
 from mailcase.calendar import BusinessCalendar
-from mailcase.clock import Clock, is_test_clock
+from mailcase.clock import Clock, is_test_clock, real_now
 from mailcase.config import Config
 from mailcase.fetch import MAILBOX_STATE
+from mailcase.lease import LEASE
 from mailcase.ledger import MESSAGE, QUARANTINE, RAW_COPY
 from mailcase.oauth import TokenHealth, health
 from mailcase.outbox import OUTBOX
 from mailcase.states import MessageState
+
+
+#: ``mailcase status`` exits with these (documented in the README)
+EXIT_OK = 0          # running, every worker beating, nothing failing
+EXIT_DEGRADED = 1    # running, but something needs a look (a mailbox down, a cutoff overdue, SMTP failing)
+EXIT_NOT_RUNNING = 3  # no live service on this database, or its workers are silent (LSB "not running")
+EXIT_DATABASE = 75   # the database does not answer (EX_TEMPFAIL)
+
+
+@dataclass
+class DaemonStatus:
+    name: str          # daemon:<host>:<pid>
+    holder: str
+    expires_at: datetime
+    alive: bool
 
 
 @dataclass
@@ -34,6 +51,12 @@ class MailboxStatus:
     worker: str | None
     token: TokenHealth | None
     pending: int
+    #: seconds since the worker last wrote its heartbeat (None: never)
+    heartbeat_age_seconds: float | None = None
+    #: the worker is expected to beat (the service runs, the mailbox is enabled) but has not
+    stale: bool = False
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
 
 @dataclass
@@ -54,6 +77,22 @@ class Status:
     quarantined: int = 0
     held_for_review: int = 0
     open_cases: int = 0
+    database: str = "ok"
+    daemons: list[DaemonStatus] = field(default_factory=list)
+    #: a due cutoff past its mailboxes' grace period, still not closed
+    cutoff_overdue: bool = False
+    #: the last failure of a cutoff as a whole, and since when it fails
+    cutoff_error: str | None = None
+    cutoff_error_since: datetime | None = None
+    outbox_deferred: int = 0
+    #: the latest delivery error, when mail is waiting on it
+    delivery_error: str | None = None
+    #: what is wrong with the service, one line each (empty: all well)
+    problems: list[str] = field(default_factory=list)
+    #: items waiting for staff (quarantine, failed mail): shown, not a failure of the service
+    notes: list[str] = field(default_factory=list)
+    health: str = "ok"        # "ok", "degraded", "not-running"
+    exit_code: int = EXIT_OK
 
 
 def _count(conn: sa.Connection, q: sa.Select[Any]) -> int:
@@ -73,14 +112,24 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
             .join(MESSAGE, MESSAGE.c.id == RAW_COPY.c.message_pk)
             .where(MESSAGE.c.state == MessageState.PENDING.value).group_by(RAW_COPY.c.mailbox)
         ).all())
+        wall = real_now()
+        for r in conn.execute(sa.select(LEASE).where(LEASE.c.name.like("daemon:%"))):
+            st.daemons.append(DaemonStatus(r.name, r.holder, r.expires_at, r.expires_at > wall))
+        running = any(d.alive for d in st.daemons)
+        stale_after = config.daemon.worker_stale_seconds
         for box in config.mailboxes:
             row = states.get(box.name)
             token = health(engine, f"imap:{box.name}", now) if box.auth != "password" else None
+            beat = row.heartbeat_at if row else None
+            age = (wall - beat).total_seconds() if beat else None
             st.mailboxes.append(MailboxStatus(
                 box.name, box.kind, box.enabled, row.mode if row else None, row.worker_state if row else None,
                 row.worker_state_at if row else None, row.last_error if row else None,
-                row.last_sync_ok_at if row else None, row.heartbeat_at if row else None,
+                row.last_sync_ok_at if row else None, beat,
                 row.worker if row else None, token, int(pending_by_box.get(box.name, 0)),
+                heartbeat_age_seconds=age,
+                stale=running and box.enabled and (age is None or age > stale_after),
+                last_error=row.last_error if row else None, last_error_at=row.last_error_at if row else None,
             ))
         st.pending_mail = _count(conn, sa.select(sa.func.count()).where(MESSAGE.c.state == MessageState.PENDING.value))
         st.unclassified_mail = _count(conn, sa.select(sa.func.count()).where(MESSAGE.c.state.in_(
@@ -93,10 +142,57 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
         from mailcase.cases import CASE, OPEN
 
         st.open_cases = _count(conn, sa.select(sa.func.count()).where(CASE.c.status.in_([s.value for s in OPEN])))
-        due = due_cutoffs(conn, cal, now)
+        st.outbox_deferred = _count(conn, sa.select(sa.func.count()).where(
+            OUTBOX.c.status == "queued", OUTBOX.c.attempts > 0))
+        if st.outbox_deferred:
+            st.delivery_error = conn.execute(
+                sa.select(OUTBOX.c.last_error).where(OUTBOX.c.status == "queued", OUTBOX.c.attempts > 0,
+                                                     OUTBOX.c.last_error.is_not(None))
+                .order_by(OUTBOX.c.id.desc()).limit(1)).scalar()
+        due = due_cutoffs(conn, cal, now, config, limit=1)
         if due:
             st.due_cutoff = due[0]
             ready = readiness(conn, config, due[0], now)
             st.cutoff_blocked = None if ready.ready else ready.waiting_for
+            grace = timedelta(minutes=config.batch.mailbox_grace_minutes + 5)
+            st.cutoff_overdue = now - due[0] > grace
+        failure = service_state.get(conn, ERROR_KEY)
+        if failure is not None:
+            st.cutoff_error, st.cutoff_error_since = failure
     st.next_cutoff = cal.next_cutoff(now)
+    _judge(st, running)
     return st
+
+
+def _judge(st: Status, running: bool) -> None:
+    """What needs a look, and the exit code that says so."""
+    problems = st.problems
+    if not running:
+        problems.append("no mailcase service is running on this database")
+    for m in st.mailboxes:
+        if not m.enabled:
+            continue
+        if m.stale:
+            age = "never" if m.heartbeat_age_seconds is None else f"{m.heartbeat_age_seconds:.0f} s ago"
+            problems.append(f"mailbox {m.name}: its worker's last heartbeat was {age}")
+        elif running and m.state == "down":
+            problems.append(f"mailbox {m.name} is down: {m.detail or m.last_error or 'no detail'}")
+        if m.token is not None and not m.token.ok:
+            problems.append(f"mailbox {m.name}: token: {m.token.detail}")
+    if st.cutoff_error:
+        since = f" since {st.cutoff_error_since:%Y-%m-%d %H:%M} UTC" if st.cutoff_error_since else ""
+        problems.append(f"cutoffs fail{since}: {st.cutoff_error}")
+    if st.cutoff_overdue and st.due_cutoff is not None:
+        problems.append(f"cutoff {st.due_cutoff:%Y-%m-%d %H:%M} UTC is overdue"
+                        + (f": {st.cutoff_blocked}" if st.cutoff_blocked else ""))
+    if st.delivery_error:
+        problems.append(f"outgoing mail is failing ({st.outbox_deferred} deferred): {st.delivery_error}")
+    # failed rows and quarantined mail are items for staff, not a service in trouble
+    if st.outbox_failed:
+        st.notes.append(f"{st.outbox_failed} outgoing mails failed for good (mailcase outbox list --status failed)")
+    if st.quarantined:
+        st.notes.append(f"{st.quarantined} mails quarantined (mailcase quarantine list)")
+    if not running or any(m.stale for m in st.mailboxes):
+        st.health, st.exit_code = "not-running", EXIT_NOT_RUNNING
+    elif problems:
+        st.health, st.exit_code = "degraded", EXIT_DEGRADED

@@ -32,8 +32,17 @@ from mailcase.calendar import BusinessCalendar
 from mailcase.clock import Clock, real_now
 from mailcase.config import Config, MailboxConfig
 from mailcase.db import transaction
-from mailcase.errors import LeaseHeld, MailcaseError
-from mailcase.fetch import MAILBOX_STATE, SyncResult, load_state, record_failure, sync_maildir, sync_with
+from mailcase.db import is_outage
+from mailcase.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
+from mailcase.fetch import (
+    MAILBOX_STATE,
+    SyncResult,
+    arrival_window,
+    load_state,
+    record_failure,
+    sync_maildir,
+    sync_with,
+)
 from mailcase.imap import session
 from mailcase.lease import Lease
 from mailcase.log import kv
@@ -95,8 +104,16 @@ class MailboxWorker:
         self.mode = "maildir" if cfg.kind == "maildir" else "poll"
         self.first_state = threading.Event()
         self.backoff = Backoff(maximum=config.daemon.reconnect_max_seconds)
+        # the database coming back must be noticed quickly: intake resumes within seconds
+        self.db_backoff = Backoff(initial=0.5, maximum=config.daemon.database_retry_max_seconds)
         self.thread = threading.Thread(target=self._run, name=f"mailbox-{cfg.name}", daemon=True)
+        #: when this worker last showed it is alive (monotonic); the daemon feeds
+        #: systemd's watchdog only while every worker's beat is fresh
+        self.beat = time.monotonic()
+        #: the last error, for ``status`` and the metrics (None once connected again)
+        self.last_error: str | None = None
         self._last_renew = 0.0
+        self._last_row_beat = 0.0
         self._calendar = BusinessCalendar(config.calendar)
         self._synced_from: datetime | None = None  # start time of the last sync
 
@@ -120,12 +137,28 @@ class MailboxWorker:
         self.thread.join(timeout)
 
     def _wait(self, seconds: float) -> bool:
-        """Sleep unless stopping; True if stopping."""
-        return self.stopping.wait(max(0.0, seconds))
+        """Sleep unless stopping, beating while it waits; True if stopping."""
+        end = time.monotonic() + max(0.0, seconds)
+        while True:
+            self.beat = time.monotonic()
+            left = end - self.beat
+            if left <= 0:
+                return self.stopping.is_set()
+            if self.stopping.wait(min(left, 1.0)):
+                return True
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
 
     def _set_state(self, state: str, detail: str = "") -> None:
         changed = state != self.state
         self.state, self.detail = state, detail
+        self.beat = time.monotonic()
+        if state == "down":
+            self.last_error = detail
+        elif state == "connected":
+            self.last_error = None
         if changed:
             level = logging.WARNING if state in ("down", "waiting-lease") else logging.INFO
             log.log(level, "event=mailbox-state mailbox=%s state=%s mode=%s detail=%s",
@@ -146,10 +179,12 @@ class MailboxWorker:
                 load_state(conn, self.cfg.name)
                 conn.execute(sa.update(MAILBOX_STATE).where(MAILBOX_STATE.c.name == self.cfg.name).values(
                     worker=f"{socket.gethostname()}:{os.getpid()}", heartbeat_at=real_now(), **values))
-        except MailcaseError:
-            pass  # the database being down is the main loop's to report
+        except Exception as exc:  # the database being down is the main loop's to report
+            if not is_outage(exc):
+                log.exception("event=mailbox-row-failed mailbox=%s", self.cfg.name)
 
     def _heartbeat(self, lease: Lease) -> None:
+        self.beat = time.monotonic()
         if time.monotonic() - self._last_renew < RENEW_EVERY:
             return
         self._last_renew = time.monotonic()
@@ -160,11 +195,19 @@ class MailboxWorker:
             with transaction(self.engine) as conn:
                 conn.execute(sa.update(MAILBOX_STATE).where(MAILBOX_STATE.c.name == self.cfg.name)
                              .values(heartbeat_at=real_now()))
-        except MailcaseError:
-            pass
+        except DatabaseUnavailable:
+            pass  # the lease renewal above would have raised first; a blip between the two
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # the supervisor (daemon.py) sees the thread gone and starts a new one
+            log.exception("event=mailbox-worker-died mailbox=%s", self.cfg.name)
+            raise
+
+    def _serve(self) -> None:
         while not self.stopping.is_set():
+            self.beat = time.monotonic()
             retry = self.config.daemon.lease_retry_seconds
             if not self.share.may_take(self):
                 self._set_state("waiting-lease", "other daemons hold this mailbox's share")
@@ -181,11 +224,18 @@ class MailboxWorker:
                 if self._wait(random.uniform(0.5, 1.5) * retry):
                     return
                 continue
+            except DatabaseUnavailable as exc:
+                self._set_state("down", str(exc))
+                if self._wait(self.db_backoff.next()):
+                    return
+                continue
             except MailcaseError as exc:
                 self._set_state("down", str(exc))
                 if self._wait(self.backoff.next()):
                     return
                 continue
+            self.db_backoff.reset()
+            database_down = False
             try:
                 if self.cfg.kind == "maildir":
                     self._maildir(lease)
@@ -195,36 +245,55 @@ class MailboxWorker:
                 self._set_state("waiting-lease", f"lease lost: {exc}")
             except Rebalance as exc:
                 self._set_state("waiting-lease", str(exc))
+            except DatabaseUnavailable as exc:
+                database_down = True
+                self._failed(str(exc))
             except MailcaseError as exc:
                 self._failed(str(exc))
             except (OSError, imapclient.exceptions.IMAPClientError, TimeoutError) as exc:
                 self._failed(f"imap {self.cfg.name}: {type(exc).__name__}: {exc}")
-            except Exception as exc:  # a bug must not kill the watcher: log it, back off, retry
-                log.exception("event=mailbox-worker-error mailbox=%s", self.cfg.name)
-                self._failed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug or a driver error must not kill the watcher: back off, retry
+                if is_outage(exc):
+                    database_down = True
+                    self._failed(f"database: {type(exc).__name__}: {exc}")
+                else:
+                    log.exception("event=mailbox-worker-error mailbox=%s", self.cfg.name)
+                    self._failed(f"{type(exc).__name__}: {exc}")
             finally:
                 if self.stopping.is_set():
                     self._set_state("stopped")
                 self.holds_lease = False
                 try:
                     lease.release()
-                except MailcaseError:
-                    pass
+                except Exception as exc:  # an unreachable database: the lease row expires by itself
+                    database_down = database_down or is_outage(exc)
             if not self.stopping.is_set() and self.state == "waiting-lease":
                 # give another daemon the time to take it
                 if self._wait(random.uniform(1.5, 2.5) * retry):
                     return
             if not self.stopping.is_set() and self.state == "down":
-                if self._wait(self.backoff.next()):
+                if self._wait(self.db_backoff.next() if database_down else self.backoff.next()):
                     return
 
+
+    def _progress(self, _stored: int) -> None:
+        """A sync stored a chunk: alive (and ``status`` sees it, every few seconds)."""
+        self.beat = time.monotonic()
+        if self.beat - self._last_row_beat >= RENEW_EVERY:
+            self._last_row_beat = self.beat
+            try:
+                with transaction(self.engine) as conn:
+                    conn.execute(sa.update(MAILBOX_STATE).where(MAILBOX_STATE.c.name == self.cfg.name)
+                                 .values(heartbeat_at=real_now()))
+            except DatabaseUnavailable:
+                pass  # the sync's next commit will say so
 
     def _failed(self, error: str) -> None:
         self._set_state("down", error)
         try:
             record_failure(self.engine, self.cfg.name, error, self.clock.now())
-        except MailcaseError:
-            pass
+        except Exception:
+            pass  # the database is down too: the state is in memory, the log has it
 
     # -- Maildir -----------------------------------------------------------------------
 
@@ -232,7 +301,8 @@ class MailboxWorker:
         self.mode = "maildir"
         while not self.stopping.is_set():
             self._synced_from = self.clock.now()
-            result = sync_maildir(self.engine, self.cfg, self.config, self._synced_from, lease=lease)
+            result = sync_maildir(self.engine, self.cfg, self.config, self._synced_from, progress=self._progress,
+                                  lease=lease)
             self._set_state("connected")
             self.backoff.reset()
             self.on_stored(result)
@@ -258,7 +328,8 @@ class MailboxWorker:
             while not self.stopping.is_set():
                 self._synced_from = self.clock.now()
                 result = sync_with(self.engine, self.cfg, client, lease, self._synced_from,
-                                   progress=lambda _n: None)
+                                   progress=self._progress,
+                                   window=arrival_window(self.config, self._synced_from))
                 self._set_state("connected")
                 self.backoff.reset()
                 self.on_stored(result)

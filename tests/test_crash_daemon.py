@@ -21,6 +21,7 @@ from helpers import ImapAccount, make_mail, write_config
 from mailcase.batch import BATCH
 from mailcase.cases import CASE_MESSAGE
 from mailcase.db import open_engine
+from mailcase.lease import LEASE
 from mailcase.ledger import MESSAGE, RAW_COPY
 from mailcase.outbox import OUTBOX
 from servers.smtp import SmtpSink
@@ -96,7 +97,12 @@ def test_sigkill_the_daemon_20_times(imap: ImapAccount, sqlite_url: str, tmp_pat
                 stored = conn.execute(sa.select(sa.func.count()).select_from(MESSAGE)).scalar_one()
             return stored == N and open_states == 0 and unsent == 0
 
+        def registered() -> bool:  # the last service is up (a stop before Python starts is no clean stop)
+            with engine.connect() as conn:
+                return conn.execute(sa.select(LEASE.c.name).where(LEASE.c.pid == proc.pid)).first() is not None
+
         _wait(settled, 180, 0.5)
+        _wait(registered, 30, 0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

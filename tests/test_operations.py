@@ -42,10 +42,12 @@ def test_status_and_check_name_each_problem(imap: ImapAccount, tmp_path: Path, s
     assert any(line.startswith("ok   sender authentication: OFF (insecure-off)") for line in lines)
     r = run_cli("--config", str(cfg), "fetch")
     st = run_cli("--config", str(cfg), "status")
-    assert st.returncode == 0
+    # no service runs on this database: status says so, with exit 3 (LSB "not running")
+    assert st.returncode == 3
+    assert st.stdout.startswith("health: not-running\n  - no mailcase service is running on this database")
     assert "sender authentication: insecure-off: sender authentication is OFF" in st.stdout
     assert "mailbox good (imap)" in st.stdout and "next cutoff:" in st.stdout
-    assert "outbox: 0 queued, 0 failed" in st.stdout
+    assert "outbox: 0 queued (0 deferred), 0 failed" in st.stdout
 
 
 def test_purge_keeps_open_cases_and_counts(db_url: str, tmp_path: Path) -> None:

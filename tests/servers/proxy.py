@@ -1,7 +1,8 @@
 """A TCP proxy that can cut its connections: an IMAP link failing mid-FETCH or mid-IDLE.
 
 ``cut_after = N`` closes a connection once N bytes have come from the server;
-``cut_all()`` closes every open connection now.
+``cut_all()`` closes every open connection now; ``down()`` cuts them and
+refuses new ones (a database or server outage) until ``up()``.
 """
 
 from __future__ import annotations
@@ -29,18 +30,25 @@ class Proxy:
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", self.port))
         self._listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
         return self
 
-    def _accept(self) -> None:
-        assert self._listener is not None
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
             with self._lock:
+                if self._listener is not listener:  # went down while this one was being accepted
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns.append((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
@@ -82,6 +90,17 @@ class Proxy:
                     pass
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         self.cut_all()
+
+    def down(self) -> None:
+        """An outage: every connection cut, new ones refused, until :meth:`up`."""
+        self.stop()
+
+    def up(self) -> None:
+        """Back: accept connections again on the same port."""
+        if self._listener is None:
+            self.start()
