@@ -179,15 +179,19 @@ def test_eighteen_identical_mails_in_one_second(db_url: str, tmp_path: Path) -> 
 
 
 def test_an_autoresponder_that_does_not_thread_is_stopped_after_three(db_url: str, tmp_path: Path) -> None:
-    """A representative's address answers every acknowledgement with a fixed subject
-    and the same text (its own ticket number changing): cases for three cutoffs, then review."""
+    """A representative's address sends the same request to every cutoff, its own
+    number changing (a script that does not thread, whose text says nothing of being
+    automatic): cases for three cutoffs, then review.  (Another help desk's receipt,
+    "Thank you for your message ... received as ticket 1000", is an auto-reply and
+    never a case at all: tests/autoreply_corpus.)"""
     desk = Desk(db_url, tmp_path)
     desk.directory()
     cutoffs = [ny(2026, 11, 23, 9, 30), ny(2026, 11, 23, 15, 30), ny(2026, 11, 24, 9, 30),
                ny(2026, 11, 24, 15, 30), ny(2026, 11, 25, 9, 30)]
     for i, cutoff in enumerate(cutoffs):
-        desk.mail(cutoff - timedelta(minutes=40), sender="monitor@acme.example", subject="Thank you for your message",
-                  body=f"Your message was received as ticket {1000 + i} and will be handled shortly.\n")
+        desk.mail(cutoff - timedelta(minutes=40), sender="monitor@acme.example", subject="Claims export interface",
+                  body=f"The claims export to the clearinghouse stopped with code {1000 + i}.\n"
+                       "Please check the interface settings on claims01.\n")
         desk.process(cutoff + timedelta(minutes=1))
     cases = desk.scalar(sa.select(sa.func.count()).select_from(CASE))
     held = desk.rows(sa.select(MESSAGE.c.id).where(MESSAGE.c.state == "held"))

@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import re
 
+from mailcase.rules.autoreplies import judge, machine_mail
 from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdict
 
 RULE = "automatic-mail"
 
-# Out-of-office / vacation subjects, anchored at the start (a person writing
-# "printer out of office supplies" is not matched).  English, German, French,
-# Spanish, Dutch, Italian, Portuguese: the languages of real auto-replies.
-_OOO_SUBJECT = re.compile(
-    r"^\s*(?:out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|antwort)"
-    r"|autoreply|auto-reply|autosvar|vacation|on vacation|holiday notice|absence"
-    r"|abwesenheit(?:snotiz)?|ich bin (?:nicht im b[üu]ro|abwesend)|r[ée]ponse automatique"
-    r"|absence du bureau|respuesta autom[áa]tica|fuera de la oficina|afwezig|automatisch antwoord"
-    r"|risposta automatica|fuori ufficio|resposta autom[áa]tica|ausente)\b",
-    re.IGNORECASE,
-)
 _AUTOREPLY_HEADERS = (
     "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply", "x-autoreply-from",
     "x-mail-autoreply",
@@ -122,27 +112,26 @@ def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
     return automatic, no_reply
 
 
-def is_out_of_office(mail: Mail) -> str | None:
-    """Why this looks like an out-of-office / vacation reply, or None."""
-    # "no" declares nothing automatic, exactly like an absent field: it
-    # neither marks a mail nor shields one from the other signs
+def _declared_auto_reply(mail: Mail) -> str | None:
+    """A header that declares an auto-reply outright, or None."""
+    # "no" declares nothing automatic, exactly like an absent field
     auto = _auto_submitted(mail)
-    if auto == "no":
-        auto = None
-    ooo_subject = bool(_OOO_SUBJECT.match(mail.subject or ""))
-    autoreply_header = any(mail.header(h) is not None for h in _AUTOREPLY_HEADERS)
-    precedence = (mail.header("precedence") or "").strip().lower()
     if auto == "auto-replied":
         return "Auto-Submitted: auto-replied (RFC 3834 §5: a reply sent by a machine)"
-    if autoreply_header:
+    if any(mail.header(h) is not None for h in _AUTOREPLY_HEADERS):
         return "an X-Autoreply-family header"
-    if precedence == "auto_reply":
+    if (mail.header("precedence") or "").strip().lower() == "auto_reply":
         return "Precedence: auto_reply"
-    if ooo_subject and (auto is not None or mail.header("x-auto-response-suppress")):
-        return f"out-of-office subject {mail.subject!r} on automatic mail"
-    if ooo_subject and mail.info.in_reply_to and auto is None:
-        return f"out-of-office subject {mail.subject!r} in reply to a mail"
     return None
+
+
+def is_out_of_office(mail: Mail) -> str | None:
+    """Why this is an automatic reply (out-of-office, vacation, another help
+    desk's receipt), from headers, subject and text together; or None."""
+    automatic, no_reply = automatic_markers(mail)
+    weak = automatic + [m for m in no_reply if m.startswith("X-Auto-Response-Suppress")]
+    judgement = judge(mail, weak, _declared_auto_reply(mail))
+    return judgement.reason if judgement.auto_reply else None
 
 
 def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
@@ -152,14 +141,23 @@ def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if mail.sender and mail.sender in ctx.settings.our_addresses:
         return Verdict(RULE, "own-mail", f"sent from our own address {mail.sender}: a loop",
                        Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
-    why_ooo = is_out_of_office(mail)
-    if why_ooo:
-        return Verdict(RULE, "out-of-office", f"out-of-office or vacation reply: {why_ooo}",
-                       Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
     automatic, no_reply = automatic_markers(mail)
+    weak = automatic + [m for m in no_reply if m.startswith("X-Auto-Response-Suppress")]
+    judgement = judge(mail, weak, _declared_auto_reply(mail))
+    if judgement.auto_reply:
+        # never a request, whoever sent it: answering an auto-reply starts a loop
+        name = "out-of-office" if judgement.kinds - {"receipt-subject", "automatic"} - {
+            k for k in judgement.kinds if k.startswith("receipt-")} else "auto-reply"
+        what = "out-of-office or vacation reply" if name == "out-of-office" else "another system's automatic reply"
+        return Verdict(RULE, name, f"{what}: {judgement.reason}",
+                       Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
     if automatic:
         return Verdict(RULE, "automatic", "automatic mail: " + ", ".join(automatic) +
                        "; never answered automatically (RFC 3834)",
+                       marks=frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
+    machine = machine_mail(mail)
+    if machine:
+        return Verdict(RULE, "automatic", f"automatic mail: {machine}; never answered automatically",
                        marks=frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
     if no_reply:
         return Verdict(RULE, "no-auto-reply", "no automatic reply: " + ", ".join(no_reply),
