@@ -156,8 +156,13 @@ def test_x_auto_response_suppress_values(value: str, no_reply: bool) -> None:
 def test_auto_submitted_no_does_not_shield_an_auto_reply() -> None:
     subject = ("Subject", "Out of Office: Re: [Case #000123] We received your request")
     reply = ("In-Reply-To", our_message_id(123))
-    assert is_out_of_office(mail(subject, reply))
-    assert is_out_of_office(mail(subject, reply, ("Auto-Submitted", "no")))
+    body = "Thank you for your message. I will be back on Monday.\n"
+    assert is_out_of_office(mail(subject, reply, body=body))
+    assert is_out_of_office(mail(subject, reply, ("Auto-Submitted", "no"), body=body))
+    # an auto-reply's subject in reply to our mail is an auto-reply, whatever short text it carries
+    assert is_out_of_office(mail(subject, reply, body="Away.\n"))
+    # ... but not when the text asks for help: a person who kept a bad subject
+    assert is_out_of_office(mail(subject, reply, body="Hello,\nplease help, the export fails.\n")) is None
 
 
 def test_out_of_office_subject_alone_is_a_persons_mail() -> None:
@@ -360,6 +365,24 @@ PHRASES = ("urgent", "system is down", "no one can log in", "outage", "cannot pr
 ])
 def test_negated_keywords_do_not_count(text: str, found: str | None) -> None:
     assert find_keyword(text, PHRASES) == found
+
+
+@pytest.mark.parametrize("subject, body, level", [
+    ("[S1] Claims down", "Hello", 1),
+    ("[Sev 2] Scheduler error", "Hello", 2),
+    ("Scheduler error", "Severity: 4\nno hurry", 4),
+    ("Scheduler error", "Priority: High\nthe scheduler shows an error", 2),
+    ("Scheduler error", "priority = critical", 1),
+    ("Scheduler error", "Severity level: low", 4),
+    # keywords give high at most; by default nothing is critical without a marker
+    ("The system is down", "Nobody can log in, the system is down.", 2),
+    ("A question", "How do I print labels?", 3),
+    # a severity word inside a sentence is no marker
+    ("Scheduler error", "Our priority is high accuracy, the scheduler shows an error", 3),
+])
+def test_severity_markers_and_keywords(subject: str, body: str, level: int) -> None:
+    outcome = run_chain(mail(("Subject", subject), ("Authentication-Results", OURS_PASS), body=body), ctx())
+    assert outcome.severity == level, outcome.verdicts
 
 
 def test_scope_keeps_the_hold_notice() -> None:

@@ -1,9 +1,11 @@
 """Rule 10: coding, billing and payer-specific advice are out of scope.
 
-Recognised by configurable phrase rules (defaults in
-config/mailcase.example.toml, [rules.scope]) over the subject and the
-newest, unquoted part of the body.  Such a request still becomes a case,
-marked out of scope, and is answered with the out-of-scope template.
+Recognised by concept (scope_concepts.py): a question that asks for a
+decision about codes, charges or a payer's rules, and is not about what the
+software does, in the subject or the newest, unquoted part of the body.  An
+operator may add phrases of their own (``[rules.scope]``, none by default).
+Such a request still becomes a case, marked out of scope, and is answered
+with the out-of-scope template.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import re
 from functools import lru_cache
 
 from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
+from mailcase.rules.autoreplies import FORWARD
+from mailcase.rules.scope_concepts import judge
 
 RULE = "scope"
 
@@ -67,16 +71,24 @@ def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
     return " ".join(m.group(0).split()) if m else None
 
 
+def _out_of_scope(category: str, why: str, so_far: Outcome) -> Verdict:
+    # an account on hold hears about the hold first: the case stays out of
+    # scope when it is released
+    notice = Notice.OUT_OF_SCOPE if so_far.notice is None else None
+    return Verdict(RULE, "out-of-scope", f"asks for {category} advice ({why}), which the agreement does not cover",
+                   notice=notice, out_of_scope=True, flags=(f"out-of-scope:{category}",))
+
+
 def scope(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    # a forward passes on someone else's question: it is below the quote line
+    text = mail.body if FORWARD.match(mail.subject or "") else mail.reply_text
+    judged = judge(mail.subject, text)
+    if judged.category is not None:
+        named = f"; about {', '.join(judged.objects)}" if judged.objects else ""
+        return _out_of_scope(judged.category, f"{judged.sentence!r}{named}", so_far)
     text = f"{mail.subject}\n{mail.reply_text}"
     for category, phrases in ctx.settings.scope_phrases.items():
         found = find_phrase(text, tuple(phrases))
         if found:
-            # an account on hold hears about the hold first: the case stays
-            # out of scope when it is released
-            notice = Notice.OUT_OF_SCOPE if so_far.notice is None else None
-            return Verdict(RULE, "out-of-scope",
-                           f"asks for {category} advice ({found!r}), which the agreement does not cover",
-                           notice=notice, out_of_scope=True,
-                           flags=(f"out-of-scope:{category}",))
+            return _out_of_scope(category, f"the configured phrase {found!r}", so_far)
     return None

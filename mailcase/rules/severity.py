@@ -1,8 +1,10 @@
 """Rule 11: severity, 1 (critical) to 4 (low); 3 (normal) by default.
 
-An explicit ``Severity: 1``-``4`` line in the newest part of the body or an
-``[S1]``-style subject tag wins; otherwise configurable keyword rules
-("system down", "cannot submit claims" -> high).  A keyword the sender
+An explicit ``Severity: 1``-``4`` line (or ``Priority: high``, a named level)
+in the newest part of the body or an ``[S1]``/``[Sev 1]`` subject tag wins; otherwise configurable keyword rules
+("system down", "cannot submit claims" -> high).  Keywords give high at
+most: critical comes from an explicit marker, or from a phrase the operator
+lists under ``critical`` on purpose (none by default).  A keyword the sender
 negates ("this is not urgent", "no data loss") says the opposite of what it
 names, so it does not count.
 """
@@ -16,8 +18,11 @@ from mailcase.rules.scope import may_hold, phrase_pattern
 
 RULE = "severity"
 NAMES = {1: "critical", 2: "high", 3: "normal", 4: "low"}
-_LINE = re.compile(r"^\s*(?:severity|priority|sev)\s*[:=]\s*([1-4])\b", re.IGNORECASE | re.MULTILINE)
-_TAG = re.compile(r"\[\s*S([1-4])\s*\]", re.IGNORECASE)
+_LINE = re.compile(r"^\s*(?:severity|priority|sev)(?:\s+level)?\s*[:=]?\s*([1-4]|critical|high|medium|normal|low)\b",
+                   re.IGNORECASE | re.MULTILINE)
+#: the named levels an explicit line may use ("Priority: High")
+_WORDS = {"critical": 1, "high": 2, "medium": 3, "normal": 3, "low": 4}
+_TAG = re.compile(r"\[\s*(?:S|Sev\s*)([1-4])\s*\]", re.IGNORECASE)
 # a negation in the few words before a keyword, within its clause
 _NEGATION = re.compile(
     r"(?:\b(?:not|no|non|never|nothing|without|nicht|kein\w*|pas|sans)\b|n't)\W+(?:\w+\W+){0,2}$",
@@ -50,8 +55,10 @@ def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     text = mail.reply_text
     m = _LINE.search(text)
     if m:
-        level = int(m.group(1))
-        return Verdict(RULE, "severity-explicit", f"'Severity: {level}' line: {NAMES[level]}", severity=level)
+        word = m.group(1).lower()
+        level = _WORDS[word] if word in _WORDS else int(word)
+        return Verdict(RULE, "severity-explicit", f"'{' '.join(m.group(0).split())}' line: {NAMES[level]}",
+                       severity=level)
     subject_and_text = f"{mail.subject}\n{text}"
     for level in sorted(ctx.settings.severity_phrases):
         found = find_keyword(subject_and_text, tuple(ctx.settings.severity_phrases[level]))
