@@ -2,11 +2,13 @@
 
 Before anything heavy is imported, a stop asked of the service (SIGTERM,
 SIGINT) ends it cleanly with exit 0: systemd may stop a service that is
-still starting.  The daemon installs its own handlers once it runs.
+still starting.  The daemon installs its own handlers once it runs.  The
+umask makes every file mailcase creates readable by its owner only.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -17,6 +19,9 @@ def _stop_before_start(_signum: int, _frame: FrameType | None) -> None:
 
 
 def entry() -> None:
+    # every file mailcase creates (the database, mail written by the file
+    # transport, keys) holds customers' mail or secrets: its owner's only
+    os.umask(0o077)
     args = sys.argv[1:]
     if "run" in args and "--once" not in args:
         signal.signal(signal.SIGTERM, _stop_before_start)

@@ -57,7 +57,7 @@ from mailcase.clock import Clock
 from mailcase.config import Config
 from mailcase import service_state
 from mailcase.db import insert_ignore, is_outage, is_postgres, transaction
-from mailcase.directory import ACCOUNT, DbDirectory
+from mailcase.directory import PERSON, DbDirectory
 from mailcase.fetch import MAILBOX_STATE
 from mailcase.kb import Suggestion
 from mailcase.kb import count as kb_count
@@ -341,6 +341,9 @@ class CutoffRun:
         self.outbox = OutboxQueue(conn, config, self.key, now)
         self.previous: datetime | None = None
         self.batch_id = 0
+        # the promise counts from when the cutoff processed the mail: its own
+        # time when it runs on time, the time it actually ran when it ran late
+        self.processed_at = cutoff if now - cutoff < timedelta(hours=1) else now
         self.requests: dict[tuple[str, int | None], list[tuple[Mail, Outcome]]] = defaultdict(list)
 
     # -- phases ------------------------------------------------------------------------
@@ -479,7 +482,8 @@ class CutoffRun:
                             raise
                         log.warning("event=kb-suggest-failed message=%s error=%s", first_mail.pk, kv(exc))
                 kb_answer = bool(suggestions) and suggestions[0].score >= config.kb.answer_score
-                values = _case_values(group, self.previous, self.now, self.batch_id, kb_answer)
+                values = _case_values(group, self.previous, self.now, self.batch_id, kb_answer,
+                                      self.processed_at, self.cal)
                 unit.cases.append(PlannedCase(group, values, suggestions))
             units.append(unit)
         return units
@@ -575,7 +579,7 @@ def _repeat_of(flags: Sequence[str]) -> int | None:
 
 def _case_values(
     group: list[tuple[Mail, Outcome]], previous: datetime | None, now: datetime, batch_id: int,
-    kb_answer: bool = False,
+    kb_answer: bool, processed_at: datetime, cal: BusinessCalendar,
 ) -> dict[str, Any]:
     """The case row a group of requests becomes (number and owner come at insert)."""
     first_mail, first = group[0]
@@ -602,10 +606,12 @@ def _case_values(
         "status": status.value, "out_of_scope": out_of_scope, "held": held,
         "no_auto_reply": all(Mark.NO_AUTO_REPLY in o.marks for _, o in group),
         "flags": flags, "linked_case_id": linked, "batch_id": batch_id,
-        "released_at": None, "received_at": received, "processed_at": now,
-        # the promise runs from the request's arrival, in real hours (UTC arithmetic)
-        "ack_due_at": received + timedelta(hours=24), "ack_breach_at": received + timedelta(hours=48),
-        "receipt_sent_at": None, "first_staff_action_at": None, "resolved_at": None, "closed_at": None,
+        "released_at": None, "received_at": received, "processed_at": processed_at,
+        # "acknowledged within 24 to 48 hours from the time they are processed": a
+        # human answer is due one business day after the cutoff, at the latest two
+        "ack_due_at": cal.add_business_days(processed_at, 1), "ack_breach_at": cal.add_business_days(processed_at, 2),
+        "receipt_sent_at": None, "first_response_at": None, "first_staff_action_at": None, "resolved_at": None,
+        "closed_at": None,
     }
 
 
@@ -652,9 +658,11 @@ def _make_cases(
 
 
 def _people_vars(outcome: Outcome, mail: Mail) -> dict[str, Any]:
+    """The requester, greeted by the directory's name or by none: a display name is
+    the sender's to write (an impostor's may hold a representative's address)."""
     sender = outcome.sender
-    name = (sender.person.name if sender and sender.person and sender.person.name else None) or mail.info.from_name
-    return {"requester": (sender.address if sender else None) or mail.sender or "", "requester_name": name or ""}
+    name = sender.person.name if sender and sender.person and sender.person.name else ""
+    return {"requester": (sender.address if sender else None) or mail.sender or "", "requester_name": name}
 
 
 def _notice_mail(
@@ -672,6 +680,7 @@ def _notice_mail(
         # administrator names only to a sender whose mail is authenticated
         "administrators": list(account.administrators) if account and authenticated else [],
         "pin_locked": bool(account and account.pin_locked),
+        "pin_problem": next((v.name for v in outcome.verdicts if v.rule == "pin"), ""),
         "scope_category": scope_category,
         "cases": [case.view] if case else [],
     }
@@ -686,20 +695,17 @@ def _notice_mail(
     )
 
 
-def _merged_suggestions(views: list[dict[str, Any]], limit: int = 3) -> list[dict[str, str]]:
-    seen: set[str] = set()
-    out = []
-    for view in views:
-        for s in view.get("suggestions", []):
-            if s["url"] not in seen:
-                seen.add(s["url"])
-                out.append(s)
-    return out[:limit]
+def _promise_vars(run: CutoffRun, due: datetime, breach: datetime) -> dict[str, Any]:
+    zone = run.base_vars["zone"]
+    return {"cutoff": run.cutoff.astimezone(zone), "cutoff_words": run.cal.describe_cutoffs(),
+            "promise_due": due.astimezone(zone), "promise_breach": breach.astimezone(zone)}
 
 
 def _unit_mail(run: CutoffRun, unit: Unit) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
     """The unit's mail, composed: a notice for each held or out-of-scope case
-    (to a sender who may have one), one acknowledgement listing the rest."""
+    (to a sender who may have one), and an acknowledgement for each other
+    case -- its own, with its token in the subject, answering the case's first
+    mail, so that a reply to it lands in exactly that case."""
     out: list[tuple[dict[str, Any], tuple[int, ...]]] = []
     acked: list[PlannedCase] = []
     for case in unit.cases:
@@ -714,29 +720,25 @@ def _unit_mail(run: CutoffRun, unit: Unit) -> list[tuple[dict[str, Any], tuple[i
         if values["no_auto_reply"]:
             continue  # automatic mail from a representative: a case, no acknowledgement
         acked.append(case)
-    if acked:
-        # the acknowledgement answers the requester's earliest mail
-        first_mail, first_outcome = acked[0].group[0]
-        views = [case.view for case in acked]
-        zone = run.base_vars["zone"]
-        received = first_mail.received_at
+    for case in acked:
+        first_mail, first_outcome = case.group[0]
+        number = case.values["number"]
         variables = {
-            **run.base_vars, **_people_vars(first_outcome, first_mail), "cases": views,
-            "cutoff": run.cutoff.astimezone(zone),
-            "promise_due": (received + timedelta(hours=24)).astimezone(zone),
-            "promise_breach": (received + timedelta(hours=48)).astimezone(zone),
-            "suggestions": _merged_suggestions(views),
+            **run.base_vars, **_people_vars(first_outcome, first_mail),
+            **_promise_vars(run, case.values["ack_due_at"], case.values["ack_breach_at"]),
+            "case": case.view, "cases": [case.view],
+            # the requester's other new cases of this cutoff, named, each with its own mail
+            "other_cases": [c.view for c in acked if c is not case],
+            "suggestions": case.view["suggestions"][:3],
         }
         rendered = render(run.templates, "ack", variables)
-        numbers = tuple(case.values["number"] for case in acked)
         om = OutgoingMail(
-            key=f"ack:batch:{run.batch_id}:{unit.requester}", kind="ack", notice_kind=None,
-            to_addr=unit.requester, to_name=variables["requester_name"], rendered=rendered,
-            case_number=numbers[0] if len(numbers) == 1 else None,
+            key=f"ack:case:{number}", kind="ack", notice_kind=None,
+            to_addr=unit.requester, to_name=variables["requester_name"], rendered=rendered, case_number=number,
             message_pk=first_mail.pk, batch_id=run.batch_id, in_reply_to=first_mail.info.message_id,
             references=first_mail.info.references,
         )
-        out.append((run.outbox.prepare(om), numbers))
+        out.append((run.outbox.prepare(om), (number,)))
     return out
 
 
@@ -747,7 +749,6 @@ def _release_held(run: CutoffRun) -> int:
     rows = conn.execute(sa.select(CASE).where(
         CASE.c.status == CaseStatus.HELD.value, CASE.c.released_at.is_not(None), CASE.c.released_at <= cutoff
     )).all()
-    zone = base["zone"]
     released = 0
     for row in rows:
         try:
@@ -755,15 +756,19 @@ def _release_held(run: CutoffRun) -> int:
                 conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
                     status=CaseStatus.NEW.value, held=False, priority=row.severity, batch_id=run.batch_id))
                 event(conn, row.id, now, "batch", "released", "account back in good standing")
+                due, breach = run.cal.add_business_days(run.processed_at, 1), run.cal.add_business_days(
+                    run.processed_at, 2)
+                # released: processed now, and the promise runs from here
+                conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
+                    processed_at=run.processed_at, ack_due_at=due, ack_breach_at=breach))
                 if not row.no_auto_reply:
-                    acc = conn.execute(sa.select(ACCOUNT.c.name).where(ACCOUNT.c.id == row.account_id)).scalar()
+                    person = conn.execute(sa.select(PERSON.c.name).where(PERSON.c.id == row.person_id)).scalar()
                     view = {"number": row.number, "subject": row.subject,
-                            "severity_name": SEVERITY_NAMES.get(row.severity, str(row.severity)), "repeat_of": None}
+                            "severity_name": SEVERITY_NAMES.get(row.severity, str(row.severity)), "repeat_of": None,
+                            "suggestions": []}
                     rendered = render(run.templates, "ack", {
-                        **base, "requester": row.requester, "requester_name": acc or "", "cases": [view],
-                        "cutoff": cutoff.astimezone(zone),
-                        "promise_due": (cutoff + timedelta(hours=24)).astimezone(zone),
-                        "promise_breach": (cutoff + timedelta(hours=48)).astimezone(zone), "suggestions": [],
+                        **base, "requester": row.requester, "requester_name": person or "", "case": view,
+                        "cases": [view], "other_cases": [], "suggestions": [], **_promise_vars(run, due, breach),
                     })
                     first = conn.execute(
                         sa.select(MESSAGE.c.message_id).join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
@@ -771,8 +776,8 @@ def _release_held(run: CutoffRun) -> int:
                     ).scalar()
                     run.outbox.add(OutgoingMail(
                         key=f"ack:released:{row.id}", kind="ack", notice_kind=None, to_addr=row.requester,
-                        to_name="", rendered=rendered, case_id=row.id, case_number=row.number, case_ids=(row.id,),
-                        batch_id=run.batch_id, in_reply_to=first,
+                        to_name=person or "", rendered=rendered, case_id=row.id, case_number=row.number,
+                        case_ids=(row.id,), batch_id=run.batch_id, in_reply_to=first,
                     ))
                     run.outbox.flush()
         except Exception as exc:

@@ -36,6 +36,13 @@ __all__ = ["HORIZON_DAYS", "BusinessCalendar", "CalendarConfig"]
 #: margin: long enough for any real run of holidays and closures, short
 #: enough to fail fast on a calendar that has no business days at all.
 HORIZON_DAYS = 400
+#: how the agreement's readers name the usual zones
+_ZONE_NAMES = {
+    "America/New_York": "Eastern", "America/Chicago": "Central", "America/Denver": "Mountain",
+    "America/Phoenix": "Mountain", "America/Los_Angeles": "Pacific", "America/Anchorage": "Alaska",
+    "Pacific/Honolulu": "Hawaii", "Europe/London": "UK", "Europe/Berlin": "Central European",
+    "Europe/Paris": "Central European", "UTC": "UTC",
+}
 
 # The range in which the zone's offset changes are searched for gaps and
 # folds.  Before 1970 nearly every zone has local-mean-time and wartime changes
@@ -396,6 +403,39 @@ class BusinessCalendar:
     @property
     def cutoffs_per_day(self) -> int:
         return len(self._times)
+
+    def add_business_days(self, at: datetime, days: int) -> datetime:
+        """The same local wall time ``days`` business days after ``at`` (UTC).
+
+        The agreement's "within 24 to 48 hours" counts business days: a
+        request processed at Friday's 15:30 cutoff is due on Monday at 15:30,
+        on Tuesday at 15:30 after a Monday holiday.  A wall time that does
+        not exist on the day (a DST gap) moves forward with the clock.
+        """
+        local = _require_aware("at", at).astimezone(self.zone)
+        day, left = local.date(), days
+        for _ in range(HORIZON_DAYS):
+            if left <= 0:
+                break
+            day += timedelta(days=1)
+            if self.is_business_day(day):
+                left -= 1
+        else:
+            raise ConfigError(f"calendar: fewer than {days} business days within {HORIZON_DAYS} days of {local:%Y-%m-%d}")
+        wall = datetime(day.year, day.month, day.day, local.hour, local.minute, local.second, tzinfo=self.zone)
+        return wall.astimezone(UTC).astimezone(self.zone).astimezone(UTC)
+
+    def describe_cutoffs(self) -> str:
+        """The cutoffs in words, from the configuration: "before 9:30 and before 15:30
+        America/New_York time, Monday to Friday"."""
+        times = " and ".join(f"before {t.hour}:{t.minute:02d}" for t in self._times)
+        names = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        days = sorted(self._weekdays)
+        if days == list(range(days[0], days[-1] + 1)) and len(days) > 2:
+            span = f"{names[days[0] - 1]} to {names[days[-1] - 1]}"
+        else:
+            span = ", ".join(names[d - 1] for d in days)
+        return f"{times} {_ZONE_NAMES.get(self.config.zone, self.config.zone)} time, {span}"
 
     def local_date(self, at_utc: datetime) -> date:
         """The calendar's local date of a UTC time."""

@@ -189,6 +189,7 @@ class CaseView:
     ack_due_at: datetime | None
     ack_breach_at: datetime | None
     receipt_sent_at: datetime | None
+    first_response_at: datetime | None
     first_staff_action_at: datetime | None
     resolved_at: datetime | None
     closed_at: datetime | None
@@ -215,7 +216,7 @@ def _view(r: Any) -> CaseView:
     return CaseView(
         r.id, r.number, r.status, r.subject, r.requester, r.account_code, r.severity, r.priority,
         r.tier, r.owner_name, list(r.flags or []), r.received_at, r.processed_at, r.ack_due_at,
-        r.ack_breach_at, r.receipt_sent_at, r.first_staff_action_at, r.resolved_at, r.closed_at,
+        r.ack_breach_at, r.receipt_sent_at, r.first_response_at, r.first_staff_action_at, r.resolved_at, r.closed_at,
     )
 
 
@@ -237,9 +238,11 @@ def list_cases(
         q = q.where(CASE.c.severity == severity)
     if breached:
         assert now is not None
+        # the promise measures the first human response (a reply or the resolution)
         q = q.where(sa.or_(
-            sa.and_(CASE.c.receipt_sent_at.is_(None), CASE.c.ack_breach_at <= now),
-            CASE.c.receipt_sent_at > CASE.c.ack_breach_at,
+            sa.and_(CASE.c.first_response_at.is_(None), CASE.c.ack_breach_at <= now,
+                    CASE.c.status.not_in(["resolved", "closed", "held"])),
+            CASE.c.first_response_at > CASE.c.ack_breach_at,
         ))
     rows = conn.execute(q.order_by(CASE.c.priority, CASE.c.number).limit(limit)).all()
     return [_view(r) for r in rows]
@@ -321,6 +324,18 @@ def escalate(conn: Connection, number: int, tier: str, now: datetime, actor: str
     return str(row.tier)
 
 
+def release_held(conn: Connection, account_id: int, now: datetime, actor: str) -> int:
+    """The account's standing is good again: its held cases join the next cutoff
+    (which acknowledges them).  The same whether staff or a directory import did it."""
+    rows = conn.execute(sa.select(CASE.c.id).where(
+        CASE.c.account_id == account_id, CASE.c.status == CaseStatus.HELD.value,
+        CASE.c.released_at.is_(None))).scalars().all()
+    for case_id in rows:
+        conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(released_at=now))
+        event(conn, case_id, now, actor, "release-requested", "standing restored")
+    return len(rows)
+
+
 def reopen(conn: Connection, number: int, now: datetime, actor: str, detail: str = "") -> None:
     row = get_case(conn, number)
     if row.status not in ("resolved", "closed"):
@@ -328,6 +343,10 @@ def reopen(conn: Connection, number: int, now: datetime, actor: str, detail: str
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
         status=CaseStatus.IN_PROGRESS.value, resolved_at=None, closed_at=None))
     event(conn, row.id, now, actor, "reopened", detail)
+    from mailcase.outbox import cancel_pending_surveys
+
+    if cancel_pending_surveys(conn, row.id, "the case reopened before the survey went out"):
+        event(conn, row.id, now, actor, "survey-cancelled", "the case reopened")
 
 
 # -- specialists --------------------------------------------------------------------------

@@ -622,10 +622,13 @@ def _apply_effects(conn: Connection, mail: Mail, outcome: Outcome, now: datetime
             ).values(pin_locked_at=now))
         elif effect.kind == "reopen-case":
             from mailcase.cases import event
+            from mailcase.outbox import cancel_pending_surveys
 
             conn.execute(sa.update(CASE).where(CASE.c.id == d["case_id"]).values(
                 status="in-progress", resolved_at=None, closed_at=None))
             event(conn, int(d["case_id"]), now, "mailcase", "reopened", f"reply from {mail.sender} (mail #{mail.pk})")
+            if cancel_pending_surveys(conn, int(d["case_id"]), "the case reopened before the survey went out"):
+                event(conn, int(d["case_id"]), now, "mailcase", "survey-cancelled", "the case reopened")
         elif effect.kind == "record-survey":
             from mailcase.surveys import record_score
 

@@ -533,11 +533,14 @@ def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None)
         if at.tzinfo is None:
             raise UsageError("--effective: give a UTC offset")
     key = c.config.hmac_key()
+    from mailcase.cases import release_held
+
     with transaction(c.engine) as conn:
         report = import_csv(conn, Path(csv_file), at, key, replace=replace, actor=f"import by {_actor()}")
+        released = sum(release_held(conn, account_id, c.clock.now(), _actor()) for account_id in report.restored)
     for bad in report.bad_rows:
         click.echo(f"{csv_file}: {bad}", err=True)
-    click.echo(report.summary())
+    click.echo(report.summary() + (f"; {released} held cases join the next cutoff" if released else ""))
     if report.bad_rows:
         sys.exit(1)
 
@@ -566,9 +569,7 @@ def accounts_list(c: Ctx, code: str | None) -> None:
 @pass_ctx
 def accounts_standing(c: Ctx, code: str, standing: str) -> None:
     """Set an account's financial standing; 'good' releases its held cases into the next cutoff."""
-    import sqlalchemy as sa
-
-    from mailcase.cases import CASE, event
+    from mailcase.cases import release_held
     from mailcase.directory import get_account, set_standing
 
     now = c.clock.now()
@@ -576,13 +577,7 @@ def accounts_standing(c: Ctx, code: str, standing: str) -> None:
         changed = set_standing(conn, code, standing, now, _actor())
         released = 0
         if standing == "good":
-            account_id = get_account(conn, code).id
-            rows = conn.execute(sa.select(CASE.c.id).where(
-                CASE.c.account_id == account_id, CASE.c.status == "held", CASE.c.released_at.is_(None))).scalars().all()
-            for case_id in rows:
-                conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(released_at=now))
-                event(conn, case_id, now, _actor(), "release-requested", "standing restored")
-            released = len(rows)
+            released = release_held(conn, int(get_account(conn, code).id), now, _actor())
     click.echo(f"{code}: standing {standing}" + ("" if changed else " (unchanged)")
                + (f"; {released} held cases join the next cutoff" if released else ""))
 
@@ -713,9 +708,10 @@ def cases_show(c: Ctx, number: int) -> None:
     click.echo(f"  requester:  {v.requester}  account {v.account or '-'}  owner {v.owner or '-'}")
     if v.flags:
         click.echo(f"  flags:      {', '.join(v.flags)}")
-    for label, value in (("received", v.received_at), ("processed", v.processed_at), ("receipt due", v.ack_due_at),
-                         ("receipt by", v.ack_breach_at), ("receipt sent", v.receipt_sent_at),
-                         ("first staff", v.first_staff_action_at), ("resolved", v.resolved_at), ("closed", v.closed_at)):
+    for label, value in (("received", v.received_at), ("processed", v.processed_at), ("answer due", v.ack_due_at),
+                         ("answer by", v.ack_breach_at), ("ack sent", v.receipt_sent_at),
+                         ("answered", v.first_response_at), ("first staff", v.first_staff_action_at),
+                         ("resolved", v.resolved_at), ("closed", v.closed_at)):
         click.echo(f"  {label + ':':<12}{_fmt_time(value)}")
     click.echo("mails:")
     for m in mails:

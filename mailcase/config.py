@@ -231,30 +231,21 @@ class IngestConfig(_Frozen):
         return max(1, (os.cpu_count() or 2) - 1)
 
 
-DEFAULT_SCOPE: dict[str, tuple[str, ...]] = {
-    "coding": (
-        "cpt code", "icd-10 code", "icd10 code", "icd code", "hcpcs code", "which code should",
-        "what code should", "which modifier", "coding advice", "how do i code", "how should i code",
-    ),
-    "billing": (
-        "how should we bill", "how do i bill", "how should i bill", "can we bill", "should we bill",
-        "billing advice", "reimbursement rate", "fee schedule advice",
-    ),
-    "payer": (
-        "payer-specific", "payer specific", "payer policy", "payer rules", "does medicare cover",
-        "does medicaid cover", "will insurance pay", "timely filing limit",
-    ),
-}
+#: phrases an operator adds to the concept rules (scope_concepts.py); none by
+#: default -- a bare phrase like "cpt code" fires on "the CPT code field is empty"
+DEFAULT_SCOPE: dict[str, tuple[str, ...]] = {"coding": (), "billing": (), "payer": ()}
+#: keywords give high at most: critical comes from an explicit marker ("Severity: 1",
+#: "[S1]") or from a critical phrase the operator configures on purpose
 DEFAULT_SEVERITY: dict[str, tuple[str, ...]] = {
-    "critical": (
-        "system down", "system is down", "completely down", "nobody can log in", "no one can log in",
-        "outage", "data loss", "production down",
-    ),
+    "critical": (),
     "high": (
+        "system down", "system is down", "completely down", "is down for everyone", "nobody can log in",
+        "no one can log in", "nobody can work", "outage", "data loss", "production down",
         "cannot submit claims", "can't submit claims", "unable to submit claims", "claims are rejected",
-        "cannot print", "urgent", "error 500", "error 503",
+        "cannot print", "urgent", "asap", "emergency", "error 500", "error 503",
+        "dringend", "ausfall", "urgente", "en panne", "sistema caído", "spoed",
     ),
-    "low": ("feature request", "suggestion", "documentation", "typo"),
+    "low": ("feature request", "suggestion", "documentation", "typo", "nice to have", "when you have time"),
 }
 SEVERITY_LEVELS = {"critical": 1, "high": 2, "normal": 3, "low": 4}
 

@@ -29,6 +29,7 @@ from mailcase.classify import classify_batch, run_classify_stage
 from mailcase.clock import Clock, real_now
 from mailcase.config import Config
 from mailcase.db import is_outage, transaction
+from mailcase.cases import release_held
 from mailcase.directory import import_csv
 from mailcase.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
 from mailcase.fetch import SyncResult, record_failure, sync_mailbox
@@ -109,6 +110,9 @@ def import_directory(engine: Engine, config: Config, now: datetime) -> str | Non
     with transaction(engine) as conn:
         report = import_csv(conn, path, config.directory.effective_at(now), key,
                             replace=config.directory.replace, actor=f"csv {path.name}")
+        # standing restored by the file: held cases are released, as `accounts standing X good` does
+        for account_id in report.restored:
+            release_held(conn, account_id, now, f"csv {path.name}")
     _imported[path_text] = (stat.st_mtime, stat.st_size)
     for bad in report.bad_rows:
         log.warning("event=directory-bad-row path=%s %s", kv(path), kv(bad))
@@ -325,6 +329,10 @@ class Daemon:
         from mailcase.retention import apply_retention
 
         apply_retention(self.engine, self.config, self.clock.now())
+        from mailcase.promise import watch
+
+        with transaction(self.engine) as conn:
+            watch(conn, self.clock.now())
 
     # -- supervision ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ until ``mailcase db upgrade`` runs.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(parsed.database))
         engine = sa.create_engine(
             parsed,
             connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False},
@@ -54,6 +55,17 @@ def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, pool_pre_ping=True)
     raise ConfigError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite gives its -wal and
+    -shm files the same mode): it holds every customer's mail."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
 
 
 def _sqlite_events(engine: Engine, busy_timeout_seconds: float) -> None:

@@ -102,6 +102,7 @@ class DbDirectory:
                     standing=standing_as_of(self.conn, account_id, self.as_of),
                     pin_required=bool(row.pin_required),
                     pin_locked=row.pin_locked_at is not None and row.pin_locked_at <= self.as_of,
+                    pin_locked_at=row.pin_locked_at,
                     administrators=tuple(a.name or a.address for a in admins),
                 )
         return self._accounts[account_id]
@@ -126,6 +127,8 @@ class ImportReport:
     people_removed: int = 0
     unchanged: int = 0
     bad_rows: list[str] = field(default_factory=list)
+    #: accounts whose standing this import set back to good (their held cases are released)
+    restored: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -179,6 +182,8 @@ def ensure_account(
     if standing and standing != standing_as_of(conn, row.id, now):
         conn.execute(sa.insert(STANDING).values(account_id=row.id, standing=standing, at=now, actor=actor))
         changes["standing"] = standing
+        if standing == "good" and report:
+            report.restored.append(int(row.id))
     if changes and report:
         report.accounts_updated += 1
     return int(row.id)

@@ -27,6 +27,7 @@ from dateutil import parser as date_parser
 
 from mailcase.addresses import AddressList, parse_address_list
 from mailcase.charsets import decode_8bit_header, decode_encoded_words
+from mailcase.pins import redact as redact_pins
 
 # RFC 5322 field-name: printable US-ASCII except colon
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
@@ -489,7 +490,9 @@ def read_headers(raw: bytes, block: HeaderBlock | None = None, identity: bool = 
         # such a From is shown, never trusted
         from_list = AddressList(from_list.addresses, from_list.defects + ("NUL bytes in From",))
     full_subject = block.text("subject") or ""
-    subject = full_subject[:MAX_SUBJECT_CHARS]
+    # a PIN written in the subject is redacted from everything derived from it
+    # (the parse stage reads it from the raw header to check it)
+    subject = redact_pins(full_subject)[:MAX_SUBJECT_CHARS]
     subject_cut = len(full_subject) > MAX_SUBJECT_CHARS
     date_value = block.first("date")
     date_at = parse_date(date_value)

@@ -66,6 +66,9 @@ class _StatusCollector(Collector):
             ("mailcase_outbox_failed", st.outbox_failed, "Mail whose delivery failed for good"),
             ("mailcase_outbox_capped", st.outbox_capped, "Mail not sent: over the per-address cap"),
             ("mailcase_open_cases", st.open_cases, "Open cases"),
+            ("mailcase_cases_due_soon", st.cases_due_soon, "Open cases within 4 h of their due time, no human answer"),
+            ("mailcase_cases_overdue", st.cases_overdue, "Open cases past their due time, no human answer"),
+            ("mailcase_cases_breached", st.cases_breached, "Open cases past the agreement's 48 h, no human answer"),
             ("mailcase_cutoff_blocked", 1 if st.cutoff_blocked else 0, "A due cutoff is waiting for a mailbox or mail"),
         ):
             yield GaugeMetricFamily(name, doc, value=value)

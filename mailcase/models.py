@@ -347,6 +347,9 @@ class Case(SQLModel, table=True):
     ack_due_at: datetime | None = _ts()
     ack_breach_at: datetime | None = _ts()
     receipt_sent_at: datetime | None = _ts()
+    #: the first human answer to the customer (a staff reply or the resolution, when
+    #: sent): what the agreement's 24/48-hour promise measures
+    first_response_at: datetime | None = _ts()
     first_staff_action_at: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()

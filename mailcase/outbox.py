@@ -274,13 +274,14 @@ class FileTransport:
     name: str = "file"
 
     def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in to_addr)[:80]
         path = self.folder / f"{row_id:08d}-{safe}.eml"
         if path.exists():
             return
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        # a customer's mail: readable by the service's user only
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(f"X-Envelope-From: <{envelope_from}>\r\nX-Envelope-To: <{to_addr}>\r\n".encode())
             fh.write(raw)
             fh.flush()
@@ -326,17 +327,35 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     return timedelta(seconds=delay(attempts, RETRY_BASE.total_seconds(), RETRY_MAX.total_seconds(), rng))
 
 
+#: mail that is a person's answer to the customer: what the agreement's promise measures
+HUMAN_RESPONSES = ("reply", "resolution")
+
+
 def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
-    """A first answer on a case (ack, hold or out-of-scope notice) is its receipt."""
-    if not (row.kind == "ack" or row.kind in ("notice/hold", "notice/out-of-scope")):
-        return
+    """A first answer on a case (ack, hold or out-of-scope notice) is its receipt; an
+    acknowledgement makes a new (or released) case acknowledged; a staff reply or the
+    resolution is the first human response the promise measures."""
     from mailcase.cases import event
 
     st = _statements()
-    for case_id in row.case_ids or []:
-        if conn.execute(st.receipt, {"p_case": case_id, "p_at": now}).rowcount:
-            conn.execute(st.acknowledged, {"p_case": case_id})
-            event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
+    if row.kind == "ack" or row.kind in ("notice/hold", "notice/out-of-scope"):
+        for case_id in row.case_ids or []:
+            if conn.execute(st.receipt, {"p_case": case_id, "p_at": now}).rowcount:
+                event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
+            if row.kind == "ack":
+                conn.execute(st.acknowledged, {"p_case": case_id})
+    elif row.kind in HUMAN_RESPONSES:
+        for case_id in row.case_ids or []:
+            if conn.execute(st.responded, {"p_case": case_id, "p_at": now}).rowcount:
+                event(conn, case_id, now, "mailcase", "first-response", f"{row.kind} sent to {row.to_addr}")
+
+
+def cancel_pending_surveys(conn: Connection, case_id: int, why: str) -> int:
+    """A survey not sent yet is withdrawn (its case reopened: it is not resolved after all)."""
+    return int(conn.execute(
+        sa.update(OUTBOX).where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == "survey", OUTBOX.c.status == "queued")
+        .values(status="cancelled", status_reason=why[:300])
+    ).rowcount)
 
 
 def is_suppressed(conn: Connection, address: str) -> str | None:
@@ -375,6 +394,7 @@ class _Statements:
     sent_today: Any
     receipt: Any
     acknowledged: Any
+    responded: Any
 
 
 @lru_cache(maxsize=1)
@@ -399,6 +419,8 @@ def _statements() -> _Statements:
         .values(receipt_sent_at=sa.bindparam("p_at")),
         acknowledged=sa.update(CASE).where(CASE.c.id == sa.bindparam("p_case"), CASE.c.status == "new")
         .values(status="acknowledged"),
+        responded=sa.update(CASE).where(CASE.c.id == sa.bindparam("p_case"), CASE.c.first_response_at.is_(None))
+        .values(first_response_at=sa.bindparam("p_at")),
     )
 
 

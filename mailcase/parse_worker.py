@@ -13,6 +13,7 @@ import re
 import traceback
 from typing import Any
 
+from mailcase.headers import split_headers
 from mailcase.parse import parse_email
 from mailcase.pins import find_pins, pin_hmac, redact
 from mailcase.quoting import cut_quoted, maybe_quoted
@@ -51,7 +52,8 @@ def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Fail
     # the rules (at ingest, at each cutoff) reads it, and it costs ~3 ms a mail
     quoted = maybe_quoted(p.text_body)
     reply = cut_quoted(p.text_body) if quoted else p.text_body
-    pins = find_pins(p.text_body, reply)
+    # the PIN may be in the subject, which the stored header fields hold redacted
+    pins = find_pins(p.text_body, reply, subject=split_headers(raw).text("subject") or "")
     return {
         "parser": p.parser,
         "to_addrs": list(p.to),

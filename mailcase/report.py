@@ -1,9 +1,15 @@
 """Reports: did we keep the agreement's promises?
 
-Per cutoff: mails and cases.  Per case: received -> processed (the batch),
-processed -> receipt sent, received -> first staff action, each against the
-24/48-hour promise; breaches; cases by severity and tier; abuse flags by
-account.  Durations are real elapsed hours (UTC arithmetic).
+The agreement: requests are "acknowledged within 24 to 48 hours from the time
+they are processed".  A case is processed at its cutoff; what is measured is
+the first human response to the customer (a specialist's reply or the
+resolution, when it went out), against the case's due time (one business day
+after the cutoff) and its breach time (two business days).  Per cutoff:
+mails and cases.  Per case: received -> processed, processed -> receipt (the
+automatic acknowledgement), processed -> first human response; cases nearing
+and past their due time; breaches; cases by severity and tier; abuse flags
+by account; notices that were not sent, with the reason.  Durations are real
+elapsed hours.
 """
 
 from __future__ import annotations
@@ -60,14 +66,45 @@ class Report:
     cutoffs: list[dict[str, Any]] = field(default_factory=list)
     received_to_processed: DurationStats = field(default_factory=DurationStats)
     processed_to_receipt: DurationStats = field(default_factory=DurationStats)
-    received_to_receipt: DurationStats = field(default_factory=DurationStats)
+    processed_to_first_response: DurationStats = field(default_factory=DurationStats)
     received_to_first_staff_action: DurationStats = field(default_factory=DurationStats)
+    #: cases answered by their due time / their breach time / late or not at all
+    answered_by_due: int = 0
+    answered_by_breach: int = 0
     breaches: list[dict[str, Any]] = field(default_factory=list)
+    #: open cases with no human response yet, due within the warning window
+    due_soon: list[dict[str, Any]] = field(default_factory=list)
+    #: past their due time, not yet past their breach time, no human response
+    overdue: list[dict[str, Any]] = field(default_factory=list)
+    #: notices the rules decided were owed but not sent, by reason
+    notices_not_sent: dict[str, int] = field(default_factory=dict)
     by_severity: dict[str, int] = field(default_factory=dict)
     by_tier: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, int] = field(default_factory=dict)
     abuse_flags: dict[str, dict[str, int]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: a case due within this long is "due soon"
+DUE_SOON = timedelta(hours=4)
+
+
+def promise_state(c: Any, now: datetime) -> str | None:
+    """"due-soon", "overdue", "breached" or None for a case's first human response."""
+    if c.ack_due_at is None or c.ack_breach_at is None or c.status in ("held",):
+        return None
+    answered = c.first_response_at
+    if answered is not None:
+        return "breached" if answered > c.ack_breach_at else None
+    if c.status in ("resolved", "closed"):
+        return None
+    if now >= c.ack_breach_at:
+        return "breached"
+    if now >= c.ack_due_at:
+        return "overdue"
+    if now >= c.ack_due_at - DUE_SOON:
+        return "due-soon"
+    return None
 
 
 def build(conn: Connection, now: datetime, since: datetime | None = None) -> Report:
@@ -86,7 +123,7 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
         cq = cq.where(CASE.c.received_at >= since)
     r2p: list[float] = []
     p2r: list[float] = []
-    r2r: list[float] = []
+    p2h: list[float] = []
     r2s: list[float] = []
     sev: Counter[str] = Counter()
     tier: Counter[str] = Counter()
@@ -95,18 +132,30 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     for c in conn.execute(cq):
         for target, value in ((r2p, _hours(c.received_at, c.processed_at)),
                               (p2r, _hours(c.processed_at, c.receipt_sent_at)),
-                              (r2r, _hours(c.received_at, c.receipt_sent_at)),
+                              (p2h, _hours(c.processed_at, c.first_response_at)),
                               (r2s, _hours(c.received_at, c.first_staff_action_at))):
             if value is not None:
                 target.append(value)
-        breach_at = c.ack_breach_at
-        receipt = c.receipt_sent_at
-        if breach_at is not None and ((receipt is None and breach_at <= now) or (receipt is not None and receipt > breach_at)):
-            report.breaches.append({
-                "case": c.number, "account": c.code, "received_at": c.received_at.isoformat() if c.received_at else None,
-                "receipt_sent_at": receipt.isoformat() if receipt else None,
-                "hours": _hours(c.received_at, receipt or now),
-            })
+        answered = c.first_response_at
+        if answered is not None and c.ack_due_at is not None and answered <= c.ack_due_at:
+            report.answered_by_due += 1
+        if answered is not None and c.ack_breach_at is not None and answered <= c.ack_breach_at:
+            report.answered_by_breach += 1
+        state = promise_state(c, now)
+        entry = {
+            "case": c.number, "account": c.code, "owner_id": c.owner_id,
+            "processed_at": c.processed_at.isoformat() if c.processed_at else None,
+            "due_at": c.ack_due_at.isoformat() if c.ack_due_at else None,
+            "breach_at": c.ack_breach_at.isoformat() if c.ack_breach_at else None,
+            "first_response_at": answered.isoformat() if answered else None,
+            "hours": _hours(c.processed_at, answered or now),
+        }
+        if state == "breached":
+            report.breaches.append(entry)
+        elif state == "overdue":
+            report.overdue.append(entry)
+        elif state == "due-soon":
+            report.due_soon.append(entry)
         sev[str(c.severity)] += 1
         tier[c.tier] += 1
         status[c.status] += 1
@@ -125,8 +174,28 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
         flags[code]["outside-channel"] += int(n)
     report.received_to_processed = DurationStats.of(r2p)
     report.processed_to_receipt = DurationStats.of(p2r)
-    report.received_to_receipt = DurationStats.of(r2r)
+    report.processed_to_first_response = DurationStats.of(p2h)
     report.received_to_first_staff_action = DurationStats.of(r2s)
+    nq = (sa.select(CLASSIFICATION.c.notice, CLASSIFICATION.c.notice_withheld_reason, sa.func.count())
+          .select_from(CLASSIFICATION.join(MESSAGE, MESSAGE.c.id == CLASSIFICATION.c.message_pk))
+          .where(CLASSIFICATION.c.notice.is_not(None), CLASSIFICATION.c.notice_allowed.is_(False),
+                 MESSAGE.c.historical.is_(False))
+          .group_by(CLASSIFICATION.c.notice, CLASSIFICATION.c.notice_withheld_reason))
+    if since:
+        nq = nq.where(MESSAGE.c.received_at >= since)
+    withheld: Counter[str] = Counter()
+    for notice, reason, n in conn.execute(nq):
+        withheld[f"{notice}: {_reason_kind(reason)}"] += int(n)
+    from mailcase.outbox import OUTBOX
+
+    oq = sa.select(OUTBOX.c.kind, OUTBOX.c.status, sa.func.count()).where(
+        OUTBOX.c.status.in_(["capped", "suppressed", "cancelled", "failed"]), OUTBOX.c.kind.like("notice/%")
+    ).group_by(OUTBOX.c.kind, OUTBOX.c.status)
+    if since:
+        oq = oq.where(OUTBOX.c.created_at >= since)
+    for kind, status, n in conn.execute(oq):
+        withheld[f"{str(kind).partition('/')[2]}: {status} at delivery"] += int(n)
+    report.notices_not_sent = dict(sorted(withheld.items()))
     report.by_severity = dict(sorted(sev.items()))
     report.by_tier = dict(sorted(tier.items()))
     report.by_status = dict(sorted(status.items()))
@@ -136,6 +205,16 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     st = stats(conn, since)
     report.extra["surveys"] = {"sent": st.sent, "responses": st.responses, "average score": st.average}
     return report
+
+
+def _reason_kind(reason: str | None) -> str:
+    """The kind of a withholding reason, without the address or the details."""
+    text = (reason or "").partition(": ")[2] or reason or "no reason recorded"
+    for marker in ("no single From", "may not be answered automatically", "marked as spam", "no aligned",
+                   "had one in the last", "told of this lock already"):
+        if marker in text:
+            return marker
+    return text[:60]
 
 
 def as_json(report: Report) -> str:
@@ -154,13 +233,18 @@ def as_csv(report: Report) -> str:
         w.writerow(["cutoff", c["cutoff"], c["mails"], c["cases"], c["follow_ups"], c["acknowledgements"],
                     c["notices"], c["late_mails"]])
     w.writerow(["section", "measure", "count", "median_h", "max_h", "within_24h", "within_48h", "over_48h"])
-    for name in ("received_to_processed", "processed_to_receipt", "received_to_receipt",
+    for name in ("received_to_processed", "processed_to_receipt", "processed_to_first_response",
                  "received_to_first_staff_action"):
         s: DurationStats = getattr(report, name)
         w.writerow(["duration", name, s.count, s.median_h, s.max_h, s.within_24h, s.within_48h, s.over_48h])
-    w.writerow(["section", "case", "account", "received_at", "receipt_sent_at", "hours"])
-    for b in report.breaches:
-        w.writerow(["breach", b["case"], b["account"], b["received_at"], b["receipt_sent_at"], b["hours"]])
+    w.writerow(["section", "case", "account", "processed_at", "due_at", "breach_at", "first_response_at", "hours"])
+    for section, entries in (("breach", report.breaches), ("overdue", report.overdue), ("due-soon", report.due_soon)):
+        for b in entries:
+            w.writerow([section, b["case"], b["account"], b["processed_at"], b["due_at"], b["breach_at"],
+                        b["first_response_at"], b["hours"]])
+    w.writerow(["section", "notice", "count", ""])
+    for what, n in report.notices_not_sent.items():
+        w.writerow(["notice-not-sent", what, n, ""])
     w.writerow(["section", "group", "key", "count"])
     for group in ("by_severity", "by_tier", "by_status"):
         for k, v in getattr(report, group).items():
@@ -182,19 +266,26 @@ def as_text(report: Report) -> str:
                      f"{c['acknowledgements']:>4}  {c['notices']:>7}  {c['late_mails']:>4}"
                      + (f"  (mailboxes late: {', '.join(c['late_mailboxes'])})" if c["late_mailboxes"] else ""))
     lines.append("")
-    lines.append("the 24/48-hour promise      cases  median h  max h  <=24h  <=48h  >48h")
-    for name, label in (("received_to_processed", "received -> processed"),
-                        ("processed_to_receipt", "processed -> receipt sent"),
-                        ("received_to_receipt", "received -> receipt sent"),
+    lines.append("hours                                 cases  median h  max h  <=24h  <=48h  >48h")
+    for name, label in (("received_to_processed", "received -> processed (cutoff)"),
+                        ("processed_to_receipt", "processed -> acknowledgement"),
+                        ("processed_to_first_response", "processed -> first human response"),
                         ("received_to_first_staff_action", "received -> first staff action")):
         s: DurationStats = getattr(report, name)
-        lines.append(f"{label:<27} {s.count:>5}  {s.median_h if s.median_h is not None else '-':>8}  "
+        lines.append(f"{label:<37} {s.count:>5}  {s.median_h if s.median_h is not None else '-':>8}  "
                      f"{s.max_h if s.max_h is not None else '-':>5}  {s.within_24h:>5}  {s.within_48h:>5}  {s.over_48h:>4}")
     lines.append("")
-    lines.append(f"breaches (no receipt within 48 h): {len(report.breaches)}")
-    for b in report.breaches:
-        lines.append(f"  case #{b['case']:06d} {b['account'] or '-'}: {b['hours']} h"
-                     + ("" if b["receipt_sent_at"] else " and still no receipt"))
+    lines.append("the promise (a human answer one business day after the cutoff, two at the latest): "
+                 f"{report.answered_by_due} answered by the due time, {report.answered_by_breach} by the breach time")
+    for label, entries in (("breached (no human answer in time)", report.breaches),
+                           ("past due", report.overdue), ("due within 4 h", report.due_soon)):
+        lines.append(f"{label}: {len(entries)}")
+        for b in entries:
+            lines.append(f"  case #{b['case']:06d} {b['account'] or '-'}: due {b['due_at'][:16]}, "
+                         + (f"answered {b['first_response_at'][:16]}" if b["first_response_at"] else "no answer yet"))
+    lines.append("notices not sent: " + ("none" if not report.notices_not_sent else ""))
+    for what, n in report.notices_not_sent.items():
+        lines.append(f"  {what}: {n}")
     lines.append("")
     lines.append("cases by severity: " + (", ".join(f"{k}: {v}" for k, v in report.by_severity.items()) or "none"))
     lines.append("cases by tier: " + (", ".join(f"{k}: {v}" for k, v in report.by_tier.items()) or "none"))

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from mailcase.calendar import BusinessCalendar
 from mailcase.cases import CASE, CASE_MESSAGE, SPECIALIST, event, get_case
 from mailcase.config import Config
+from mailcase.directory import PERSON
 from mailcase.ledger import MESSAGE
 from mailcase.outbox import OUTBOX, OutgoingMail, enqueue, with_token
 from mailcase.render import Rendered, find_templates, render
@@ -48,6 +49,13 @@ def thread(conn: Connection, case_id: int) -> tuple[str | None, tuple[str, ...]]
 
 def _base(config: Config) -> dict[str, Any]:
     return {"signature": f"{config.outgoing.from_name}\n{config.outgoing.from_address}"}
+
+
+def requester_name(conn: Connection, row: Any) -> str:
+    """The directory's name of the case's requester, or "" (never the display name they wrote)."""
+    if row.person_id is None:
+        return ""
+    return str(conn.execute(sa.select(PERSON.c.name).where(PERSON.c.id == row.person_id)).scalar() or "")
 
 
 def queue_reply(
@@ -82,18 +90,21 @@ def preview(conn: Connection, config: Config, kind: str, number: int, notice_kin
     cal = BusinessCalendar(config.calendar)
     zone = cal.zone
     received = row.received_at or now
-    base = _base(config) | {"requester": row.requester, "requester_name": "", "cases": [case_view(row)]}
+    view = case_view(row)
+    base = _base(config) | {"requester": row.requester, "requester_name": requester_name(conn, row), "cases": [view]}
     if kind == "ack":
+        processed = row.processed_at or cal.cutoff_for(received)
         variables = base | {
-            "cutoff": cal.cutoff_for(received).astimezone(zone),
-            "promise_due": (received + timedelta(hours=24)).astimezone(zone),
-            "promise_breach": (received + timedelta(hours=48)).astimezone(zone),
+            "case": view, "other_cases": [], "cutoff": processed.astimezone(zone),
+            "cutoff_words": cal.describe_cutoffs(),
+            "promise_due": (row.ack_due_at or cal.add_business_days(processed, 1)).astimezone(zone),
+            "promise_breach": (row.ack_breach_at or cal.add_business_days(processed, 2)).astimezone(zone),
             "suggestions": [],
         }
     elif kind == "notice":
         variables = base | {
             "notice": notice_kind, "original_subject": row.subject, "account_name": "",
-            "administrators": [], "pin_locked": False, "scope_category": "coding",
+            "administrators": [], "pin_locked": False, "scope_category": "coding", "pin_problem": "pin-missing",
         }
     else:
         variables = base | {"body": "(your reply here)", "staff_name": "(specialist)"}

@@ -85,6 +85,10 @@ class Status:
     cutoff_error: str | None = None
     cutoff_error_since: datetime | None = None
     outbox_deferred: int = 0
+    #: open cases with no human answer: within 4 h of their due time, past it, past the breach time
+    cases_due_soon: int = 0
+    cases_overdue: int = 0
+    cases_breached: int = 0
     #: the latest delivery error, when mail is waiting on it
     delivery_error: str | None = None
     #: what is wrong with the service, one line each (empty: all well)
@@ -156,6 +160,11 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
             st.cutoff_blocked = None if ready.ready else ready.waiting_for
             grace = timedelta(minutes=config.batch.mailbox_grace_minutes + 5)
             st.cutoff_overdue = now - due[0] > grace
+        from mailcase.promise import counts
+
+        promise = counts(conn, now)
+        st.cases_due_soon, st.cases_overdue, st.cases_breached = (
+            promise["due-soon"], promise["overdue"], promise["breached"])
         failure = service_state.get(conn, ERROR_KEY)
         if failure is not None:
             st.cutoff_error, st.cutoff_error_since = failure
@@ -192,6 +201,9 @@ def _judge(st: Status, running: bool) -> None:
         st.notes.append(f"{st.outbox_failed} outgoing mails failed for good (mailcase outbox list --status failed)")
     if st.quarantined:
         st.notes.append(f"{st.quarantined} mails quarantined (mailcase quarantine list)")
+    if st.cases_overdue or st.cases_breached:
+        st.notes.append(f"{st.cases_overdue} cases past their due time and {st.cases_breached} past their breach time "
+                        "without a human answer (mailcase cases list --breached)")
     if not running or any(m.stale for m in st.mailboxes):
         st.health, st.exit_code = "not-running", EXIT_NOT_RUNNING
     elif problems:

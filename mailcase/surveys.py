@@ -26,14 +26,14 @@ from mailcase.directory import PERSON
 from mailcase.models import SurveyResponse
 from mailcase.outbox import OUTBOX, OutgoingMail, enqueue, is_suppressed
 from mailcase.render import find_templates, render
-from mailcase.staffmail import case_view, thread
+from mailcase.staffmail import case_view, requester_name, thread
 
 SURVEY_RESPONSE = SurveyResponse.__table__  # type: ignore[attr-defined]
 
 
-def _vars(config: Config, row: Any) -> dict[str, Any]:
+def _vars(conn: Connection, config: Config, row: Any) -> dict[str, Any]:
     return {"signature": f"{config.outgoing.from_name}\n{config.outgoing.from_address}",
-            "requester": row.requester, "requester_name": "", "cases": [case_view(row)]}
+            "requester": row.requester, "requester_name": requester_name(conn, row), "cases": [case_view(row)]}
 
 
 def survey_blocker(conn: Connection, config: Config, row: Any, now: datetime) -> str | None:
@@ -74,7 +74,7 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     parent, refs = thread(conn, row.id)
     n = conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.case_id == row.id, OUTBOX.c.kind == "resolution")).scalar_one()
     resolution_key = f"resolution:case:{row.id}:{int(n) + 1}"
-    rendered = render(templates, "resolution", _vars(config, row) | {
+    rendered = render(templates, "resolution", _vars(conn, config, row) | {
         "note": note.strip(), "reopen_days": config.rules.reopen_window_days})
     if not row.no_auto_reply:
         enqueue(conn, OutgoingMail(
@@ -85,7 +85,7 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     if blocker is not None:
         event(conn, row.id, now, "mailcase", "survey-skipped", blocker)
         return resolution_key, blocker
-    survey = render(templates, "survey", _vars(config, row))
+    survey = render(templates, "survey", _vars(conn, config, row))
     enqueue(conn, OutgoingMail(
         key=f"survey:case:{row.id}:{int(n) + 1}", kind="survey", notice_kind=None, to_addr=row.requester,
         to_name="", rendered=survey, case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,

@@ -161,7 +161,7 @@ def mail_from_bytes(raw: bytes, received_at: datetime | None = None, key: bytes 
     block = split_headers(raw)
     info = read_headers(raw, block)
     parsed = parse_email(raw, info)
-    pins = find_pins(parsed.text_body)
+    pins = find_pins(parsed.text_body, subject=block.text("subject") or "")
     return Mail(
         raw=raw, block=block, info=info, body=redact(parsed.text_body),
         received_at=received_at or info.date_at or datetime(2026, 11, 23, 13, 0, tzinfo=UTC),

@@ -33,7 +33,10 @@ def test_mail_before_0930_joins_0930_and_exactly_0930_joins_1530(db_url: str, tm
     assert len(desk.outbox()) == 2
 
 
-def test_ack_once_per_requester_and_batch_listing_all_cases(db_url: str, tmp_path: Path) -> None:
+def test_one_acknowledgement_per_case_each_in_its_own_thread(db_url: str, tmp_path: Path) -> None:
+    """Issue 13 replaces "one acknowledgement per requester per cutoff": each case
+    gets its own, with its token in the subject, answering the case's own first
+    mail, so that the customer's reply to it lands in exactly that case."""
     desk = Desk(db_url, tmp_path)
     desk.directory()
     a = desk.mail(ny(2026, 11, 23, 8, 0), subject="Cannot print invoices")
@@ -47,22 +50,33 @@ def test_ack_once_per_requester_and_batch_listing_all_cases(db_url: str, tmp_pat
     assert desk.case_of(a) == desk.case_of(reply)
     assert desk.case_of(b) == desk.case_of(same_subject)
     assert desk.case_of(generic1) != desk.case_of(generic2)
-    numbers = {desk.case_of(m) for m in (a, b, generic1, generic2)}
-    assert len(numbers) == 4
+    firsts = {desk.case_of(m): m for m in (a, b, generic1, generic2)}
+    assert len(firsts) == 4
     acks = [r for r in desk.outbox() if r.kind == "ack"]
-    assert len(acks) == 1
-    ack = acks[0]
-    assert sorted(ack.case_ids) == sorted(
-        desk.scalar(sa.select(CASE.c.id).where(CASE.c.number == n)) for n in numbers)
+    assert len(acks) == 4
     import email
     from email.policy import default
 
-    msg = email.message_from_bytes(ack.raw, policy=default)
-    text = msg.get_body(("plain",)).get_content()
-    for n in numbers:
-        assert f"[Case #{n:06d}]" in text
-    assert msg["Auto-Submitted"] == "auto-replied" and msg["In-Reply-To"] == a
-    assert msg["To"].addresses[0].addr_spec == "alice@acme.example"
+    for ack in acks:
+        number = desk.scalar(sa.select(CASE.c.number).where(CASE.c.id == ack.case_id))
+        assert ack.case_ids == [ack.case_id]
+        msg = email.message_from_bytes(ack.raw, policy=default)
+        assert msg["Subject"].startswith(f"[Case #{number:06d}] ")
+        assert msg["In-Reply-To"] == firsts[number]
+        assert msg["Auto-Submitted"] == "auto-replied"
+        assert msg["To"].addresses[0].addr_spec == "alice@acme.example"
+        text = msg.get_body(("plain",)).get_content()
+        # it names the requester's other new cases, each with its own mail
+        others = [n for n in firsts if n != number]
+        assert all(f"[Case #{n:06d}]" in text for n in others)
+        assert text.startswith("Hello Alice Admin,")  # the directory's name
+    # the customer answers one acknowledgement: it attaches to that case only
+    ack_b = next(r for r in acks if r.case_id == desk.scalar(sa.select(CASE.c.id).where(
+        CASE.c.number == desk.case_of(b))))
+    answer = desk.mail(ny(2026, 11, 23, 10, 0), subject="Re: the totals", body="Still wrong today.\n",
+                       headers={"In-Reply-To": ack_b.message_id, "References": f"{b} {ack_b.message_id}"})
+    desk.process(ny(2026, 11, 23, 10, 1))
+    assert desk.case_of(answer) == desk.case_of(b)
 
 
 def test_directory_as_of_the_cutoff(db_url: str, tmp_path: Path) -> None:
@@ -198,12 +212,40 @@ def test_normalised_subject() -> None:
     assert normalise_subject("SV: Re[2]: printer down") == "printer down"
 
 
-def test_promise_times_are_real_hours_across_dst(db_url: str, tmp_path: Path) -> None:
+def test_the_promise_counts_business_days_from_the_cutoff(db_url: str, tmp_path: Path) -> None:
+    """The agreement: "acknowledged within 24 to 48 hours from the time they are
+    processed".  Processed at Friday's 15:30 cutoff, a case is due on Monday at
+    15:30 -- on the local clock, across the spring switch (71 real hours) --
+    and late on Tuesday; after a Monday holiday, on Tuesday and Wednesday."""
     desk = Desk(db_url, tmp_path)
     desk.directory()
     m = desk.mail(ny(2026, 3, 6, 15, 0), subject="Before the spring switch")  # Friday
-    desk.process(ny(2026, 3, 9, 9, 31))
-    row = desk.rows(sa.select(CASE.c.received_at, CASE.c.ack_due_at, CASE.c.ack_breach_at)
+    desk.process(ny(2026, 3, 6, 15, 31))
+    row = desk.rows(sa.select(CASE.c.processed_at, CASE.c.ack_due_at, CASE.c.ack_breach_at)
                     .where(CASE.c.number == desk.case_of(m)))[0]
-    assert row.ack_due_at - row.received_at == timedelta(hours=24)
-    assert row.ack_breach_at - row.received_at == timedelta(hours=48)
+    assert row.processed_at == ny(2026, 3, 6, 15, 30)
+    assert (row.ack_due_at, row.ack_breach_at) == (ny(2026, 3, 9, 15, 30), ny(2026, 3, 10, 15, 30))
+    assert row.ack_due_at - row.processed_at == timedelta(hours=71)
+    holiday = desk.mail(ny(2027, 1, 15, 9, 0), subject="Before Martin Luther King Day")  # Friday
+    desk.process(ny(2027, 1, 15, 9, 31))
+    row = desk.rows(sa.select(CASE.c.ack_due_at, CASE.c.ack_breach_at)
+                    .where(CASE.c.number == desk.case_of(holiday)))[0]
+    assert (row.ack_due_at, row.ack_breach_at) == (ny(2027, 1, 19, 9, 30), ny(2027, 1, 20, 9, 30))
+
+
+def test_a_late_cutoff_promises_from_when_it_ran(db_url: str, tmp_path: Path) -> None:
+    """Run three days late (the service was down), the promise counts from the run:
+    the acknowledgement never promises a time already past."""
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    m = desk.mail(ny(2026, 3, 6, 15, 0), subject="Waited over the weekend")
+    desk.process(ny(2026, 3, 9, 11, 0))
+    row = desk.rows(sa.select(CASE.c.processed_at, CASE.c.ack_due_at).where(CASE.c.number == desk.case_of(m)))[0]
+    assert row.processed_at == ny(2026, 3, 9, 11, 0) and row.ack_due_at == ny(2026, 3, 10, 11, 0)
+    import email
+    from email.policy import default
+
+    [ack] = [r for r in desk.outbox() if r.kind == "ack"]
+    text = email.message_from_bytes(ack.raw, policy=default).get_body(("plain",)).get_content()
+    assert "answer you by Tue 10 Mar 2026 11:00 EDT" in text
+    assert "mail received before 9:30 and before 15:30 Eastern time, Monday to Friday" in text

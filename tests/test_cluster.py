@@ -92,7 +92,8 @@ def test_three_daemons_share_mailboxes_and_take_over(dovecot: Dovecot, pg_url: s
         assert any(new_owner.endswith(f":{p.pid}") for p in procs if p is not victim)
         # cutoffs and outbox rows: each handled once by the survivors
         clock.write_text(ny(2026, 11, 23, 9, 31).isoformat())
-        _wait(lambda: len(sink.received) == 3, 60, 0.2)  # alice, bob, the stranger's notice
+        # one acknowledgement per case (alice 5, bob 6) and the stranger's one notice
+        _wait(lambda: len(sink.received) == 12, 60, 0.2)
         time.sleep(3)
         with engine.connect() as conn:
             cutoffs = conn.execute(sa.select(BATCH.c.cutoff_at)).scalars().all()
@@ -100,7 +101,7 @@ def test_three_daemons_share_mailboxes_and_take_over(dovecot: Dovecot, pg_url: s
             keys = conn.execute(sa.select(OUTBOX.c.key)).scalars().all()
         assert len(cutoffs) == len(set(cutoffs)) == 1
         assert len(links) == len(set(links)) == 11  # alice's 5 and bob's 6 mails, each in one case
-        assert len(keys) == len(set(keys)) == 3
+        assert len(keys) == len(set(keys)) == 12
         ids = Counter(r.message["Message-ID"] for r in sink.received)
         assert all(v == 1 for v in ids.values())
         assert time.monotonic() - killed_at < 200

@@ -101,7 +101,9 @@ def test_reports_in_three_formats(desk_cli: tuple[Desk, Cli]) -> None:
     desk.process(ny(2026, 11, 23, 9, 31))
     cli.at(ny(2026, 11, 27, 12, 0))
     text = cli("report")
-    assert "2026-11-23T14:30" in text and "breaches (no receipt within 48 h): 1" in text
+    # processed Monday 09:30, due Tuesday 09:30, breached Wednesday 09:30: no human answer by Friday
+    assert "2026-11-23T14:30" in text and "breached (no human answer in time): 1" in text
+    assert "case #000001 ACME: due 2026-11-24T14:30, no answer yet" in text
     assert "ACME: outside-channel 1" in text
     data = json.loads(cli("report", "--format", "json"))
     assert data["cutoffs"][0]["cases"] == 1 and len(data["breaches"]) == 1

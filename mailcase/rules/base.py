@@ -50,7 +50,8 @@ class Notice(StrEnum):
     UNKNOWN_SENDER = "unknown-sender"
     UNVERIFIED = "unverified-sender"    # a representative's address, not authenticated
     WHICH_ACCOUNT = "which-account"     # representative of several accounts
-    PIN = "pin"                         # PIN missing, wrong, or acceptance locked
+    PIN = "pin"                         # PIN missing or wrong
+    PIN_LOCKED = "pin-locked"           # PIN acceptance locked after repeated failures (sent once)
     HOLD = "hold"                       # account not in good standing: case held
     OUT_OF_SCOPE = "out-of-scope"       # coding, billing, payer advice
 
@@ -83,6 +84,8 @@ class Account:
     standing: str = "good"  # "good" | "hold"
     pin_required: bool = False
     pin_locked: bool = False
+    #: since when PIN acceptance is locked (the lock notice goes out once per lock)
+    pin_locked_at: datetime | None = None
     #: names of the representatives/administrators (for "please go through ...")
     administrators: tuple[str, ...] = ()
 

@@ -1,11 +1,13 @@
 """Rule 8: the representative's PIN, where the account requires one.
 
-Exactly one labelled ``PIN: nnnn`` line must match the representative's PIN.
-The digits are never stored: the parse stage keeps an HMAC of each candidate
-(keyed with a secret from the credentials) and redacts the line from the
-stored text, so the PIN is in no derived text, notice or log.  Missing or
-wrong: a PIN notice, no case.  Repeated failures lock PIN acceptance for the
-account until staff unlock it, with an alert.
+The PIN written in the newest part of the mail or in its subject, in any of
+the forms people write (pins.py), must match the representative's PIN; two
+different PINs are ambiguous.  The digits are never stored: the parse stage
+keeps an HMAC of each candidate (keyed with a secret from the credentials)
+and redacts every PIN-like form from the stored text and subject, so the PIN
+is in no derived text, notice or log.  Missing or wrong: a PIN notice, no
+case.  Repeated failures lock PIN acceptance for the account until staff
+unlock it, with an alert and one notice per lock.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ def pin(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if account.pin_locked:
         return Verdict(RULE, "pin-locked",
                        f"PIN acceptance for {account.code} is locked after repeated failures; "
-                       "staff must unlock it", Disposition.NOTICE_ONLY, notice=Notice.PIN)
+                       "staff must unlock it", Disposition.NOTICE_ONLY, notice=Notice.PIN_LOCKED)
     expected = sender.person.pin_hash if sender.person else None
     candidates = set(mail.pin_hmacs)
     problem = None
     if not candidates:
-        problem = "pin-missing", "no labelled PIN line"
+        problem = "pin-missing", "no PIN in the mail's newest text or subject"
     elif len(candidates) > 1:
-        problem = "pin-ambiguous", f"{len(candidates)} different PIN lines"
+        problem = "pin-ambiguous", f"{len(candidates)} different PINs"
     elif expected is None or not hmac.compare_digest(next(iter(candidates)), expected):
         problem = "pin-wrong", "the PIN does not match"
     if problem is None:
