@@ -479,11 +479,15 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
         if cls["no_auto_reply"]:
             extra.append("no automatic reply")
         if cls["notice"]:
-            extra.append(f"notice {cls['notice']} " + ("allowed" if cls["notice_allowed"] else "withheld"))
+            extra.append(f"notice {cls['notice']} " + ("allowed" if cls["notice_allowed"] else
+                                                         f"withheld ({cls['notice_withheld_reason'] or 'no reason'})"))
         extra.append(f"severity {cls['severity']}")
         if cls["flags"]:
             extra.append("flags " + ", ".join(cls["flags"]))
         click.echo(f"disposition: {cls['disposition']} ({cls['phase']}): " + "; ".join(extra))
+    for o in d["outgoing"]:
+        click.echo(f"outgoing #{o['id']}: {o['kind']} to {o['to_addr']}: {o['status']}"
+                   + (f" ({o['status_reason']})" if o["status_reason"] else ""))
     phase = None
     for v in d["verdicts"]:
         if v["phase"] != phase:

@@ -94,4 +94,13 @@ def message_detail(conn: Connection, pk: int) -> dict[str, Any]:
     ]
     cls = conn.execute(sa.select(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk)).first()
     detail["classification"] = dict(cls._mapping) if cls else None
+    from mailcase.outbox import OUTBOX
+
+    # what went out (or did not) because of this mail: a notice capped, suppressed or refused shows here
+    detail["outgoing"] = [
+        dict(r._mapping)
+        for r in conn.execute(
+            sa.select(OUTBOX.c.id, OUTBOX.c.kind, OUTBOX.c.to_addr, OUTBOX.c.status, OUTBOX.c.status_reason)
+            .where(OUTBOX.c.message_pk == pk).order_by(OUTBOX.c.id))
+    ]
     return detail

@@ -336,6 +336,14 @@ def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) 
         assert "4321" not in r.raw.decode("utf-8", "replace")
     # nothing sent twice; the out-of-office reply, the alert, the forged mail and the flood's excess got nothing
     assert all(n == 1 for n in Counter(str(x.message["Message-ID"]) for x in sink.received).values())
+    # every notice not sent shows in message show: the forged mail's withheld one, the colleague's bounced one
+    with engine.connect() as conn:
+        pk = {name: conn.execute(sa.select(MESSAGE.c.id).where(MESSAGE.c.message_id.like(f"<week-{name}@%"))).scalar_one()
+              for name in ("n-forged", "n-user")}
+    forged = run_cli("--config", str(cfg), "message", "show", str(pk["n-forged"])).stdout
+    assert "withheld (" in forged and "outgoing #" not in forged, forged
+    colleague = run_cli("--config", str(cfg), "message", "show", str(pk["n-user"])).stdout
+    assert "notice/not-authorized to erin@acme.example: failed (bounced: 5.1.1)" in colleague, colleague
     # the bounce suppressed the colleague's address
     assert run_cli("--config", str(cfg), "suppress", "list").stdout.count("erin@acme.example") == 1
 
