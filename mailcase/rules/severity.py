@@ -1,7 +1,7 @@
 """Rule 11: severity, 1 (critical) to 4 (low); 3 (normal) by default.
 
-An explicit ``Severity: 1``-``4`` line (or ``Priority: high``, a named level)
-in the newest part of the body or an ``[S1]``/``[Sev 1]`` subject tag wins; otherwise configurable keyword rules
+An explicit ``Severity: 1``-``4`` line (or, from a person, ``Priority: high``,
+a named level) in the newest part of the body or an ``[S1]``/``[Sev 1]`` subject tag wins; otherwise configurable keyword rules
 ("system down", "cannot submit claims" -> high).  Keywords give high at
 most: critical comes from an explicit marker, or from a phrase the operator
 lists under ``critical`` on purpose (none by default).  A keyword the sender
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from mailcase.rules.base import Context, Mail, Outcome, Verdict
+from mailcase.rules.base import Context, Mail, Mark, Outcome, Verdict
 from mailcase.rules.scope import may_hold, phrase_pattern
 
 RULE = "severity"
@@ -54,6 +54,10 @@ def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         return Verdict(RULE, "severity-explicit", f"subject tag [S{level}]: {NAMES[level]}", severity=level)
     text = mail.reply_text
     m = _LINE.search(text)
+    # a machine's named level is its own scale (Zabbix "Severity: High" is its
+    # fourth of six): only a person's "Priority: high" is ours
+    if m and not m.group(1).isdigit() and Mark.AUTOMATIC in so_far.marks:
+        m = None
     if m:
         word = m.group(1).lower()
         level = _WORDS[word] if word in _WORDS else int(word)
