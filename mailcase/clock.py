@@ -49,8 +49,16 @@ class FileClock:
     path: Path
 
     def now(self) -> datetime:
-        stat = self.path.stat()
-        fields = self.path.read_text().split()
+        # a test rewriting the file truncates it first: a reader that lands in
+        # between sees nothing, and waits a moment for the new text
+        for _ in range(100):
+            stat = self.path.stat()
+            fields = self.path.read_text().split()
+            if fields:
+                break
+            time.sleep(0.01)
+        else:
+            raise ValueError(f"{self.path}: test clock file is empty")
         base = datetime.fromisoformat(fields[0])
         if base.tzinfo is None:
             raise ValueError(f"{self.path}: test clock time must carry a UTC offset")
