@@ -9,16 +9,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-
 from helpers import config, make_mail
-from mailcase.batch import run_due
-from mailcase.classify import run_classify_stage
-from mailcase.config import Config
-from mailcase.db import open_engine, transaction
-from mailcase.directory import import_csv
-from mailcase.ledger import Incoming, store
-from mailcase.stages import run_parse_stage
-from mailcase.states import ReceivedSource
+
+from mailcase.config.settings import Config
+from mailcase.core.states import ReceivedSource
+from mailcase.cutoff.batch import run_due
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.directory import import_csv
+from mailcase.ingest.ledger import Incoming, store
+from mailcase.ingest.stages import run_parse_stage
+from mailcase.outbound.effects import EFFECTS
+from mailcase.rules.classify import run_classify_stage
 
 NY = ZoneInfo("America/New_York")
 AUTH = ("Authentication-Results", "mx.support.example; spf=pass smtp.mailfrom={d}; dkim=pass header.d={d}; "
@@ -80,7 +81,7 @@ class Desk:
         """Parse, classify, then close what is due at ``now``."""
         self.clock.at = now
         run_parse_stage(self.engine, now, self.config.hmac_key())
-        run_classify_stage(self.engine, self.config, self.clock)
+        run_classify_stage(self.engine, self.config, self.clock, EFFECTS)
         return run_due(self.engine, self.config, self.clock)
 
     def rows(self, query: Any) -> list[Any]:
@@ -92,8 +93,7 @@ class Desk:
             return conn.execute(query).scalar()
 
     def case_of(self, message_id: str) -> int | None:
-        from mailcase.cases import CASE, CASE_MESSAGE
-        from mailcase.ledger import MESSAGE
+        from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE
 
         return self.scalar(
             sa.select(CASE.c.number).join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
@@ -101,6 +101,6 @@ class Desk:
         )
 
     def outbox(self) -> list[Any]:
-        from mailcase.outbox import OUTBOX
+        from mailcase.domain.tables import OUTBOX
 
         return self.rows(sa.select(OUTBOX).order_by(OUTBOX.c.id))

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-
+from helpers import ImapAccount
 from servers import postgres
 from servers.dovecot import Dovecot, dovecot_binary
-from helpers import ImapAccount
 
 IN_CI = bool(os.environ.get("CI"))
 

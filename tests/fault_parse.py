@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mailcase.parse_worker import parse_many
+from mailcase.mail.parse_worker import parse_many
 
 
 def parse_many_or_die(raws: list[bytes], pin_key: bytes | None = None) -> list[Any]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import imapclient
-
-from mailcase.config import Config, parse_config
 from servers.dovecot import Dovecot
+
+from mailcase.config.settings import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)  # Monday 08:00 in New York

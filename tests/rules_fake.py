@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailcase.addresses import domain_of
-from mailcase.classify import rule_settings
-from mailcase.config import parse_config
-from mailcase.headers import read_headers, split_headers
-from mailcase.msgid import make_message_id, parse_our_message_id
-from mailcase.parse import parse_email
-from mailcase.pins import find_pins, pin_hmac, redact
-from mailcase.rules.base import Account, CaseRef, Mail, Person, ResolvedCase, Role, RuleSettings
+from mailcase.config.settings import parse_config
+from mailcase.domain.people import Account, Person, Role
+from mailcase.mail.addresses import domain_of
+from mailcase.mail.headers import read_headers, split_headers
+from mailcase.mail.msgid import make_message_id, parse_our_message_id
+from mailcase.mail.parse import parse_email
+from mailcase.mail.pins import find_pins, pin_hmac, redact
+from mailcase.rules.base import CaseRef, Mail, ResolvedCase, RuleSettings
+from mailcase.rules.classify import rule_settings
 
 KEY = b"rules-corpus-test-key-0123456789"
 OUR_DOMAIN = "support.example"

@@ -16,11 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
+from test_rules_corpus import NOW
 
 from mailcase.rules.base import Disposition, Mark, Outcome
 from mailcase.rules.chain import run_chain
-from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
-from test_rules_corpus import NOW
 
 CORPUS = Path(__file__).parent / "autoreply_corpus"
 DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(Path(__file__).parent / "rules_corpus" / "directory.toml")

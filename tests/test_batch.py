@@ -6,13 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from batching import Desk, ny
-from mailcase.batch import BATCH
-from mailcase.subjects import normalise_subject
-from mailcase.cases import CASE
-from mailcase.classify import CLASSIFICATION
-from mailcase.ledger import MESSAGE
+
+from mailcase.domain.tables import BATCH, CASE, CLASSIFICATION, MESSAGE
+from mailcase.mail.subjects import normalise_subject
 
 
 def test_mail_before_0930_joins_0930_and_exactly_0930_joins_1530(db_url: str, tmp_path: Path) -> None:
@@ -137,7 +134,7 @@ def test_cutoff_waits_for_a_mailbox_then_closes_after_grace(db_url: str, tmp_pat
 
 
 def test_cutoff_waits_for_classification(db_url: str, tmp_path: Path) -> None:
-    from mailcase.batch import run_due
+    from mailcase.cutoff.batch import run_due
 
     desk = Desk(db_url, tmp_path)
     desk.directory()
@@ -148,9 +145,9 @@ def test_cutoff_waits_for_classification(db_url: str, tmp_path: Path) -> None:
 
 
 def test_held_account_case_then_release(db_url: str, tmp_path: Path) -> None:
-    from mailcase.cases import CASE
-    from mailcase.db import transaction
-    from mailcase.directory import set_standing
+    from mailcase.domain.db import transaction
+    from mailcase.domain.directory import set_standing
+    from mailcase.domain.tables import CASE
 
     desk = Desk(db_url, tmp_path)
     desk.directory()

@@ -12,21 +12,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from batching import Desk, ny
 from helpers import write_config
-from mailcase.batch import BATCH
-from mailcase.cases import CASE, CASE_MESSAGE
-from mailcase.ledger import MESSAGE
-from mailcase.outbox import OUTBOX
+
+from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, MESSAGE, OUTBOX
 
 WORKER = """
 import sys
 from datetime import datetime
-from mailcase.batch import run_due
-from mailcase.clock import FixedClock
-from mailcase.config import load_config
-from mailcase.db import open_engine
+from mailcase.cutoff.batch import run_due
+from mailcase.core.clock import FixedClock
+from mailcase.config.settings import load_config
+from mailcase.domain.db import open_engine
 from pathlib import Path
 cfg = load_config(Path(sys.argv[1]))
 engine = open_engine(cfg.database_url)
@@ -45,7 +42,7 @@ print(done)
 # inside the cutoff's transaction, however fast the machine.
 KILLABLE_WORKER = """
 import time
-import mailcase.batch as batch
+import mailcase.cutoff.batch as batch
 real = batch._make_cases
 def slow(*args, **kwargs):
     made = real(*args, **kwargs)
@@ -68,7 +65,6 @@ def _desk_with_20_cutoffs(db_url: str, tmp: Path) -> tuple[Desk, Path, list[str]
             for k in range(4):
                 at = day + timedelta(days=d, hours=hour - 8, minutes=k)
                 ids.append(desk.mail(at, sender=senders[k], subject=f"Day {d} slot {slot} request {k}"))
-    end = ny(2026, 11, 16, 16, 0)
     desk.process(ny(2026, 11, 2, 7, 0))  # parse and classify only (nothing due yet)
     cfg = write_config(tmp / "c.toml", db_url, [], rules=desk.config.rules.model_dump(exclude_none=True),
                        outgoing={"from_address": "support@support.example", "file_dir": str(tmp / "outbox")})

@@ -6,12 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from batching import Desk, ny
-from mailcase.bounces import suppressed
-from mailcase.db import transaction
-from mailcase.msgid import parse_verp, verp_address
-from mailcase.outbox import OUTBOX
+
+from mailcase.domain.db import transaction
+from mailcase.domain.tables import OUTBOX
+from mailcase.mail.msgid import parse_verp, verp_address
+from mailcase.outbound.bounces import suppressed
 
 
 def _dsn(to: str, recipient: str, status: str, original: str, n: int = 0, original_recipient: str | None = None,
@@ -47,8 +47,8 @@ def _bounce(desk: Desk, row: object, status: str, at: object, via_verp: bool = T
 
     With ``final``, the mail went through an alias: the report's Final-Recipient
     is ``final`` and its Original-Recipient the address we sent to."""
-    from mailcase.ledger import Incoming, store
-    from mailcase.states import ReceivedSource
+    from mailcase.core.states import ReceivedSource
+    from mailcase.ingest.ledger import Incoming, store
 
     key = desk.config.hmac_key()
     to = verp_address(key, desk.config.outgoing.bounce_base, row.id) if via_verp else "support@support.example"  # type: ignore[attr-defined]

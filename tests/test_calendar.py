@@ -1,6 +1,6 @@
 """The business calendar: cutoffs at 09:30 and 15:30 New York time on business days.
 
-The oracles here are written independently of mailcase.calendar: a
+The oracles here are written independently of mailcase.domain.calendar: a
 minute-by-minute scan for the next cutoff, a hand-copied table of US federal
 observed holidays (OPM), and a per-date fold round-trip for DST gaps and folds.
 """
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mailcase.calendar import HORIZON_DAYS, BusinessCalendar, CalendarConfig
-from mailcase.errors import ConfigError
+from mailcase.core.errors import ConfigError
+from mailcase.domain.calendar import HORIZON_DAYS, BusinessCalendar, CalendarConfig
 
 NY = ZoneInfo("America/New_York")
 CAL = BusinessCalendar(CalendarConfig())

@@ -18,26 +18,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from batching import AUTH, DIRECTORY, ny
 from helpers import ImapAccount, make_mail, run_cli, write_config
-from mailcase.batch import BATCH
-from mailcase.cases import CASE, CASE_MESSAGE
-from mailcase.classify import VERDICT
-from mailcase.db import open_engine
-from mailcase.ledger import MESSAGE, QUARANTINE
-from mailcase.outbox import OUTBOX
 from servers.postgres import PrivateCluster
 from servers.proxy import Proxy
 from servers.smtp import SmtpSink
 from test_daemon import _wait
 from test_faults import private_pg  # noqa: F401  (the fixture)
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, MESSAGE, OUTBOX, QUARANTINE, VERDICT
 
 REPS = ["alice@acme.example", "bob@globex.example", "monitor@acme.example"]
 

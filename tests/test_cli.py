@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 import pytest
-
 from helpers import ImapAccount, make_mail, run_cli, write_config
-from mailcase.cli import cli
 from servers.dovecot import free_port
+
+from mailcase.cli.main import cli
 
 
 def one_line(text: str) -> str:

@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from batching import AUTH, DIRECTORY, ny
 from helpers import ImapAccount, make_mail, write_config
-from mailcase.batch import BATCH
-from mailcase.cases import CASE_MESSAGE
-from mailcase.db import open_engine
-from mailcase.fetch import MAILBOX_STATE
-from mailcase.ledger import MESSAGE
-from mailcase.outbox import OUTBOX
 from servers.dovecot import Dovecot
 from servers.smtp import SmtpSink
 from test_daemon import _wait
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import BATCH, CASE_MESSAGE, MAILBOX_STATE, MESSAGE, OUTBOX
 
 
 def _mail(i: int, sender: str) -> bytes:

@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from pydantic import BaseModel
 
-from helpers import ROOT
-from mailcase.config import Config, RulesConfig, Secret, load_config, parse_config
-from mailcase.errors import ConfigError
+from mailcase.config.settings import Config, RulesConfig, Secret, load_config, parse_config
+from mailcase.core.errors import ConfigError
 
 EXAMPLE = ROOT / "config" / "mailcase.example.toml"
 OK: dict[str, object] = {"rules": {"sender_authentication": "insecure-off"}}
@@ -46,7 +46,7 @@ def test_example_documents_every_key() -> None:
 
 def test_defaults_in_example_match_code() -> None:
     """Every key the example sets uncommented carries the code's default (except the mailbox)."""
-    from mailcase.config import DaemonConfig, DatabaseConfig, IngestConfig, OutgoingConfig, StaffConfig
+    from mailcase.config.settings import DaemonConfig, DatabaseConfig, IngestConfig, OutgoingConfig, StaffConfig
 
     cfg = load_config(EXAMPLE)
     assert cfg.database == DatabaseConfig()
@@ -54,16 +54,16 @@ def test_defaults_in_example_match_code() -> None:
     assert cfg.daemon == DaemonConfig()
     assert cfg.staff == StaffConfig()
     assert cfg.outgoing == OutgoingConfig()
-    from mailcase.calendar import CalendarConfig
+    from mailcase.config.calendar import CalendarConfig
 
     assert cfg.calendar == CalendarConfig()
-    from mailcase.config import BatchConfig, DirectoryConfig
+    from mailcase.config.settings import BatchConfig, DirectoryConfig
 
     assert cfg.batch == BatchConfig()
-    from mailcase.config import KbConfig, SurveyConfig
+    from mailcase.config.settings import KbConfig, SurveyConfig
 
     assert cfg.surveys == SurveyConfig() and cfg.kb == KbConfig()
-    from mailcase.config import RetentionConfig
+    from mailcase.config.settings import RetentionConfig
 
     assert cfg.retention == RetentionConfig()
     assert cfg.directory == DirectoryConfig()

@@ -24,12 +24,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailcase.db import open_engine, transaction
-from mailcase.errors import MessageError
-from mailcase.ledger import MESSAGE, Incoming, Outcome, store
-from mailcase.parse import parse_email
-from mailcase.stages import PARSED_MAIL, run_parse_stage
-from mailcase.states import MessageState, ReceivedSource
+from mailcase.core.errors import MessageError
+from mailcase.core.states import MessageState, ReceivedSource
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import MESSAGE, PARSED_MAIL
+from mailcase.ingest.ledger import Incoming, Outcome, store
+from mailcase.ingest.stages import run_parse_stage
+from mailcase.mail.parse import parse_email
 
 CORPUS = Path(__file__).parent / "corpus" / "zammad"
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)

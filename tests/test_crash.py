@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from helpers import ImapAccount, make_mail, write_config
-from mailcase.db import open_engine
-from mailcase.ledger import MESSAGE, RAW_COPY
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import MESSAGE, RAW_COPY
 
 
 def test_sigkill_during_fetch_loses_and_duplicates_nothing(

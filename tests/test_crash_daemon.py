@@ -15,17 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from batching import AUTH, DIRECTORY, ny
 from helpers import ImapAccount, make_mail, write_config
-from mailcase.batch import BATCH
-from mailcase.cases import CASE_MESSAGE
-from mailcase.db import open_engine
-from mailcase.lease import LEASE
-from mailcase.ledger import MESSAGE, RAW_COPY
-from mailcase.outbox import OUTBOX
 from servers.smtp import SmtpSink
 from test_daemon import _wait
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import BATCH, CASE_MESSAGE, LEASE, MESSAGE, OUTBOX, RAW_COPY
 
 START = ny(2026, 11, 23, 6, 0)   # Monday
 END = ny(2026, 11, 25, 16, 0)    # Wednesday after the last cutoff: six cutoffs in between

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import need_server
 from helpers import ImapAccount, make_mail, write_config
-from mailcase.db import open_engine
-from mailcase.ledger import MESSAGE
 from servers.dovecot import Dovecot, dovecot_binary
 from servers.notify import NotifyListener
 from servers.smtp import SmtpSink
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import MESSAGE
 
 
 @pytest.fixture

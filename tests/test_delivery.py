@@ -14,15 +14,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from batching import AUTH, DIRECTORY, MovingClock, ny
 from helpers import ImapAccount, config, make_mail, write_config
-from mailcase.bounces import suppressed
-from mailcase.cases import CASE
-from mailcase.daemon import run_pass
-from mailcase.db import open_engine
-from mailcase.outbox import OUTBOX
 from servers.smtp import SmtpSink
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import CASE, OUTBOX
+from mailcase.ops.daemon import run_pass
+from mailcase.outbound.bounces import suppressed
 
 
 @pytest.fixture
@@ -114,8 +113,7 @@ def test_end_to_end_acks_notices_threading_and_envelope(imap: ImapAccount, sink:
     from batching import Desk  # noqa: F401  (shared helpers)
     cases = site.rows(sa.select(CASE.c.number, CASE.c.status).order_by(CASE.c.number))
     assert [c.status for c in cases] == ["acknowledged"] * 3
-    from mailcase.cases import CASE_MESSAGE
-    from mailcase.ledger import MESSAGE
+    from mailcase.domain.tables import CASE_MESSAGE, MESSAGE
 
     attached = site.rows(sa.select(CASE.c.number, CASE_MESSAGE.c.role)
                          .join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
@@ -223,7 +221,7 @@ def test_auto_reply_peer_gets_nothing_after_the_first(imap: ImapAccount, sink: S
 def test_reprocessing_1000_old_mails_sends_nothing(sink: SmtpSink, db_url: str, tmp_path: Path) -> None:
     import mailbox
 
-    from mailcase.reprocess import ReprocessRequest, reprocess
+    from mailcase.ingest.reprocess import ReprocessRequest, reprocess
 
     box = mailbox.mbox(str(tmp_path / "old.mbox"))
     senders = ["alice@acme.example", "who@stranger.example", "erin@acme.example", "bob@globex.example"]

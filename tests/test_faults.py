@@ -16,20 +16,20 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batching import Desk, ny
 from conftest import IN_CI
 from helpers import ImapAccount, config, make_mail, write_config
-from mailcase.db import open_engine
-from mailcase.errors import TransientError
-from mailcase.fetch import sync_imap
-from mailcase.ledger import MESSAGE, RAW_COPY
-from mailcase.outbox import OUTBOX, deliver_due, transport_for
 from servers.postgres import PrivateCluster
 from servers.proxy import Proxy
 from servers.smtp import SmtpSink
 from test_daemon import _wait
 from test_fetch_imap import NOW
+
+from mailcase.core.errors import TransientError
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import MESSAGE, OUTBOX, RAW_COPY
+from mailcase.ingest.fetch import sync_imap
+from mailcase.outbound.outbox import deliver_due, transport_for
 
 
 @pytest.fixture

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from helpers import T0, ImapAccount, config, make_mail
-from mailcase.db import open_engine
-from mailcase.errors import LeaseHeld
-from mailcase.fetch import sync_imap
-from mailcase.lease import Lease
-from mailcase.ledger import BLOB, MESSAGE, QUARANTINE, RAW_COPY
-from mailcase.reprocess import ReprocessRequest, reprocess
-from mailcase.states import MessageState
+
+from mailcase.core.errors import LeaseHeld
+from mailcase.core.states import MessageState
+from mailcase.domain.db import open_engine
+from mailcase.domain.lease import Lease
+from mailcase.domain.tables import BLOB, MESSAGE, QUARANTINE, RAW_COPY
+from mailcase.ingest.fetch import sync_imap
+from mailcase.ingest.reprocess import ReprocessRequest, reprocess
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 
@@ -88,7 +88,7 @@ def test_crash_between_commit_and_post_action_is_repaired(
     imap.append_many([make_mail(i) for i in range(6)])
     cfg = config(db_url, tmp_path, [imap.mailbox_config(post_action="move", move_to="Done")])
     engine = open_engine(cfg.database_url)
-    import mailcase.fetch as fetch
+    import mailcase.ingest.fetch as fetch
 
     def crash(*_a: object, **_k: object) -> list[int]:
         raise ConnectionResetError("injected: connection lost before the post-action")
@@ -203,9 +203,9 @@ def test_identical_bytes_share_one_blob(imap: ImapAccount, sqlite_url: str, tmp_
 def test_retry_of_oversize_mail_fetches_it_in_full_once_allowed(
     imap: ImapAccount, sqlite_url: str, tmp_path: Path
 ) -> None:
-    from mailcase.db import transaction
-    from mailcase.quarantine import open_entries, retry
-    from mailcase.stages import run_headers_stage, run_parse_stage
+    from mailcase.domain.db import transaction
+    from mailcase.ingest.quarantine import open_entries, retry
+    from mailcase.ingest.stages import run_headers_stage, run_parse_stage
 
     imap.append(make_mail(1, body="y" * 80_000 + "\nend of the long request\n"))
     small = config(sqlite_url, tmp_path, [imap.mailbox_config(max_message_bytes=10_000)])
@@ -227,7 +227,7 @@ def test_retry_of_oversize_mail_fetches_it_in_full_once_allowed(
     sync_imap(engine, big.mailboxes[0], NOW)
     assert run_headers_stage(engine, NOW).done == 1
     assert run_parse_stage(engine, NOW).done == 1
-    from mailcase.stages import PARSED_MAIL
+    from mailcase.domain.tables import PARSED_MAIL
 
     with engine.connect() as c:
         body = c.execute(sa.select(PARSED_MAIL.c.text_body)).scalar_one()

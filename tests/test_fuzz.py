@@ -7,8 +7,8 @@ the mail cut short, header blocks duplicated, MIME boundaries corrupted,
 charset labels swapped for wrong, bogus or hostile ones, header fields
 inserted with hostile values, and a splice of another mail.  Then:
 
-* :func:`mailcase.headers.read_headers` never raises;
-* :func:`mailcase.parse.parse_email` raises nothing but ``MessageError``
+* :func:`mailcase.mail.headers.read_headers` never raises;
+* :func:`mailcase.mail.parse.parse_email` raises nothing but ``MessageError``
   (the mail is then quarantined), and what it returns is storable (no NUL,
   no lone surrogate: PostgreSQL refuses the one, both databases the other)
   and bounded;
@@ -38,18 +38,18 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-
-from mailcase.addresses import _parse_rfc5322, _parse_simple
-from mailcase.errors import MessageError
-from mailcase.feedparser_eol import _PATTERN as EOL_PATTERN
-from mailcase.feedparser_eol import LineBreakAtEnd
-from mailcase.headers import _split_any, _split_well_formed, read_headers, split_headers
-from mailcase.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
-from mailcase.quoting import _header_regex, _library_header_regex
-from mailcase.rules.base import Disposition
-from mailcase.rules.chain import run_chain
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id
 from rules_fake import settings as rule_settings
+
+from mailcase.core.errors import MessageError
+from mailcase.mail.addresses import _parse_rfc5322, _parse_simple
+from mailcase.mail.feedparser_eol import _PATTERN as EOL_PATTERN
+from mailcase.mail.feedparser_eol import LineBreakAtEnd
+from mailcase.mail.headers import _split_any, _split_well_formed, read_headers, split_headers
+from mailcase.mail.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
+from mailcase.mail.quoting import _header_regex, _library_header_regex
+from mailcase.rules.base import Disposition
+from mailcase.rules.chain import run_chain
 
 TESTS = Path(__file__).parent
 SEEDS: list[bytes] = [p.read_bytes() for p in sorted((TESTS / "corpus" / "zammad").glob("*.box"))] + [
@@ -268,7 +268,7 @@ def test_rules_chain_never_raises_on_mutated_mail(raw: bytes, which: int, counte
 def test_thinning_holds_the_same_promises(raw: bytes, keep: int, small: int, header_lines: int) -> None:
     """Large mails are thinned before the tree is built (parse._thin): here every mail
     is, with a small budget, so the thinning sees every kind of damage too."""
-    import mailcase.parse as parse
+    import mailcase.mail.parse as parse
 
     saved = {k: getattr(parse, k) for k in ("THIN_ABOVE_BYTES", "THIN_ABOVE_LINES", "KEEP_BYTES", "KEEP_LINES",
                                             "SMALL_PART_BYTES", "MAX_PART_HEADER_LINES")}
@@ -372,7 +372,7 @@ def test_fast_address_parse_takes_the_seed_mails() -> None:
     assert sum(_parse_simple(v) is not None for v in fields) >= 0.5 * len(fields)
 
 
-# -- the feedparser's end-of-line check (mailcase.feedparser_eol) ---------------------------
+# -- the feedparser's end-of-line check (mailcase.mail.feedparser_eol) ---------------------------
 
 def _eol_answer(matcher: Any, text: str) -> str | None:
     mo = matcher.search(text)
@@ -434,7 +434,7 @@ def test_body_hash_in_chunks_is_the_hash_of_the_normalised_body(body: bytes, chu
     where none is bare) == sha256(normalised_body)."""
     import hashlib
 
-    from mailcase import headers
+    from mailcase.mail import headers
 
     raw = b"X: y\r\n\r\n"[:offset] + body
     saved = headers._HASH_CHUNK
@@ -447,7 +447,7 @@ def test_body_hash_in_chunks_is_the_hash_of_the_normalised_body(body: bytes, chu
     assert h.hexdigest() == hashlib.sha256(headers.normalised_body(raw, offset)).hexdigest()
 
 
-# -- the reply-header pattern, anchored (mailcase.quoting._header_regex) ------------------------
+# -- the reply-header pattern, anchored (mailcase.mail.quoting._header_regex) ------------------------
 
 REPLY_LINES = st.lists(st.sampled_from([
     "", " ", "Hello,", "Thanks for the quick answer.", "> quoted", ">> deeper", "> ", "-- ", "Best,", "Alice",

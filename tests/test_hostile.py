@@ -38,17 +38,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from batching import AUTH, Desk, ny
 from helpers import ImapAccount, config, make_mail
-from mailcase.classify import VERDICT, run_classify_stage
-from mailcase.clock import FixedClock
-from mailcase.db import open_engine, transaction
-from mailcase.headers import MAX_SUBJECT_CHARS, read_headers
-from mailcase.ledger import MESSAGE, QUARANTINE, RAW_COPY, Incoming, store
-from mailcase.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, MAX_DEPTH
-from mailcase.stages import PARSED_MAIL, run_parse_stage
-from mailcase.states import ReceivedSource
+
+from mailcase.core.clock import FixedClock
+from mailcase.core.states import ReceivedSource
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import MESSAGE, PARSED_MAIL, QUARANTINE, RAW_COPY, VERDICT
+from mailcase.ingest.ledger import Incoming, store
+from mailcase.ingest.stages import run_parse_stage
+from mailcase.mail.headers import MAX_SUBJECT_CHARS, read_headers
+from mailcase.mail.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, MAX_DEPTH
+from mailcase.outbound.effects import EFFECTS
+from mailcase.rules.classify import run_classify_stage
 
 TESTS = Path(__file__).resolve().parent
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
@@ -150,13 +152,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 import sqlalchemy as sa
 from helpers import config
-from mailcase.classify import CLASSIFICATION, VERDICT, run_classify_stage
-from mailcase.clock import FixedClock
-from mailcase.db import open_engine, transaction
-from mailcase.ledger import MESSAGE, QUARANTINE, RAW_COPY, Incoming, store
-from mailcase.stages import PARSED_MAIL, run_parse_stage
-from mailcase.states import ReceivedSource
-import mailcase.parse, mailcase.rules.chain, mailparser, lxml.html, mailparser_reply  # loaded before base
+from mailcase.domain.tables import CLASSIFICATION, VERDICT
+from mailcase.outbound.effects import EFFECTS
+from mailcase.rules.classify import run_classify_stage
+from mailcase.core.clock import FixedClock
+from mailcase.domain.db import open_engine, transaction
+from mailcase.ingest.ledger import MESSAGE, QUARANTINE, RAW_COPY, Incoming, store
+from mailcase.ingest.stages import PARSED_MAIL, run_parse_stage
+from mailcase.core.states import ReceivedSource
+import mailcase.mail.parse, mailcase.rules.chain, mailparser, lxml.html, mailparser_reply  # loaded before base
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 url = f"sqlite:///{tmp}/mailcase.db"
@@ -181,7 +185,7 @@ base = peak_rss()
 times = {}
 t = time.perf_counter()
 if boxes:
-    from mailcase.fetch import sync_imap
+    from mailcase.ingest.fetch import sync_imap
     sync_imap(engine, cfg.mailboxes[0], NOW)
 else:
     with transaction(engine) as conn:
@@ -193,7 +197,7 @@ t = time.perf_counter()
 run_parse_stage(engine, NOW, cfg.hmac_key())
 times["parse"] = time.perf_counter() - t
 t = time.perf_counter()
-run_classify_stage(engine, cfg, FixedClock(NOW))
+run_classify_stage(engine, cfg, FixedClock(NOW), EFFECTS)
 times["classify"] = time.perf_counter() - t
 peak = peak_rss()
 if len(paths) > 1:
@@ -332,7 +336,7 @@ def test_found_in_issue_8(make: Any, tmp_path: Path) -> None:
 
 def test_received_time_of_a_file_with_a_long_trail_of_received_fields() -> None:
     """Maildir, mbox and .eml imports date a mail by its Received fields (sources.py)."""
-    from mailcase.sources import received_at
+    from mailcase.ingest.sources import received_at
 
     raw = received_dates()
     started = time.perf_counter()
@@ -440,7 +444,7 @@ def test_small_hostile_mails_end_stored_on_both_databases(db_url: str, tmp_path:
                      for name, raw in SMALL.items()], NOW)
     started = time.perf_counter()
     run_parse_stage(engine, NOW, cfg.hmac_key())
-    run_classify_stage(engine, cfg, FixedClock(NOW))
+    run_classify_stage(engine, cfg, FixedClock(NOW), EFFECTS)
     assert time.perf_counter() - started < 20
     with engine.connect() as c:
         rows = c.execute(
@@ -497,7 +501,7 @@ def test_every_charset_label_decodes_any_bytes() -> None:
     and a header's declared charset: text comes back, never an exception or a surrogate."""
     import encodings.aliases
 
-    from mailcase.charsets import decode_8bit_header, decode_encoded_words, decode_text
+    from mailcase.mail.charsets import decode_8bit_header, decode_encoded_words, decode_text
 
     labels = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
                     | {"x-bogus", "unknown-8bit", "", " ", "utf-8\x00", "\udcff", "a" * 300})
@@ -531,7 +535,7 @@ def test_5000_mails_from_one_sender_are_held_by_the_flood_rule(tmp_path: Path) -
     desk.clock.at = now
     run_parse_stage(desk.engine, now, desk.config.hmac_key())
     started = time.perf_counter()
-    result = run_classify_stage(desk.engine, desk.config, desk.clock)
+    result = run_classify_stage(desk.engine, desk.config, desk.clock, EFFECTS)
     took = time.perf_counter() - started
     print(f"\nclassifying 5,000 mails from one sender: {took:.2f} s")
     assert (result.done, result.quarantined) == (5000, 0)
@@ -543,7 +547,7 @@ def test_5000_mails_from_one_sender_are_held_by_the_flood_rule(tmp_path: Path) -
     assert len(reasons) == 4950 and {n for n, _ in reasons} == {"flood-sender"}
     assert "mails from alice@acme.example within 30 min (limit 50): held for review" in reasons[-1][1]
     run = desk.process(ny(2026, 11, 23, 9, 31))
-    from mailcase.cases import CASE
+    from mailcase.domain.tables import CASE
 
     assert desk.scalar(sa.select(sa.func.count()).select_from(CASE)) == 50
     # one acknowledgement per case (acknowledgements of an eligible requester are never capped)
@@ -599,7 +603,7 @@ def test_injection_attempts_appear_literally_in_what_mailcase_sends(db_url: str,
 
 
 def test_file_over_the_limit_keeps_its_headers_and_is_quarantined(db_url: str, tmp_path: Path) -> None:
-    from mailcase.sources import FileKind, incoming_from_files
+    from mailcase.ingest.sources import FileKind, incoming_from_files
 
     big = make_mail(1, body="x" * 200_000 + "\n")
     folder = tmp_path / "eml"
@@ -637,7 +641,7 @@ def test_bounce_rule_reads_a_bounce_looking_mail_in_bounded_memory(tmp_path: Pat
 
 
 def test_flood_counting_is_not_quadratic(tmp_path: Path) -> None:
-    from mailcase.classify import DbContext, PassCache, rule_settings
+    from mailcase.rules.classify import DbContext, PassCache, rule_settings
 
     def run(n: int) -> float:
         cache = PassCache()
@@ -663,10 +667,11 @@ sys.path.insert(0, sys.argv[1])
 from datetime import UTC, datetime
 from pathlib import Path
 from helpers import config
-from mailcase.classify import run_classify_stage
-from mailcase.clock import FixedClock
-from mailcase.db import open_engine
-import mailcase.parse, mailcase.rules.chain, mailparser, mailparser_reply
+from mailcase.outbound.effects import EFFECTS
+from mailcase.rules.classify import run_classify_stage
+from mailcase.core.clock import FixedClock
+from mailcase.domain.db import open_engine
+import mailcase.mail.parse, mailcase.rules.chain, mailparser, mailparser_reply
 
 
 def hwm():
@@ -679,7 +684,7 @@ url = f"sqlite:///{sys.argv[2]}/mailcase.db"
 cfg = config(url, Path(sys.argv[2]))
 engine = open_engine(url)
 base = hwm()
-r = run_classify_stage(engine, cfg, FixedClock(datetime(2026, 11, 23, 14, 0, tzinfo=UTC)))
+r = run_classify_stage(engine, cfg, FixedClock(datetime(2026, 11, 23, 14, 0, tzinfo=UTC)), EFFECTS)
 print(json.dumps({"base": base, "peak": hwm(), "done": r.done}))
 """
 
@@ -708,14 +713,14 @@ def test_bounce_with_nul_is_recorded_on_postgresql(pg_url: str, tmp_path: Path) 
     with transaction(engine) as conn:
         store(conn, [Incoming("eml:/dsn", "dsn", SMALL["dsn-nul"], NOW, ReceivedSource.DATE_HEADER, False)], NOW)
     run_parse_stage(engine, NOW, cfg.hmac_key())
-    run_classify_stage(engine, cfg, FixedClock(NOW))
+    run_classify_stage(engine, cfg, FixedClock(NOW), EFFECTS)
     with engine.connect() as c:
         assert c.execute(sa.select(MESSAGE.c.state)).scalar_one() == "classified"
     engine.dispose()
 
 
 def test_maildir_mail_over_the_limit_keeps_its_headers(tmp_path: Path) -> None:
-    from mailcase.fetch import sync_maildir
+    from mailcase.ingest.fetch import sync_maildir
 
     md = tmp_path / "md"
     for sub in ("new", "cur", "tmp"):
@@ -733,7 +738,7 @@ def test_maildir_mail_over_the_limit_keeps_its_headers(tmp_path: Path) -> None:
 def test_a_sender_cannot_forge_the_thinning_marker() -> None:
     """A thinned part is marked in the tree by a line with a per-parse random token;
     the same words in a mail are the sender's text (found by the fuzzer)."""
-    import mailcase.parse as parse
+    import mailcase.mail.parse as parse
 
     fake = "mailcase-elided-" + "0" * 32 + "-0"
     raw, _, _ = big_attachment(9 * MB)  # over THIN_ABOVE_BYTES: thinned

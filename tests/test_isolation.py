@@ -19,20 +19,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-import mailcase.batch as batch_module
-import mailcase.classify as classify_module
-import mailcase.stages as stages_module
 from batching import AUTH, Desk, ny
-from mailcase.cases import CASE
-from mailcase.config import parse_config
-from mailcase.db import transaction
-from mailcase.ledger import MESSAGE, QUARANTINE, Incoming, store
-from mailcase.outbox import OUTBOX, deliver_due, transport_for
-from mailcase.quarantine import retry
-from mailcase.stages import BackgroundParser
-from mailcase.states import MessageState, ReceivedSource
 from servers.smtp import SmtpSink
+
+import mailcase.cutoff.batch as batch_module
+import mailcase.ingest.stages as stages_module
+import mailcase.rules.classify as classify_module
+from mailcase.config.settings import parse_config
+from mailcase.core.states import MessageState, ReceivedSource
+from mailcase.domain.db import transaction
+from mailcase.domain.tables import CASE, MESSAGE, OUTBOX, QUARANTINE
+from mailcase.ingest.ledger import Incoming, store
+from mailcase.ingest.quarantine import retry
+from mailcase.ingest.stages import BackgroundParser
+from mailcase.outbound.outbox import deliver_due, transport_for
 
 #: From values that made the cutoff's compose() raise for everyone (issue 12)
 HOSTILE_FROM = [

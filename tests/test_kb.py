@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from batching import DIRECTORY, Desk, ny
 from sqlalchemy.engine import Engine
 
-from batching import DIRECTORY, Desk, ny
-from mailcase import kb
-from mailcase.cases import CASE
-from mailcase.config import KbConfig
-from mailcase.db import open_engine, transaction
-from mailcase.errors import UsageError
-from mailcase.quoting import latest_reply
+from mailcase.config.settings import KbConfig
+from mailcase.core.errors import UsageError
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import CASE
+from mailcase.mail.quoting import latest_reply
+from mailcase.outbound import kb
 
 HERE = Path(__file__).resolve().parent / "kb"
 ARTICLES = HERE / "articles"
@@ -278,7 +278,7 @@ def test_suggest_edge_cases(indexed: Engine) -> None:
 
 
 def test_reindex_is_idempotent_and_replaces(indexed: Engine) -> None:
-    from mailcase.kb import KB
+    from mailcase.domain.tables import KB
 
     articles = kb.load_articles(ARTICLES)
     with transaction(indexed) as conn:

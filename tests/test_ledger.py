@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from helpers import make_mail
-from mailcase.config import parse_config
-from mailcase.db import open_engine, transaction
-from mailcase.headers import read_headers, received_header_time, split_headers
-from mailcase.ledger import MESSAGE, QUARANTINE, RAW_COPY, Incoming, Outcome, store
-from mailcase.quarantine import open_entries, retry, retry_all
-from mailcase.reprocess import ReprocessRequest, reprocess
-from mailcase.stages import run_headers_stage, run_parse_stage
-from mailcase.states import MessageState, ReceivedSource
+
+from mailcase.config.settings import parse_config
+from mailcase.core.states import MessageState, ReceivedSource
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import MESSAGE, QUARANTINE, RAW_COPY
+from mailcase.ingest.ledger import Incoming, Outcome, store
+from mailcase.ingest.quarantine import open_entries, retry, retry_all
+from mailcase.ingest.reprocess import ReprocessRequest, reprocess
+from mailcase.ingest.stages import run_headers_stage, run_parse_stage
+from mailcase.mail.headers import read_headers, received_header_time, split_headers
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 
@@ -112,7 +113,7 @@ def test_store_is_idempotent_and_keeps_copies(db_url: str) -> None:
 def test_header_failure_quarantines_keeps_bytes_and_retries(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mailcase.ledger as ledger
+    import mailcase.ingest.ledger as ledger
 
     engine = open_engine(db_url)
 
@@ -139,7 +140,7 @@ def test_header_failure_quarantines_keeps_bytes_and_retries(
 
 
 def test_parse_failure_quarantines_and_retry_all(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mailcase.parse_worker as stages
+    import mailcase.mail.parse_worker as stages
 
     engine = open_engine(sqlite_url)
     with transaction(engine) as conn:

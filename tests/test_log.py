@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from mailcase import log as logsetup
-from mailcase.log import KeyValueFormatter, RepeatFilter, kv
+from mailcase.core import log as logsetup
+from mailcase.core.log import KeyValueFormatter, RepeatFilter, kv
 
 
 def _logger(stream: io.StringIO, window: float = 60.0) -> logging.Logger:

@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-
 from batching import MovingClock
 from conftest import need_server
 from helpers import config, make_mail
-from mailcase.db import open_engine
-from mailcase.errors import AuthError
-from mailcase.fetch import sync_imap
-from mailcase.oauth import health
-from mailcase.status import collect
 from servers.dovecot import Dovecot, dovecot_binary
 from servers.oauth import TokenServer
 from servers.smtp import SmtpSink
+
+from mailcase.core.errors import AuthError
+from mailcase.domain.db import open_engine
+from mailcase.domain.oauth import health
+from mailcase.ingest.fetch import sync_imap
+from mailcase.ops.status import collect
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 
@@ -131,9 +131,9 @@ class _XOAuthSink(SmtpSink):
 
 def test_smtp_xoauth2(tokens: TokenServer, sqlite_url: str, tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
-
     from batching import Desk, ny
-    from mailcase.outbox import deliver_due, transport_for
+
+    from mailcase.outbound.outbox import deliver_due, transport_for
 
     sink = _XOAuthSink()
     sink.tokens = tokens

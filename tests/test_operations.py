@@ -14,16 +14,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batching import Desk, ny
 from helpers import ROOT, ImapAccount, make_mail, run_cli, write_config
-from mailcase.cases import CASE
-from mailcase.db import transaction
-from mailcase.ledger import BLOB, MESSAGE
-from mailcase.outbox import OUTBOX
-from mailcase.retention import erase, purge, purgeable
-from mailcase.stages import PARSED_MAIL
 from servers.dovecot import free_port
+
+from mailcase.domain.db import transaction
+from mailcase.domain.tables import BLOB, CASE, MESSAGE, OUTBOX, PARSED_MAIL
+from mailcase.ops.retention import erase, purge, purgeable
 
 
 def test_status_and_check_name_each_problem(imap: ImapAccount, tmp_path: Path, sqlite_url: str) -> None:

@@ -6,14 +6,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from helpers import ImapAccount, config, make_mail
-from mailcase.clock import FixedClock
-from mailcase.daemon import run_pass
-from mailcase.db import open_engine, transaction
-from mailcase.ledger import MESSAGE, Incoming, store
-from mailcase.stages import PARSED_MAIL, BackgroundParser, _claim_parse_batch
-from mailcase.states import ReceivedSource
+
+from mailcase.core.clock import FixedClock
+from mailcase.core.states import ReceivedSource
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import MESSAGE, PARSED_MAIL
+from mailcase.ingest.ledger import Incoming, store
+from mailcase.ingest.stages import BackgroundParser, _claim_parse_batch
+from mailcase.ops.daemon import run_pass
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 

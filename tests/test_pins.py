@@ -17,13 +17,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from batching import Desk, ny
 from helpers import run_cli, write_config
-from mailcase.cases import CASE
-from mailcase.ledger import BLOB, MESSAGE
-from mailcase.pins import REDACTED, find_pins, pin_hmac, redact
-from mailcase.stages import PARSED_MAIL
+
+from mailcase.domain.tables import BLOB, CASE, MESSAGE, PARSED_MAIL
+from mailcase.mail.pins import REDACTED, find_pins, pin_hmac, redact
 
 FORMS = tomllib.loads((Path(__file__).parent / "pin_corpus" / "forms.toml").read_text())["form"]
 

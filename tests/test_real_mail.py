@@ -12,8 +12,9 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
 
-from mailcase.parse import Attachment, ParsedEmail, parse_email
 from test_corpus_zammad import zammad_expectations
+
+from mailcase.mail.parse import Attachment, ParsedEmail, parse_email
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus" / "zammad"

@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from functools import lru_cache
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
 
 from mailcase.rules.base import Mail, Outcome
 from mailcase.rules.chain import CHAIN, run_chain
-from rules_fake import FakeContext, load_directory, mail_from_bytes, settings
 
 CORPUS = Path(__file__).parent / "rules_corpus"
 DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(CORPUS / "directory.toml")

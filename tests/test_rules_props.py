@@ -20,11 +20,11 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id
+from rules_fake import settings as rule_settings
 
 from mailcase.rules.base import Disposition, Outcome
 from mailcase.rules.chain import run_chain
-from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id
-from rules_fake import settings as rule_settings
 
 CORPUS = Path(__file__).parent / "rules_corpus"
 DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(CORPUS / "directory.toml")

@@ -13,18 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
 
+from mailcase.mail.subjects import case_number as case_token
 from mailcase.rules.abuse import MIN_WORDS, similarity
 from mailcase.rules.authentication import authserv_id, evaluate
 from mailcase.rules.automatic import automatic_mail, is_out_of_office
 from mailcase.rules.base import CaseRef, Disposition, Mail, Mark, Notice, Outcome, Verdict
 from mailcase.rules.bounce import bounce
 from mailcase.rules.chain import run_chain
+from mailcase.rules.effects import RecordBounce
 from mailcase.rules.scope import scope
 from mailcase.rules.severity import find_keyword
 from mailcase.rules.threading import threading
-from mailcase.subjects import case_number as case_token
-from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
 
 CORPUS = Path(__file__).parent / "rules_corpus"
 DIRECTORY, CASES, MSGIDS, RESOLVED = load_directory(CORPUS / "directory.toml")
@@ -262,8 +263,8 @@ def test_dsn_fields_in_utf8_are_read() -> None:
     # compat32 returns 8-bit header bytes as Header objects: this used to raise
     verdict = bounce(mail_from_bytes(DSN_8BIT), ctx(), Outcome())
     assert verdict is not None and verdict.disposition is Disposition.SUPPRESSED
-    assert verdict.effects[0].data["recipient"] == "jürgen@müller.example"
-    assert verdict.effects[0].data["original_message_id"] == "<ä@x>"
+    assert verdict.effects[0].recipient == "jürgen@müller.example"
+    assert verdict.effects[0].original_message_id == "<ä@x>"
 
 
 @pytest.mark.parametrize("sender, return_path, subject, is_bounce", [
@@ -332,8 +333,9 @@ def test_original_recipient_is_recorded() -> None:
     verdict = bounce(mail_from_bytes(_report("MAILER-DAEMON@mx.example", "failure", "delivery-status", parts)),
                      ctx(), Outcome())
     assert verdict is not None
-    data = verdict.effects[0].data
-    assert (data["recipient"], data["original_recipient"]) == ("a.smith@mail.clinic.example", "ana@clinic.example")
+    effect = verdict.effects[0]
+    assert isinstance(effect, RecordBounce)
+    assert (effect.recipient, effect.original_recipient) == ("a.smith@mail.clinic.example", "ana@clinic.example")
 
 
 @pytest.mark.parametrize("prefix", ["Fwd: ", "FW: ", "WG: ", "AW: ", "Re: ", "TR: ", "RV: "])

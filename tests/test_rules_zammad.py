@@ -38,10 +38,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from rules_fake import FakeContext, FakeDirectory, mail_from_bytes, settings
 
 from mailcase.rules.base import Disposition, Outcome
 from mailcase.rules.chain import run_chain
-from rules_fake import FakeContext, FakeDirectory, mail_from_bytes, settings
 
 ZAMMAD = Path(__file__).parent / "corpus" / "zammad"
 BOXES = sorted(ZAMMAD.glob("*.box"))

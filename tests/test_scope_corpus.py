@@ -121,9 +121,10 @@ def test_functional_requests_of_other_corpora_stay_in_scope() -> None:
 
 def test_a_forwarded_question_is_read_below_the_quote_line() -> None:
     """The forward's own text says only "see below"; the question is the forwarded one."""
+    from rules_fake import mail_from_bytes, settings
+
     from mailcase.rules.base import Outcome
     from mailcase.rules.scope import scope
-    from rules_fake import mail_from_bytes, settings
 
     msg = EmailMessage()
     msg["From"] = "alice@acme.example"

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batching import Desk, ny
 from helpers import write_config
-from mailcase.cases import CASE
-from mailcase.cli import main
-from mailcase.outbox import OUTBOX
+
+from mailcase.cli.main import main
+from mailcase.domain.tables import CASE, OUTBOX
 
 
 class Cli:

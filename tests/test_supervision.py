@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from helpers import ImapAccount, make_mail, run_cli, write_config
-from mailcase.db import open_engine
-from mailcase.ledger import MESSAGE
 from servers.dovecot import free_port
 from servers.notify import NotifyListener
 from servers.proxy import Proxy
 from test_daemon import _wait
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import MESSAGE
 
 
 def _daemon(cfg: Path, notify: NotifyListener, *args: str) -> subprocess.Popen[str]:

@@ -8,13 +8,12 @@ from email.policy import default
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from batching import Desk, ny
-from mailcase.cases import CASE, CASE_EVENT, CASE_MESSAGE
-from mailcase.db import transaction
-from mailcase.ledger import MESSAGE
-from mailcase.outbox import OUTBOX, deliver_due, transport_for
-from mailcase.surveys import SURVEY_RESPONSE, resolve, stats
+
+from mailcase.domain.db import transaction
+from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX, SURVEY_RESPONSE
+from mailcase.outbound.outbox import deliver_due, transport_for
+from mailcase.outbound.surveys import resolve, stats
 
 
 def _resolve(desk: Desk, number: int, at: object, note: str = "Fixed the printer profile.") -> str | None:

@@ -17,17 +17,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batching import AUTH, Desk, ny
 from helpers import ImapAccount, config, make_mail
-from mailcase.batch import BATCH, run_due
-from mailcase.calendar import BusinessCalendar
-from mailcase.cases import CASE
-from mailcase.db import open_engine, transaction
-from mailcase.fetch import arrival_window, sync_imap, sync_maildir
-from mailcase.ledger import MESSAGE, RAW_COPY
-from mailcase.sources import FLOOR, Plausible, received_at
-from mailcase.states import ReceivedSource
+
+from mailcase.core.states import ReceivedSource
+from mailcase.domain.calendar import BusinessCalendar
+from mailcase.domain.db import open_engine, transaction
+from mailcase.domain.tables import BATCH, CASE, MESSAGE, RAW_COPY
+from mailcase.ingest.fetch import arrival_window, sync_imap, sync_maildir
+from mailcase.ingest.sources import FLOOR, Plausible, received_at
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # Monday 10:00 in New York
 
@@ -156,7 +154,7 @@ def test_a_gap_within_the_limit_closes_cutoff_by_cutoff(db_url: str, tmp_path: P
 
 
 def test_cutoffs_between_stops_at_its_limit() -> None:
-    from mailcase.calendar import CalendarConfig
+    from mailcase.domain.calendar import CalendarConfig
 
     cal = BusinessCalendar(CalendarConfig())
     started = time.perf_counter()
@@ -196,7 +194,7 @@ def test_an_autoresponder_that_does_not_thread_is_stopped_after_three(db_url: st
     cases = desk.scalar(sa.select(sa.func.count()).select_from(CASE))
     held = desk.rows(sa.select(MESSAGE.c.id).where(MESSAGE.c.state == "held"))
     assert cases == 3 and len(held) == 2
-    from mailcase.classify import CLASSIFICATION
+    from mailcase.domain.tables import CLASSIFICATION
 
     flags = desk.scalar(sa.select(CLASSIFICATION.c.flags).where(CLASSIFICATION.c.message_pk == held[0][0]))
     assert "repeated-request" in flags

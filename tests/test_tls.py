@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import config, make_mail
-from mailcase.db import open_engine
-from mailcase.fetch import sync_imap
-from mailcase.imap import TlsError, connect
 from servers.dovecot import Dovecot
 from test_fetch_imap import NOW
+
+from mailcase.domain.db import open_engine
+from mailcase.ingest.fetch import sync_imap
+from mailcase.ingest.imap import TlsError, connect
 
 
 def _box(server: Dovecot, tmp_path: Path, **kw: object) -> dict[str, object]:

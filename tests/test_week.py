@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,18 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from batching import AUTH, DIRECTORY, ny
 from helpers import ImapAccount, make_mail, run_cli, write_config
-from mailcase.batch import BATCH
-from mailcase.cases import CASE, CASE_MESSAGE
-from mailcase.classify import CLASSIFICATION
-from mailcase.db import open_engine
-from mailcase.ledger import MESSAGE
-from mailcase.outbox import OUTBOX
 from servers.notify import NotifyListener
 from servers.smtp import SmtpSink
 from test_daemon import _wait
+
+from mailcase.domain.db import open_engine
+from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, CLASSIFICATION, MESSAGE, OUTBOX
 
 PIN_ROW = "PINCO,Pin Company,good,yes,pat@pinco.example,Pat Pin,representative,4321\n"
 WED_0930, WED_1530 = ny(2026, 11, 25, 9, 30), ny(2026, 11, 25, 15, 30)

@@ -13,8 +13,8 @@ import math
 import re
 from datetime import timedelta
 
+from mailcase.mail.subjects import strip_prefixes
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
-from mailcase.subjects import strip_prefixes
 
 RULE = "abuse-flags"
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)

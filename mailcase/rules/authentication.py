@@ -14,7 +14,7 @@ import re
 
 import authres
 
-from mailcase.addresses import AddressError, ascii_domain, domain_of
+from mailcase.mail.addresses import AddressError, ascii_domain, domain_of
 from mailcase.rules.base import AuthResult, Context, Disposition, Mail, Notice, Outcome, Verdict
 
 RULE = "sender-authentication"

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Protocol
 
-from mailcase.headers import HeaderBlock, HeaderInfo
-from mailcase.quoting import latest_reply
+from mailcase.domain.people import Account, Person
+from mailcase.mail.headers import HeaderBlock, HeaderInfo
+from mailcase.mail.quoting import latest_reply
+from mailcase.rules.effects import Effect
 
 
 class Disposition(StrEnum):
@@ -56,40 +58,6 @@ class Notice(StrEnum):
     OUT_OF_SCOPE = "out-of-scope"       # coding, billing, payer advice
 
 
-class Role(StrEnum):
-    REPRESENTATIVE = "representative"
-    ADMINISTRATOR = "administrator"
-    USER = "user"
-
-
-@dataclass(frozen=True)
-class Person:
-    id: int
-    account_id: int
-    address: str
-    name: str
-    role: Role
-    pin_hash: str | None = None
-
-    @property
-    def is_representative(self) -> bool:
-        return self.role in (Role.REPRESENTATIVE, Role.ADMINISTRATOR)
-
-
-@dataclass(frozen=True)
-class Account:
-    id: int
-    code: str
-    name: str
-    standing: str = "good"  # "good" | "hold"
-    pin_required: bool = False
-    pin_locked: bool = False
-    #: since when PIN acceptance is locked (the lock notice goes out once per lock)
-    pin_locked_at: datetime | None = None
-    #: names of the representatives/administrators (for "please go through ...")
-    administrators: tuple[str, ...] = ()
-
-
 @dataclass(frozen=True)
 class CaseRef:
     id: int
@@ -106,14 +74,6 @@ class ResolvedCase:
     number: int
     subject: str
     text: str
-
-
-@dataclass(frozen=True)
-class Effect:
-    """Something the runner must do because of a verdict (rules stay pure)."""
-
-    kind: str  # "record-bounce", "lock-pin", "reopen-case", "link-case", "alert"
-    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,7 +169,7 @@ class Mail:
         return self.stored_loose_hash or loose_fingerprint(self.reply_text)
 
 
-from mailcase.parse_worker import fingerprint, loose_fingerprint  # noqa: E402  (one definition for both sides)
+from mailcase.mail.parse_worker import fingerprint, loose_fingerprint  # noqa: E402  (one definition for both sides)
 
 
 class Directory(Protocol):

@@ -24,11 +24,11 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
-from mailcase.charsets import storable
-from mailcase.headers import message_ids
-from mailcase.parse import message_tree
-from mailcase.rules.base import Context, Disposition, Effect, Mail, Mark, Outcome, Verdict
-from mailcase.subjects import is_reply_or_forward
+from mailcase.mail.headers import message_ids
+from mailcase.mail.parse import message_tree
+from mailcase.mail.subjects import is_reply_or_forward
+from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdict
+from mailcase.rules.effects import RecordBounce
 
 RULE = "bounce"
 
@@ -198,11 +198,11 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if report == "disposition-notification":
         return Verdict(RULE, "read-receipt", "a read receipt (RFC 8098), not a request",
                        Disposition.SUPPRESSED, marks,
-                       effects=(Effect("record-bounce", {"kind": "read-receipt"}),))
+                       effects=(RecordBounce("read-receipt"),))
     if report == "feedback-report":
         return Verdict(RULE, "abuse-report", "an abuse feedback report (RFC 5965), not a request",
                        Disposition.SUPPRESSED, marks,
-                       effects=(Effect("record-bounce", {"kind": "abuse-report"}),))
+                       effects=(RecordBounce("abuse-report"),))
     if report is None and not _looks_like_bounce(mail):
         return None
     robot = _from_robot(mail)
@@ -228,10 +228,8 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         kind = "delay"
     original = original_message_id(tree)
     effects = tuple(
-        Effect("record-bounce", {
-            "kind": kind, "recipient": f.recipient, "status": f.status, "action": f.action,
-            "original_message_id": original, "original_recipient": f.original,
-        })
+        RecordBounce(kind, recipient=f.recipient, status=f.status, action=f.action,
+                     original_message_id=original, original_recipient=f.original)
         for f in (failures or [Failure(None, None, None)])
     )
     if kind == "delay":

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from mailcase.mail.subjects import normalise_subject
 from mailcase.rules.base import Context, Disposition, Mail, Outcome, Verdict
-from mailcase.subjects import normalise_subject
 
 RULE = "floods"
 

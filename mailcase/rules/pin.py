@@ -16,6 +16,7 @@ import hmac
 from datetime import timedelta
 
 from mailcase.rules.base import Context, Disposition, Effect, Mail, Notice, Outcome, Verdict
+from mailcase.rules.effects import Alert, LockPin
 
 RULE = "pin"
 
@@ -48,9 +49,9 @@ def pin(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     effects: tuple[Effect, ...] = ()
     if failures >= ctx.settings.pin_max_failures:
         effects = (
-            Effect("lock-pin", {"account_id": account.id}),
-            Effect("alert", {"what": f"PIN acceptance locked for {account.code} after "
-                                     f"{failures} failures in {ctx.settings.pin_failure_hours} h"}),
+            LockPin(account.id),
+            Alert(f"PIN acceptance locked for {account.code} after "
+                                     f"{failures} failures in {ctx.settings.pin_failure_hours} h"),
         )
     return Verdict(RULE, name, f"{why} ({failures} failure(s) for {account.code} in "
                    f"{ctx.settings.pin_failure_hours} h)", Disposition.NOTICE_ONLY,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
 from mailcase.rules.autoreplies import FORWARD
+from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
 from mailcase.rules.scope_concepts import judge
 
 RULE = "scope"

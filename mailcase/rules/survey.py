@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from mailcase.mail.subjects import SURVEY_TOKEN
 from mailcase.rules.authentication import evaluate
-from mailcase.rules.base import Context, Disposition, Effect, Mail, Outcome, Verdict
+from mailcase.rules.base import Context, Disposition, Mail, Outcome, Verdict
+from mailcase.rules.effects import RecordSurvey
 from mailcase.rules.threading import attach
-from mailcase.subjects import SURVEY_TOKEN
 
 RULE = "survey"
 
@@ -52,8 +53,7 @@ def survey(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if re.fullmatch(r"[1-5]", line):
         return Verdict(RULE, "survey-score", f"satisfaction score {line} for case #{case.number:06d}",
                        Disposition.SURVEY_RESPONSE, case=case,
-                       effects=(Effect("record-survey", {"case_id": case.id, "outbox_id": outbox_id,
-                                                         "score": int(line)}),))
+                       effects=(RecordSurvey(case.id, outbox_id, int(line)),))
     attached = attach(mail, ctx, case, "replies to its survey", RULE)
     return replace(attached, name="survey-comment" if attached.name == "follow-up" else attached.name,
                    reason=f"first line is not a score 1-5: {attached.reason}")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from mailcase.mail.subjects import case_number
 from mailcase.rules.authentication import evaluate
-from mailcase.rules.base import CaseRef, Context, Disposition, Effect, Mail, Outcome, Verdict
-from mailcase.subjects import case_number
+from mailcase.rules.base import CaseRef, Context, Disposition, Mail, Outcome, Verdict
+from mailcase.rules.effects import LinkCase, ReopenCase
 
 RULE = "threading"
 #: a reply to a case in these states reopens it (within the window)
@@ -83,13 +84,13 @@ def attach(mail: Mail, ctx: Context, case: CaseRef, how: str, rule: str = RULE) 
                 rule, "reply-to-old-case",
                 f"replies to case #{case.number:06d}, {case.status} {closed:%Y-%m-%d}, more than "
                 f"{ctx.settings.reopen_window_days} days ago: a new request linked to it",
-                effects=(Effect("link-case", {"case_id": case.id, "number": case.number}),),
+                effects=(LinkCase(case.id, case.number),),
             )
         return Verdict(
             rule, "reopen", f"replies to {case.status} case #{case.number:06d} within "
             f"{ctx.settings.reopen_window_days} days ({how}): reopened",
             Disposition.FOLLOW_UP, case=case,
-            effects=(Effect("reopen-case", {"case_id": case.id}),),
+            effects=(ReopenCase(case.id),),
         )
     return Verdict(rule, "follow-up", f"follow-up of case #{case.number:06d} ({how})",
                    Disposition.FOLLOW_UP, case=case)

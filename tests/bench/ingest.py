@@ -9,8 +9,8 @@ for each phase, and run each phase in a fresh subprocess:
   (a) floor: imapclient fetch of BODY.PEEK[] + INTERNALDATE in chunks of 500
       UIDs, mailparser.parse_from_bytes on each mail, sqlite3 inserts of the
       raw bytes in transactions of 500 (WAL, synchronous=FULL);
-  (b) mailcase.fetch.sync_imap on a fresh database: raw + headers, durable;
-  (c) mailcase.daemon.run_pass: storing with the parse stage behind
+  (b) mailcase.ingest.fetch.sync_imap on a fresh database: raw + headers, durable;
+  (c) mailcase.ops.daemon.run_pass: storing with the parse stage behind
       (BackgroundParser, ingest.parse_workers workers), until every mail is
       `parsed`.
 
@@ -273,7 +273,7 @@ def phase_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 def _mailcase_config(spec: dict[str, Any]) -> Any:
     """Like tests/helpers.py config(), built here so that it fits the mailcase measured
     (the working tree or a --rev export): sections only where the Config has them."""
-    from mailcase.config import Config, parse_config
+    from mailcase.config.settings import Config, parse_config
 
     work = Path(spec["workdir"])
     data: dict[str, Any] = {
@@ -294,10 +294,7 @@ def _mailcase_config(spec: dict[str, Any]) -> Any:
 def _counts(engine: Any) -> dict[str, int]:
     import sqlalchemy as sa
 
-    from mailcase.ledger import BLOB, MESSAGE, RAW_COPY
-    from mailcase.stages import PARSED_MAIL
-
-    from mailcase.ledger import QUARANTINE
+    from mailcase.domain.tables import BLOB, MESSAGE, PARSED_MAIL, QUARANTINE, RAW_COPY
 
     with engine.connect() as c:
         states = dict(c.execute(sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)).all())
@@ -319,10 +316,10 @@ def _counts(engine: Any) -> dict[str, int]:
 
 
 def phase_store(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """(b): mailcase.fetch.sync_imap, raw + headers, durable."""
-    from mailcase.clock import SystemClock
-    from mailcase.db import open_engine
-    from mailcase.fetch import sync_imap
+    """(b): mailcase.ingest.fetch.sync_imap, raw + headers, durable."""
+    from mailcase.core.clock import SystemClock
+    from mailcase.domain.db import open_engine
+    from mailcase.ingest.fetch import sync_imap
 
     cfg = _mailcase_config(spec)
     engine = open_engine(cfg.database_url)
@@ -338,22 +335,22 @@ _PARSED_OR_LATER_EXCLUDED = ("stored", "headers-read", "quarantined")
 
 
 def phase_parse(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """(c): mailcase.daemon.run_pass, until every mail is parsed.
+    """(c): mailcase.ops.daemon.run_pass, until every mail is parsed.
 
     From e3044da on, run_pass runs the classify stage after the parse stage
     has drained; then the time until parsed is taken when run_classify_stage
     starts, and the classify stage is reported on its own.
     """
-    import mailcase.daemon as daemon
-    from mailcase.clock import SystemClock
-    from mailcase.db import open_engine
+    import mailcase.ops.daemon as daemon
+    from mailcase.core.clock import SystemClock
+    from mailcase.domain.db import open_engine
 
     cfg = _mailcase_config(spec)
     engine = open_engine(cfg.database_url)
     marks: dict[str, float] = {}
     real_sync = daemon.sync_mailbox
 
-    # instrumentation only (module attributes of mailcase.daemon, wrapped, not changed)
+    # instrumentation only (module attributes of mailcase.ops.daemon, wrapped, not changed)
     def sync_and_mark(*a: Any, **kw: Any) -> Any:
         r = real_sync(*a, **kw)
         marks["stored_at"] = time.perf_counter()
@@ -371,15 +368,15 @@ def phase_parse(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
             marks["parsed_hwm_kb"] = _proc_status(os.getpid()).get("VmHWM", 0)
             marks["cpu_split"] = _cpu_split()  # type: ignore[assignment]
             if skip_after:
-                from mailcase.stages import StageResult
+                from mailcase.ingest.stages import StageResult
 
                 return StageResult()
             return real_classify(*a, **kw)
 
         daemon.run_classify_stage = classify_and_mark  # type: ignore[attr-defined]
         if skip_after:
-            from mailcase.batch import BatchRun
-            from mailcase.outbox import DeliveryResult
+            from mailcase.cutoff.batch import BatchRun
+            from mailcase.outbound.outbox import DeliveryResult
 
             daemon.run_due = lambda *a, **kw: BatchRun()  # type: ignore[attr-defined]
             daemon.deliver_due = lambda *a, **kw: DeliveryResult()  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ One run, every figure next to a floor measured in the same run:
 
 1. **Ingest** (tests/bench/ingest.py's phases, same corpus, same Dovecot): for
    each size N, (a) the floor -- imapclient + mail-parser + sqlite3, one
-   process -- and (c) mailcase.daemon.run_pass (store + full parse,
+   process -- and (c) mailcase.ops.daemon.run_pass (store + full parse,
    ``ingest.parse_workers`` = --workers) until every mail is parsed (the
    stages after parse are not run here).  msgs/s, c/a, peak RSS of the
    mailcase phase (main + pool workers), and the 100k/10k ratio.
@@ -15,11 +15,11 @@ One run, every figure next to a floor measured in the same run:
    representatives and administrators, non-representative users, senders not
    in the directory, free-mail senders; every mail with Authentication-Results
    from the configured authserv-id) become cases at one cutoff:
-   ``mailcase.batch.run_due`` timed.  Floor: one SQLAlchemy Core transaction
+   ``mailcase.cutoff.batch.run_due`` timed.  Floor: one SQLAlchemy Core transaction
    that reads the same pending rows and inserts, per requester, one case, its
    case_message links and one outbox row (no rules, no templates).
 3. **Outbox**: the rows the batch queued, topped up to --outbox-rows with
-   ``mailcase.outbox.enqueue``, delivered by ``mailcase.outbox.deliver_due``
+   ``mailcase.outbound.outbox.enqueue``, delivered by ``mailcase.outbound.outbox.deliver_due``
    (smtp transport, plain, 127.0.0.1) into an aiosmtpd sink
    (tests/servers/smtp.py) in the parent process.  Floor: smtplib
    ``SMTP.sendmail`` of the same bytes over one connection in a loop.
@@ -176,7 +176,7 @@ class FixedClock:
 
 
 def _desk_config(spec: dict[str, Any]) -> Any:
-    from mailcase.config import parse_config
+    from mailcase.config.settings import parse_config
 
     work = Path(spec["workdir"])
     return parse_config({
@@ -195,7 +195,7 @@ def _desk_config(spec: dict[str, Any]) -> Any:
 def _states(conn: Any) -> dict[str, int]:
     import sqlalchemy as sa
 
-    from mailcase.ledger import MESSAGE
+    from mailcase.domain.tables import MESSAGE
 
     return {str(k): int(v) for k, v in conn.execute(
         sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)).all()}
@@ -204,7 +204,7 @@ def _states(conn: Any) -> dict[str, int]:
 def _pending_count(conn: Any, cutoff: Any) -> int:
     import sqlalchemy as sa
 
-    from mailcase.ledger import MESSAGE
+    from mailcase.domain.tables import MESSAGE
 
     return int(conn.execute(sa.select(sa.func.count()).select_from(MESSAGE).where(
         MESSAGE.c.state == "pending", MESSAGE.c.batch_id.is_(None), MESSAGE.c.historical.is_(False),
@@ -222,16 +222,18 @@ def _checkpoint(db: str) -> None:
 def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     """Store, parse and classify corpus mails (senders on the desk) until exactly
     spec["pending"] mails are pending for the cutoff.  Not a benchmark figure."""
+    import corpus
     import sqlalchemy as sa
 
-    import corpus
-    from mailcase.cases import add_specialist
-    from mailcase.classify import CLASSIFICATION, run_classify_stage
-    from mailcase.db import open_engine, transaction
-    from mailcase.directory import import_csv
-    from mailcase.ledger import Incoming, store
-    from mailcase.stages import BackgroundParser
-    from mailcase.states import ReceivedSource
+    from mailcase.core.states import ReceivedSource
+    from mailcase.domain.cases import add_specialist
+    from mailcase.domain.db import open_engine, transaction
+    from mailcase.domain.directory import import_csv
+    from mailcase.domain.tables import CLASSIFICATION
+    from mailcase.ingest.ledger import Incoming, store
+    from mailcase.ingest.stages import BackgroundParser
+    from mailcase.outbound.effects import EFFECTS
+    from mailcase.rules.classify import run_classify_stage
 
     _DOMAIN_INDEX.update(_domain_index())
     seed, target = spec["seed"], spec["pending"]
@@ -271,7 +273,7 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
             with BackgroundParser(engine, FixedClock(t["stored_at"]), workers=spec["workers"], pin_key=key) as p:
                 p.poke()
                 p.drain()
-            run_classify_stage(engine, cfg, FixedClock(t["classify_at"]))
+            run_classify_stage(engine, cfg, FixedClock(t["classify_at"]), EFFECTS)
         with engine.connect() as conn:
             states = _states(conn)
             dispositions = {f"{d}/{n or '-'}": int(c) for d, n, c in conn.execute(
@@ -314,10 +316,7 @@ def phase_batch_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     """The floor of the batch: one Core transaction, no rules, no templates."""
     import sqlalchemy as sa
 
-    from mailcase.batch import BATCH
-    from mailcase.cases import CASE, CASE_MESSAGE
-    from mailcase.ledger import MESSAGE
-    from mailcase.outbox import OUTBOX
+    from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, MESSAGE, OUTBOX
 
     t = _times()
     cutoff, now = t["cutoff"], t["batch_at"]
@@ -377,13 +376,12 @@ def phase_batch_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
 
 def phase_batch(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """mailcase.batch.run_due for the one due cutoff."""
+    """mailcase.cutoff.batch.run_due for the one due cutoff."""
     import sqlalchemy as sa
 
-    from mailcase.batch import run_due
-    from mailcase.cases import CASE, CASE_MESSAGE
-    from mailcase.db import open_engine
-    from mailcase.outbox import OUTBOX
+    from mailcase.cutoff.batch import run_due
+    from mailcase.domain.db import open_engine
+    from mailcase.domain.tables import CASE, CASE_MESSAGE, OUTBOX
 
     t = _times()
     cfg = _desk_config(spec)
@@ -415,12 +413,13 @@ def phase_batch(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
 
 def phase_outbox_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """Top the batch's queued rows up to spec["rows"] with mailcase.outbox.enqueue (staff replies)."""
+    """Top the batch's queued rows up to spec["rows"] with mailcase.outbound.outbox.enqueue (staff replies)."""
     import sqlalchemy as sa
 
-    from mailcase.db import open_engine, transaction
-    from mailcase.outbox import OUTBOX, OutgoingMail, enqueue
-    from mailcase.render import Rendered
+    from mailcase.domain.db import open_engine, transaction
+    from mailcase.domain.tables import OUTBOX
+    from mailcase.outbound.outbox import OutgoingMail, enqueue
+    from mailcase.outbound.render import Rendered
 
     t = _times()
     cfg = _desk_config(spec)
@@ -477,12 +476,13 @@ def phase_outbox_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
 
 def phase_outbox(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """mailcase.outbox.deliver_due with the smtp transport, called as the daemon does
+    """mailcase.outbound.outbox.deliver_due with the smtp transport, called as the daemon does
     (default limit, a connection per call) until nothing is due."""
     import sqlalchemy as sa
 
-    from mailcase.db import open_engine
-    from mailcase.outbox import OUTBOX, deliver_due, transport_for
+    from mailcase.domain.db import open_engine
+    from mailcase.domain.tables import OUTBOX
+    from mailcase.outbound.outbox import deliver_due, transport_for
 
     t = _times()
     cfg = _desk_config(spec)
@@ -642,7 +642,7 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
                              label="floor: one SQLAlchemy Core transaction")
         out["batch_floor"] = floor
         mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: (_rm_db(db), _copy_db(src_db, db)),
-                          label="mailcase.batch.run_due")
+                          label="mailcase.cutoff.batch.run_due")
         out["batch"] = mc
         if args.skip_outbox:
             return out
@@ -670,7 +670,7 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
         odb = str(work / "outbox.db")
         omc = runner.phase({**base, "phase": "outbox", "db": odb},
                            setup=lambda: (_rm_db(odb), _copy_db(ready, odb), sink.received.clear()),
-                           label="mailcase.outbox.deliver_due (smtp)")
+                           label="mailcase.outbound.outbox.deliver_due (smtp)")
         sink_check(omc)
         out["outbox"] = omc
         return out

@@ -1,0 +1,1 @@
+"""The ``mailcase`` command: the only place that prints or exits."""

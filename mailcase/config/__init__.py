@@ -1,0 +1,1 @@
+"""Configuration: one TOML file -> typed, frozen values."""

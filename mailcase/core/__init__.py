@@ -1,0 +1,1 @@
+"""Ground floor: the clock, errors, logging, retry timing, states and kinds."""

@@ -1,0 +1,1 @@
+"""3. At each cutoff, pending mail becomes cases."""

@@ -1,0 +1,1 @@
+"""The stored world: tables, the database, the directory, cases, leases, the calendar."""

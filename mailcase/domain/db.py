@@ -1,0 +1,204 @@
+"""Database: an engine from a URL, transactions, schema versions.
+
+SQLite (the default) runs in WAL mode with foreign keys on, ``synchronous=FULL``
+(a commit must survive a power cut: after it we delete mail on the server) and
+``BEGIN IMMEDIATE`` for every transaction, so a writer takes the write lock up
+front instead of failing to upgrade a read lock half-way.  PostgreSQL is used
+through psycopg 3 (``postgresql+psycopg://``).
+
+The schema is versioned with alembic (``mailcase/migrations``).  A database
+with no tables is created on first use; one at an older version is refused
+until ``mailcase db upgrade`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from mailcase.core.errors import ConfigError, DatabaseUnavailable, TransientError
+from mailcase.domain import models  # noqa: F401  (registers the tables)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: execution option marking a connection that will write (SQLite: BEGIN IMMEDIATE)
+WRITE = "mailcase_write"
+
+
+def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"database.url: not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            _private_file(Path(parsed.database))
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False},
+        )
+        _sqlite_events(engine, busy_timeout_seconds)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    raise ConfigError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite gives its -wal and
+    -shm files the same mode): it holds every customer's mail."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+
+
+def _sqlite_events(engine: Engine, busy_timeout_seconds: float) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # take transaction control from the driver: we issue BEGIN IMMEDIATE
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # writers (transaction()) take the write lock up front; readers start a
+        # deferred transaction, which WAL lets run beside a writer
+        write = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable or went away (not that it refused a row)."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One write transaction; database outages become DatabaseUnavailable."""
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+    except sa.exc.DBAPIError as exc:
+        if is_outage(exc):
+            raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+        raise
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only connection; database outages become DatabaseUnavailable."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except sa.exc.DBAPIError as exc:
+        if is_outage(exc):
+            raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+        raise
+
+
+def _short(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+
+
+def _alembic_config(conn: Connection | None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to ``revision``; returns (before, after)."""
+    before = current_revision(engine)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                command.upgrade(_alembic_config(conn), revision)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(f"database: {_short(exc)}") from exc
+    return before, current_revision(engine) or ""
+
+
+def open_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
+    """An engine on a database at the current schema; creates a fresh one."""
+    engine = make_engine(url, busy_timeout_seconds)
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return engine
+    if current is None:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+        if not tables:
+            upgrade(engine)
+            return engine
+        raise ConfigError(
+            f"database {engine.url.render_as_string(hide_password=True)}: "
+            "has tables but no mailcase schema version; is it another application's database?"
+        )
+    raise ConfigError(
+        f"database schema is at {current}, this mailcase needs {head}: run `mailcase db upgrade`"
+    )
+
+
+def insert_ignore(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    if is_postgres(conn):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(index_elements=keys), rows)

@@ -1,0 +1,1 @@
+"""Mail as bytes and text: headers, parsing, charsets, addresses, quoting, PINs, our Message-IDs."""

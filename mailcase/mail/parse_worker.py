@@ -1,0 +1,81 @@
+"""What a parse worker process runs: raw bytes in, parsed_mail columns out.
+
+Kept free of database imports so a worker process stays small (SQLAlchemy,
+SQLModel and pydantic would cost each worker about 50 MB) and starts fast;
+the forkserver preloads this module.  Workers never touch the database: the
+parent writes what they return (stages.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import traceback
+from typing import Any
+
+from mailcase.mail.headers import split_headers
+from mailcase.mail.parse import parse_email
+from mailcase.mail.pins import find_pins, pin_hmac, redact
+from mailcase.mail.quoting import cut_quoted, maybe_quoted
+
+
+def fingerprint(text: str) -> str:
+    """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
+
+
+_NOT_WORD = re.compile(r"[\W\d_]+")
+
+
+def loose_fingerprint(text: str) -> str:
+    """sha256 of the words of ``text``, lower case, numbers and punctuation gone:
+    equal for the texts of an autoresponder that only change a date or a number."""
+    return hashlib.sha256(" ".join(_NOT_WORD.sub(" ", text[:20000].lower()).split()).encode("utf-8")).hexdigest()
+
+
+class Failure:
+    """A parse that raised: picklable, with what the quarantine records."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc_type = type(exc).__name__
+        self.message = str(exc) or self.exc_type
+        self.traceback = traceback.format_exc()
+
+
+def parse_one(raw: bytes, pin_key: bytes | None = None) -> dict[str, Any] | Failure:
+    """PINs are hashed here and redacted from the text before anything is stored."""
+    try:
+        p = parse_email(raw, identity=False)  # the ledger stored it
+    except Exception as exc:
+        return Failure(exc)
+    # the newest part is worked out here, on a worker core, once: every pass of
+    # the rules (at ingest, at each cutoff) reads it, and it costs ~3 ms a mail
+    quoted = maybe_quoted(p.text_body)
+    reply = cut_quoted(p.text_body) if quoted else p.text_body
+    # the PIN may be in the subject, which the stored header fields hold redacted
+    pins = find_pins(p.text_body, reply, subject=split_headers(raw).text("subject") or "")
+    return {
+        "parser": p.parser,
+        "to_addrs": list(p.to),
+        "cc_addrs": list(p.cc),
+        "reply_to": list(p.reply_to),
+        "text_body": redact(p.text_body),
+        "text_sha256": fingerprint(p.text_body),
+        "body_from_html": p.body_from_html,
+        "attachments": [a.as_dict() for a in p.attachments],
+        "defects": list(p.defects),
+        "pin_hmacs": sorted({pin_hmac(pin_key, pin) for pin in pins}) if pin_key else [],
+        "reply_text": redact(reply) if quoted else None,
+        "loose_sha256": loose_fingerprint(redact(reply)),
+    }
+
+
+def parse_many(raws: list[bytes], pin_key: bytes | None = None) -> list[dict[str, Any] | Failure]:
+    """One pipe round-trip per batch, not per mail."""
+    return [parse_one(raw, pin_key) for raw in raws]
+
+
+def worker_init(level: int) -> None:
+    from mailcase.core import log as logsetup
+
+    logsetup.setup(level)

@@ -1,0 +1,1 @@
+"""Running the desk: the daemon, status, metrics, checks, retention, reports."""

@@ -1,0 +1,111 @@
+"""Mail staff cause on a case: replies (and previews of any template).
+
+A staff reply goes to the case's requester in the case's thread
+(In-Reply-To the newest mail of the case, References the thread), with the
+case token in the subject.  Its idempotency key includes a hash of the text,
+so re-running the same command queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailcase.config.settings import Config
+from mailcase.domain.calendar import BusinessCalendar
+from mailcase.domain.cases import event, get_case
+from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, OUTBOX, PERSON, SPECIALIST
+from mailcase.outbound.outbox import OutgoingMail, enqueue, with_token
+from mailcase.outbound.render import Rendered, find_templates, render
+from mailcase.rules.severity import NAMES as SEVERITY_NAMES
+
+
+def case_view(row: Any) -> dict[str, Any]:
+    repeat = next((int(f.rsplit("-", 1)[1]) for f in (row.flags or []) if f.startswith("repeats-case-")), None)
+    return {"number": row.number, "subject": row.subject,
+            "severity_name": SEVERITY_NAMES.get(row.severity, str(row.severity)), "repeat_of": repeat}
+
+
+def thread(conn: Connection, case_id: int) -> tuple[str | None, tuple[str, ...]]:
+    """(newest Message-ID of the case, the thread's Message-IDs oldest first): ours and theirs."""
+    theirs = conn.execute(
+        sa.select(MESSAGE.c.message_id, MESSAGE.c.received_at)
+        .join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
+        .where(CASE_MESSAGE.c.case_id == case_id)
+    ).all()
+    ours = conn.execute(
+        sa.select(OUTBOX.c.message_id, OUTBOX.c.created_at).where(
+            sa.or_(OUTBOX.c.case_id == case_id), OUTBOX.c.status.in_(["queued", "sending", "sent"]))
+    ).all()
+    ordered = sorted(((at, mid) for mid, at in list(theirs) + list(ours) if at is not None), key=lambda t: t[0])
+    ids = tuple(mid for _, mid in ordered)
+    return (ids[-1] if ids else None), ids
+
+
+def _base(config: Config) -> dict[str, Any]:
+    return {"signature": f"{config.outgoing.from_name}\n{config.outgoing.from_address}"}
+
+
+def requester_name(conn: Connection, row: Any) -> str:
+    """The directory's name of the case's requester, or "" (never the display name they wrote)."""
+    if row.person_id is None:
+        return ""
+    return str(conn.execute(sa.select(PERSON.c.name).where(PERSON.c.id == row.person_id)).scalar() or "")
+
+
+def queue_reply(
+    conn: Connection, config: Config, number: int, body: str, staff: str | None, now: datetime, actor: str
+) -> str:
+    row = get_case(conn, number)
+    staff_name = staff or conn.execute(
+        sa.select(SPECIALIST.c.name).where(SPECIALIST.c.id == row.owner_id)).scalar() or actor
+    parent, refs = thread(conn, row.id)
+    rendered = render(find_templates(config.outgoing.templates_dir), "reply", {
+        **_base(config), "cases": [case_view(row)], "body": body.strip(), "staff_name": staff_name,
+    })
+    key = f"reply:case:{row.id}:{hashlib.sha256(body.strip().encode()).hexdigest()[:16]}"
+    queued = enqueue(conn, OutgoingMail(
+        key=key, kind="reply", notice_kind=None, to_addr=row.requester, to_name="", rendered=rendered,
+        case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
+    ), config, config.hmac_key(), now)
+    if queued:
+        values: dict[str, Any] = {}
+        if row.first_staff_action_at is None:
+            values["first_staff_action_at"] = now
+        if row.status in ("new", "acknowledged"):
+            values["status"] = "in-progress"
+        if values:
+            conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
+        event(conn, row.id, now, actor, "reply", f"by {staff_name}")
+    return key
+
+
+def preview(conn: Connection, config: Config, kind: str, number: int, notice_kind: str, now: datetime) -> Rendered:
+    row = get_case(conn, number)
+    cal = BusinessCalendar(config.calendar)
+    zone = cal.zone
+    received = row.received_at or now
+    view = case_view(row)
+    base = _base(config) | {"requester": row.requester, "requester_name": requester_name(conn, row), "cases": [view]}
+    if kind == "ack":
+        processed = row.processed_at or cal.cutoff_for(received)
+        variables = base | {
+            "case": view, "other_cases": [], "cutoff": processed.astimezone(zone),
+            "cutoff_words": cal.describe_cutoffs(),
+            "promise_due": (row.ack_due_at or cal.add_business_days(processed, 1)).astimezone(zone),
+            "promise_breach": (row.ack_breach_at or cal.add_business_days(processed, 2)).astimezone(zone),
+            "suggestions": [],
+        }
+    elif kind == "notice":
+        variables = base | {
+            "notice": notice_kind, "original_subject": row.subject, "account_name": "",
+            "administrators": [], "pin_locked": False, "scope_category": "coding", "pin_problem": "pin-missing",
+        }
+    else:
+        variables = base | {"body": "(your reply here)", "staff_name": "(specialist)"}
+    rendered = render(find_templates(config.outgoing.templates_dir), kind, variables)
+    return Rendered(with_token(rendered.subject, row.number), rendered.text, rendered.html)

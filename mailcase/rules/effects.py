@@ -1,0 +1,72 @@
+"""What a verdict asks the desk to do: typed values, handled by the module that owns the table.
+
+Rules stay pure: they return these values and the classify stage applies them
+in the mail's transaction, dispatching on the value's type through an
+:data:`EffectHandlers` table.  The handlers for the rules' own tables and the
+domain's are :data:`mailcase.rules.record.BASE_EFFECTS`; the outbound stage adds
+the ones for bounces and survey scores (:data:`mailcase.outbound.effects.EFFECTS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class LinkCase:
+    """The mail follows up this case (recorded with the classification)."""
+
+    kind: ClassVar[str] = "link-case"
+    case_id: int
+    number: int
+
+
+@dataclass(frozen=True)
+class ReopenCase:
+    """A resolved or closed case is written to again."""
+
+    kind: ClassVar[str] = "reopen-case"
+    case_id: int
+
+
+@dataclass(frozen=True)
+class RecordBounce:
+    """A delivery report, read receipt or abuse report about mail we sent (fields are the sender's text)."""
+
+    kind: ClassVar[str] = "record-bounce"
+    report: str  # "dsn" | "vendor" | "delay" | "unparsed" | "read-receipt" | "abuse-report" | "report-*"
+    recipient: str | None = None
+    status: str | None = None
+    action: str | None = None
+    original_message_id: str | None = None
+    original_recipient: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordSurvey:
+    """A satisfaction score answering one of our surveys."""
+
+    kind: ClassVar[str] = "record-survey"
+    case_id: int
+    outbox_id: int
+    score: int
+
+
+@dataclass(frozen=True)
+class LockPin:
+    """Too many wrong PINs: the account's PIN acceptance is locked."""
+
+    kind: ClassVar[str] = "lock-pin"
+    account_id: int
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something staff must hear about now (written to the log at warning level)."""
+
+    kind: ClassVar[str] = "alert"
+    what: str
+
+
+Effect = LinkCase | ReopenCase | RecordBounce | RecordSurvey | LockPin | Alert
