@@ -8,29 +8,14 @@ parent writes what they return (stages.py).
 
 from __future__ import annotations
 
-import hashlib
-import re
 import traceback
 from typing import Any
 
+from mailcase.mail.fingerprints import fingerprint, loose_fingerprint
 from mailcase.mail.headers import split_headers
 from mailcase.mail.parse import parse_email
 from mailcase.mail.pins import find_pins, pin_hmac, redact
 from mailcase.mail.quoting import cut_quoted, maybe_quoted
-
-
-def fingerprint(text: str) -> str:
-    """sha256 of ``text`` with whitespace collapsed: equal for resent copies."""
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8", "replace")).hexdigest()
-
-
-_NOT_WORD = re.compile(r"[\W\d_]+")
-
-
-def loose_fingerprint(text: str) -> str:
-    """sha256 of the words of ``text``, lower case, numbers and punctuation gone:
-    equal for the texts of an autoresponder that only change a date or a number."""
-    return hashlib.sha256(" ".join(_NOT_WORD.sub(" ", text[:20000].lower()).split()).encode("utf-8")).hexdigest()
 
 
 class Failure:

@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from mailcase.domain.people import Account, Person
+from mailcase.mail.fingerprints import fingerprint, loose_fingerprint
 from mailcase.mail.headers import HeaderBlock, HeaderInfo
 from mailcase.mail.quoting import latest_reply
 from mailcase.rules.effects import Effect
@@ -169,7 +170,6 @@ class Mail:
         return self.stored_loose_hash or loose_fingerprint(self.reply_text)
 
 
-from mailcase.mail.parse_worker import fingerprint, loose_fingerprint  # noqa: E402  (one definition for both sides)
 
 
 class Directory(Protocol):
