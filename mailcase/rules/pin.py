@@ -15,8 +15,8 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from mailcase.rules.base import Context, Disposition, Effect, Mail, Notice, Outcome, Verdict
-from mailcase.rules.effects import Alert, LockPin
+from mailcase.rules.base import Context, Disposition, Mail, Notice, Outcome, Verdict
+from mailcase.rules.effects import Alert, Effect, LockPin
 
 RULE = "pin"
 
