@@ -25,7 +25,7 @@ def entry() -> None:
     args = sys.argv[1:]
     if "run" in args and "--once" not in args:
         signal.signal(signal.SIGTERM, _stop_before_start)
-    from mailcase.cli.main import main
+    from mailcase.cli.app import main
 
     main()
 

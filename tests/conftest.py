@@ -100,3 +100,18 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     yield from _pg_database()
+
+
+#: fixtures that start or reach a server: their tests are not in the fast lane
+SERVER_FIXTURES = frozenset({"dovecot", "imap", "tls_dovecot", "own_dovecot", "pg_url", "pg_available"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that needs a server (or runs on PostgreSQL): the fast lane,
+    ``tests/run --fast`` (``-m "not slow"``), is the unit, rules and CLI tests."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
+        if fixtures & SERVER_FIXTURES or on_postgres:
+            item.add_marker(pytest.mark.slow)

@@ -15,7 +15,8 @@ from typing import Any
 import imapclient
 from servers.dovecot import Dovecot
 
-from mailcase.config.settings import Config, parse_config
+from mailcase.config.loader import parse_config
+from mailcase.config.settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)  # Monday 08:00 in New York

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailcase.config.settings import parse_config
+from mailcase.config.loader import parse_config
 from mailcase.domain.people import Account, Person, Role
 from mailcase.mail.addresses import domain_of
-from mailcase.mail.headers import read_headers, split_headers
+from mailcase.mail.header_info import read_headers
+from mailcase.mail.headers import split_headers
 from mailcase.mail.msgid import make_message_id, parse_our_message_id
-from mailcase.mail.parse import parse_email
+from mailcase.mail.parse.message import parse_email
 from mailcase.mail.pins import find_pins, pin_hmac, redact
 from mailcase.rules.base import CaseRef, Mail, ResolvedCase, RuleSettings
-from mailcase.rules.classify import rule_settings
 
 KEY = b"rules-corpus-test-key-0123456789"
 OUR_DOMAIN = "support.example"
@@ -107,13 +107,14 @@ class FakeContext:
         return self.resolved.get(account_id, [])
 
 
-def settings(authserv_id: str | None = "mx.support.example", **overrides: Any) -> RuleSettings:
+def settings(authserv_id: str | None = "mx.support.example", **rules: Any) -> RuleSettings:
+    """The rules' settings of a configuration with these ``[rules]`` entries."""
     cfg = parse_config({
         "rules": {"sender_authentication": "authserv-id" if authserv_id else "insecure-off",
-                  **({"authserv_id": authserv_id} if authserv_id else {})},
+                  **({"authserv_id": authserv_id} if authserv_id else {}), **rules},
         "outgoing": {"from_address": f"support@{OUR_DOMAIN}"},
     }, "test")
-    return replace(rule_settings(cfg), **overrides)
+    return RuleSettings.from_config(cfg)
 
 
 def our_message_id(case_number: int | None, kind: str = "ack") -> str:

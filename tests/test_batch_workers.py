@@ -22,7 +22,7 @@ import sys
 from datetime import datetime
 from mailcase.cutoff.batch import run_due
 from mailcase.core.clock import FixedClock
-from mailcase.config.settings import load_config
+from mailcase.config.loader import load_config
 from mailcase.domain.db import open_engine
 from pathlib import Path
 cfg = load_config(Path(sys.argv[1]))
@@ -42,15 +42,15 @@ print(done)
 # inside the cutoff's transaction, however fast the machine.
 KILLABLE_WORKER = """
 import time
-import mailcase.cutoff.batch as batch
-real = batch._make_cases
+import mailcase.cutoff.make as make
+real = make.insert_cases
 def slow(*args, **kwargs):
     made = real(*args, **kwargs)
     print("mid-batch", flush=True)
     time.sleep(0.05)
     return made
-batch.CHUNK = 50
-batch._make_cases = slow
+make.CHUNK = 50
+make.insert_cases = slow
 """ + WORKER
 
 

@@ -9,7 +9,10 @@ import pytest
 from helpers import ROOT
 from pydantic import BaseModel
 
-from mailcase.config.settings import Config, RulesConfig, Secret, load_config, parse_config
+from mailcase.config.credentials import Secret
+from mailcase.config.loader import load_config, parse_config
+from mailcase.config.rules import RulesConfig
+from mailcase.config.settings import Config
 from mailcase.core.errors import ConfigError
 
 EXAMPLE = ROOT / "config" / "mailcase.example.toml"
@@ -46,7 +49,10 @@ def test_example_documents_every_key() -> None:
 
 def test_defaults_in_example_match_code() -> None:
     """Every key the example sets uncommented carries the code's default (except the mailbox)."""
-    from mailcase.config.settings import DaemonConfig, DatabaseConfig, IngestConfig, OutgoingConfig, StaffConfig
+    from mailcase.config.daemon import DaemonConfig, DatabaseConfig
+    from mailcase.config.mailbox import IngestConfig
+    from mailcase.config.outgoing import OutgoingConfig
+    from mailcase.config.rules import StaffConfig
 
     cfg = load_config(EXAMPLE)
     assert cfg.database == DatabaseConfig()
@@ -57,13 +63,14 @@ def test_defaults_in_example_match_code() -> None:
     from mailcase.config.calendar import CalendarConfig
 
     assert cfg.calendar == CalendarConfig()
-    from mailcase.config.settings import BatchConfig, DirectoryConfig
+    from mailcase.config.cutoff import BatchConfig
+    from mailcase.config.rules import DirectoryConfig
 
     assert cfg.batch == BatchConfig()
-    from mailcase.config.settings import KbConfig, SurveyConfig
+    from mailcase.config.outgoing import KbConfig, SurveyConfig
 
     assert cfg.surveys == SurveyConfig() and cfg.kb == KbConfig()
-    from mailcase.config.settings import RetentionConfig
+    from mailcase.config.daemon import RetentionConfig
 
     assert cfg.retention == RetentionConfig()
     assert cfg.directory == DirectoryConfig()

@@ -28,9 +28,9 @@ from mailcase.core.errors import MessageError
 from mailcase.core.states import MessageState, ReceivedSource
 from mailcase.domain.db import open_engine, transaction
 from mailcase.domain.tables import MESSAGE, PARSED_MAIL
-from mailcase.ingest.ledger import Incoming, Outcome, store
+from mailcase.ingest.ledger import Incoming, Stored, store
 from mailcase.ingest.stages import run_parse_stage
-from mailcase.mail.parse import parse_email
+from mailcase.mail.parse.message import parse_email
 
 CORPUS = Path(__file__).parent / "corpus" / "zammad"
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
@@ -126,8 +126,8 @@ def _store_and_parse(db: Path, names: list[str]) -> tuple[dict[str, Row], list[s
     ]
     with transaction(engine) as conn:
         results = store(conn, items, NOW)
-    copies = [name for name, r in zip(names, results, strict=True) if r.outcome is Outcome.COPY]
-    assert {r.outcome for r in results} <= {Outcome.NEW, Outcome.COPY}
+    copies = [name for name, r in zip(names, results, strict=True) if r.outcome is Stored.COPY]
+    assert {r.outcome for r in results} <= {Stored.NEW, Stored.COPY}
     result = run_parse_stage(engine, NOW)
     assert result.done + result.quarantined == len(names) - len(copies)
     with engine.connect() as c:
@@ -142,7 +142,7 @@ def _store_and_parse(db: Path, names: list[str]) -> tuple[dict[str, Row], list[s
     engine.dispose()
     out = {}
     for name, r in zip(names, results, strict=True):
-        if r.outcome is Outcome.NEW:
+        if r.outcome is Stored.NEW:
             row = rows[r.message_pk]
             out[name] = Row(row.state, row.from_addr, row.subject, row.text_body)
     return out, copies

@@ -29,7 +29,8 @@ from mailcase.core.errors import TransientError
 from mailcase.domain.db import open_engine
 from mailcase.domain.tables import MESSAGE, OUTBOX, RAW_COPY
 from mailcase.ingest.fetch import sync_imap
-from mailcase.outbound.outbox import deliver_due, transport_for
+from mailcase.outbound.deliver import deliver_due
+from mailcase.outbound.transport import transport_for
 
 
 @pytest.fixture

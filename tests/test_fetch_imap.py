@@ -88,12 +88,12 @@ def test_crash_between_commit_and_post_action_is_repaired(
     imap.append_many([make_mail(i) for i in range(6)])
     cfg = config(db_url, tmp_path, [imap.mailbox_config(post_action="move", move_to="Done")])
     engine = open_engine(cfg.database_url)
-    import mailcase.ingest.fetch as fetch
+    import mailcase.ingest.post_actions as post_actions
 
     def crash(*_a: object, **_k: object) -> list[int]:
         raise ConnectionResetError("injected: connection lost before the post-action")
 
-    monkeypatch.setattr(fetch, "_do_post_actions", crash)
+    monkeypatch.setattr(post_actions, "do_post_actions", crash)
     with pytest.raises(Exception):
         sync_imap(engine, cfg.mailboxes[0], NOW)
     assert counts(engine) == (6, 6)  # committed before the action

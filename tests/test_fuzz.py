@@ -7,8 +7,8 @@ the mail cut short, header blocks duplicated, MIME boundaries corrupted,
 charset labels swapped for wrong, bogus or hostile ones, header fields
 inserted with hostile values, and a splice of another mail.  Then:
 
-* :func:`mailcase.mail.headers.read_headers` never raises;
-* :func:`mailcase.mail.parse.parse_email` raises nothing but ``MessageError``
+* :func:`mailcase.mail.header_info.read_headers` never raises;
+* :func:`mailcase.mail.parse.message.parse_email` raises nothing but ``MessageError``
   (the mail is then quarantined), and what it returns is storable (no NUL,
   no lone surrogate: PostgreSQL refuses the one, both databases the other)
   and bounded;
@@ -45,9 +45,12 @@ from mailcase.core.errors import MessageError
 from mailcase.mail.addresses import _parse_rfc5322, _parse_simple
 from mailcase.mail.feedparser_eol import _PATTERN as EOL_PATTERN
 from mailcase.mail.feedparser_eol import LineBreakAtEnd
-from mailcase.mail.headers import _split_any, _split_well_formed, read_headers, split_headers
-from mailcase.mail.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, ParsedEmail, parse_email
-from mailcase.mail.quoting import _header_regex, _library_header_regex
+from mailcase.mail.header_info import read_headers
+from mailcase.mail.headers import _split_any, _split_well_formed, split_headers
+from mailcase.mail.parse.limits import MAX_ATTACHMENTS, MAX_BODY_CHARS
+from mailcase.mail.parse.message import parse_email
+from mailcase.mail.parse.result import ParsedEmail
+from mailcase.mail.quoting import _first_reply, _header_regex, _library_header_regex, _parser
 from mailcase.rules.base import Disposition
 from mailcase.rules.chain import run_chain
 
@@ -266,25 +269,25 @@ def test_rules_chain_never_raises_on_mutated_mail(raw: bytes, which: int, counte
 @given(raw=mutated_mails(), keep=st.integers(0, 20_000), small=st.integers(0, 2_000),
        header_lines=st.integers(1, 60))
 def test_thinning_holds_the_same_promises(raw: bytes, keep: int, small: int, header_lines: int) -> None:
-    """Large mails are thinned before the tree is built (parse._thin): here every mail
+    """Large mails are thinned before the tree is built (mailcase.mail.parse.thinning.thin): here every mail
     is, with a small budget, so the thinning sees every kind of damage too."""
-    import mailcase.mail.parse as parse
+    import mailcase.mail.parse.limits as limits
 
-    saved = {k: getattr(parse, k) for k in ("THIN_ABOVE_BYTES", "THIN_ABOVE_LINES", "KEEP_BYTES", "KEEP_LINES",
-                                            "SMALL_PART_BYTES", "MAX_PART_HEADER_LINES")}
+    saved = {k: getattr(limits, k) for k in ("THIN_ABOVE_BYTES", "THIN_ABOVE_LINES", "KEEP_BYTES", "KEEP_LINES",
+                                             "SMALL_PART_BYTES", "MAX_PART_HEADER_LINES")}
     try:
-        parse.THIN_ABOVE_BYTES = parse.THIN_ABOVE_LINES = 0
-        parse.KEEP_BYTES, parse.KEEP_LINES = keep, keep // 40
-        parse.SMALL_PART_BYTES, parse.MAX_PART_HEADER_LINES = small, header_lines
+        limits.THIN_ABOVE_BYTES = limits.THIN_ABOVE_LINES = 0
+        limits.KEEP_BYTES, limits.KEEP_LINES = keep, keep // 40
+        limits.SMALL_PART_BYTES, limits.MAX_PART_HEADER_LINES = small, header_lines
         try:
             parsed = parse_email(raw)
         except MessageError:
             return
     finally:
         for k, v in saved.items():
-            setattr(parse, k, v)
+            setattr(limits, k, v)
     assert_sound(parsed)
-    # no marker of the thinning shows (Hypothesis finds the prefix in parse.py
+    # no marker of the thinning shows (Hypothesis finds the prefix in thinning.py
     # and writes it into mails: then it is the sender's text, and stays)
     assert parsed.text_body.count("mailcase-elided-") <= raw.count(b"mailcase-elided-")
 
@@ -402,13 +405,14 @@ def _tree(raw: bytes) -> list[Any]:
 def _trees_agree(raw: bytes) -> None:
     import email.feedparser as feedparser
 
-    assert isinstance(feedparser.NLCRE_eol, LineBreakAtEnd)  # parse.py installed it
-    ours = _tree(raw)
-    feedparser.NLCRE_eol = re.compile(EOL_PATTERN)  # type: ignore[assignment]
+    saved = feedparser.NLCRE_eol
     try:
+        feedparser.NLCRE_eol = LineBreakAtEnd()  # type: ignore[assignment]  # as install() puts it
+        ours = _tree(raw)
+        feedparser.NLCRE_eol = re.compile(EOL_PATTERN)
         assert _tree(raw) == ours
     finally:
-        feedparser.NLCRE_eol = LineBreakAtEnd()  # type: ignore[assignment]
+        feedparser.NLCRE_eol = saved
 
 
 def test_line_break_at_end_builds_the_same_trees_from_the_seed_mails() -> None:
@@ -434,17 +438,17 @@ def test_body_hash_in_chunks_is_the_hash_of_the_normalised_body(body: bytes, chu
     where none is bare) == sha256(normalised_body)."""
     import hashlib
 
-    from mailcase.mail import headers
+    from mailcase.mail import header_info
 
     raw = b"X: y\r\n\r\n"[:offset] + body
-    saved = headers._HASH_CHUNK
-    headers._HASH_CHUNK = chunk
+    saved = header_info._HASH_CHUNK
+    header_info._HASH_CHUNK = chunk
     try:
         h = hashlib.sha256()
-        headers.hash_normalised_body(h, raw, offset)
+        header_info.hash_normalised_body(h, raw, offset)
     finally:
-        headers._HASH_CHUNK = saved
-    assert h.hexdigest() == hashlib.sha256(headers.normalised_body(raw, offset)).hexdigest()
+        header_info._HASH_CHUNK = saved
+    assert h.hexdigest() == hashlib.sha256(header_info.normalised_body(raw, offset)).hexdigest()
 
 
 # -- the reply-header pattern, anchored (mailcase.mail.quoting._header_regex) ------------------------
@@ -492,3 +496,26 @@ def test_anchored_reply_header_pattern_agrees_on_the_seed_mails() -> None:
         _anchored_agrees(text)
         quoted += bool(_header_matches(_library_header_regex(), text))
     assert quoted >= 20  # the seeds do quote earlier mail: the comparison is not empty
+
+
+# -- the newest reply, read lazily (mailcase.mail.quoting._first_reply) -----------------------------
+
+def _first_reply_agrees(text: str) -> None:
+    """Ours, which uses only the library's public API, against the library's own answer."""
+    assert _first_reply(text) == _parser().parse_reply(text), repr(text)
+
+
+@budget
+@seeded
+@given(text=REPLY_LINES)
+def test_first_reply_is_the_librarys_latest_reply_on_generated_replies(text: str) -> None:
+    _first_reply_agrees(text)
+
+
+def test_first_reply_is_the_librarys_latest_reply_on_the_seed_mails() -> None:
+    for raw in SEEDS:
+        try:
+            text = parse_email(raw).text_body
+        except MessageError:
+            continue
+        _first_reply_agrees(text[:200_000])

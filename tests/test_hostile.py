@@ -47,8 +47,8 @@ from mailcase.domain.db import open_engine, transaction
 from mailcase.domain.tables import MESSAGE, PARSED_MAIL, QUARANTINE, RAW_COPY, VERDICT
 from mailcase.ingest.ledger import Incoming, store
 from mailcase.ingest.stages import run_parse_stage
-from mailcase.mail.headers import MAX_SUBJECT_CHARS, read_headers
-from mailcase.mail.parse import MAX_ATTACHMENTS, MAX_BODY_CHARS, MAX_DEPTH
+from mailcase.mail.header_info import MAX_SUBJECT_CHARS, read_headers
+from mailcase.mail.parse.limits import MAX_ATTACHMENTS, MAX_BODY_CHARS, MAX_DEPTH
 from mailcase.outbound.effects import EFFECTS
 from mailcase.rules.classify import run_classify_stage
 
@@ -160,7 +160,7 @@ from mailcase.domain.db import open_engine, transaction
 from mailcase.ingest.ledger import MESSAGE, QUARANTINE, RAW_COPY, Incoming, store
 from mailcase.ingest.stages import PARSED_MAIL, run_parse_stage
 from mailcase.core.states import ReceivedSource
-import mailcase.mail.parse, mailcase.rules.chain, mailparser, lxml.html, mailparser_reply  # loaded before base
+import mailcase.mail.parse.message, mailcase.rules.chain, mailparser, lxml.html, mailparser_reply  # loaded before base
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 url = f"sqlite:///{tmp}/mailcase.db"
@@ -641,14 +641,16 @@ def test_bounce_rule_reads_a_bounce_looking_mail_in_bounded_memory(tmp_path: Pat
 
 
 def test_flood_counting_is_not_quadratic(tmp_path: Path) -> None:
-    from mailcase.rules.classify import DbContext, PassCache, rule_settings
+    from mailcase.rules.base import RuleSettings
+    from mailcase.rules.context import DbContext, PassCache
 
     def run(n: int) -> float:
         cache = PassCache()
         start = NOW - timedelta(hours=1)
         mails = [(start + timedelta(seconds=i * 3600 / n), i, "s", "h", "l") for i in range(n)]
         cache._sender["a@x.example"] = mails
-        ctx = DbContext(None, NOW, rule_settings(config("sqlite://", tmp_path)), None, b"k", cache)  # type: ignore[arg-type]
+        rules = RuleSettings.from_config(config("sqlite://", tmp_path))
+        ctx = DbContext(None, NOW, rules, None, b"k", cache)  # type: ignore[arg-type]
         t = time.perf_counter()
         for at, pk, _, _, _ in mails:
             ctx.message_pk = pk
@@ -671,7 +673,7 @@ from mailcase.outbound.effects import EFFECTS
 from mailcase.rules.classify import run_classify_stage
 from mailcase.core.clock import FixedClock
 from mailcase.domain.db import open_engine
-import mailcase.mail.parse, mailcase.rules.chain, mailparser, mailparser_reply
+import mailcase.mail.parse.message, mailcase.rules.chain, mailparser, mailparser_reply
 
 
 def hwm():
@@ -738,7 +740,7 @@ def test_maildir_mail_over_the_limit_keeps_its_headers(tmp_path: Path) -> None:
 def test_a_sender_cannot_forge_the_thinning_marker() -> None:
     """A thinned part is marked in the tree by a line with a per-parse random token;
     the same words in a mail are the sender's text (found by the fuzzer)."""
-    import mailcase.mail.parse as parse
+    import mailcase.mail.parse.message as parse
 
     fake = "mailcase-elided-" + "0" * 32 + "-0"
     raw, _, _ = big_attachment(9 * MB)  # over THIN_ABOVE_BYTES: thinned

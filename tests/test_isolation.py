@@ -22,17 +22,21 @@ import sqlalchemy as sa
 from batching import AUTH, Desk, ny
 from servers.smtp import SmtpSink
 
-import mailcase.cutoff.batch as batch_module
+import mailcase.cutoff.compose as compose_module
+import mailcase.cutoff.judge as judge_module
+import mailcase.cutoff.make as make_module
 import mailcase.ingest.stages as stages_module
 import mailcase.rules.classify as classify_module
-from mailcase.config.settings import parse_config
+import mailcase.rules.record as record_module
+from mailcase.config.loader import parse_config
 from mailcase.core.states import MessageState, ReceivedSource
 from mailcase.domain.db import transaction
 from mailcase.domain.tables import CASE, MESSAGE, OUTBOX, QUARANTINE
 from mailcase.ingest.ledger import Incoming, store
 from mailcase.ingest.quarantine import retry
 from mailcase.ingest.stages import BackgroundParser
-from mailcase.outbound.outbox import deliver_due, transport_for
+from mailcase.outbound.deliver import deliver_due
+from mailcase.outbound.transport import transport_for
 
 #: From values that made the cutoff's compose() raise for everyone (issue 12)
 HOSTILE_FROM = [
@@ -129,14 +133,14 @@ def test_a_unit_that_cannot_be_rendered_is_quarantined_and_the_rest_made(
     desk.directory()
     alice = desk.mail(ny(2026, 11, 23, 8, 0), subject="Invoices do not print")
     bob = desk.mail(ny(2026, 11, 23, 8, 5), sender="bob@globex.example", subject="Export fails")
-    real = batch_module.render
+    real = compose_module.render
 
     def render(folder: Any, kind: str, variables: dict[str, Any]) -> Any:  # the injected fault
         if variables.get("requester") == "bob@globex.example":
             raise RuntimeError("template blew up on this mail")
         return real(folder, kind, variables)
 
-    monkeypatch.setattr(batch_module, "render", render)
+    monkeypatch.setattr(compose_module, "render", render)
     run = desk.process(ny(2026, 11, 23, 9, 31))
     assert len(run.results) == 1 and run.results[0].quarantined == 1
     assert desk.case_of(alice) == 1 and desk.case_of(bob) is None
@@ -144,7 +148,7 @@ def test_a_unit_that_cannot_be_rendered_is_quarantined_and_the_rest_made(
     assert q.stage == "batch" and "bob@globex.example" in q.error and "template blew up" in q.error
     assert [r.to_addr for r in desk.outbox()] == ["alice@acme.example"]
     # fixed (the fault gone), a retry puts the mail in the next cutoff, once
-    monkeypatch.setattr(batch_module, "render", real)
+    monkeypatch.setattr(compose_module, "render", real)
     qid = desk.scalar(sa.select(QUARANTINE.c.id).where(QUARANTINE.c.resolved_at.is_(None)))
     with transaction(desk.engine) as conn:
         assert retry(conn, qid, ny(2026, 11, 23, 10, 0)) is MessageState.PENDING
@@ -161,14 +165,14 @@ def test_a_row_the_database_refuses_quarantines_only_its_unit(
     desk.directory()
     ids = [desk.mail(ny(2026, 11, 23, 8, i), sender=s, subject=f"Problem {i}")
            for i, s in enumerate(["alice@acme.example", "bob@globex.example", "monitor@acme.example"])]
-    real = batch_module._make_cases
+    real = make_module.insert_cases
 
-    def make_cases(conn: Any, planned: Any, *args: Any) -> Any:  # the injected fault: a row refused
-        if any(values["requester"] == "bob@globex.example" for _, values in planned):
+    def insert_cases(conn: Any, cases: Any, *args: Any) -> Any:  # the injected fault: a row refused
+        if any(case.planned.requester == "bob@globex.example" for case in cases):
             raise sa.exc.IntegrityError("INSERT INTO support_case", {}, Exception("refused"))
-        return real(conn, planned, *args)
+        return real(conn, cases, *args)
 
-    monkeypatch.setattr(batch_module, "_make_cases", make_cases)
+    monkeypatch.setattr(make_module, "insert_cases", insert_cases)
     run = desk.process(ny(2026, 11, 23, 9, 31))
     assert run.results[0].quarantined == 1
     assert desk.case_of(ids[0]) is not None and desk.case_of(ids[2]) is not None and desk.case_of(ids[1]) is None
@@ -183,14 +187,14 @@ def test_a_rule_that_raises_at_the_cutoff_quarantines_that_mail(
     good = desk.mail(ny(2026, 11, 23, 8, 0), subject="Invoices do not print")
     bad = desk.mail(ny(2026, 11, 23, 8, 1), sender="bob@globex.example", subject="POISON")
     desk.process(ny(2026, 11, 23, 9, 0))  # classified at ingest, before the fault
-    real = batch_module.run_chain
+    real = judge_module.run_chain
 
     def run_chain(mail: Any, ctx: Any, **kw: Any) -> Any:
         if mail.subject == "POISON":
             raise ZeroDivisionError("a rule's bug")
         return real(mail, ctx, **kw)
 
-    monkeypatch.setattr(batch_module, "run_chain", run_chain)
+    monkeypatch.setattr(judge_module, "run_chain", run_chain)
     run = desk.process(ny(2026, 11, 23, 9, 31))
     assert run.results[0].quarantined == 1 and desk.case_of(good) == 1 and desk.case_of(bad) is None
     [q] = quarantined(desk)
@@ -213,7 +217,7 @@ def test_classify_poison_and_a_refused_write(db_url: str, tmp_path: Path, monkey
             raise KeyError("a rule's bug")
         return real_chain(mail, ctx, **kw)
 
-    real_flush = classify_module.Recorder.flush
+    real_flush = record_module.Recorder.flush
 
     def flush(self: Any) -> None:
         if any(c["message_pk"] == refused for c in self.classifications):
@@ -222,7 +226,7 @@ def test_classify_poison_and_a_refused_write(db_url: str, tmp_path: Path, monkey
 
     refused = desk.scalar(sa.select(MESSAGE.c.id).where(MESSAGE.c.subject == "REFUSED"))
     monkeypatch.setattr(classify_module, "run_chain", run_chain)
-    monkeypatch.setattr(classify_module.Recorder, "flush", flush)
+    monkeypatch.setattr(record_module.Recorder, "flush", flush)
     desk.process(ny(2026, 11, 23, 9, 0))
     states = dict(desk.rows(sa.select(MESSAGE.c.subject, MESSAGE.c.state)))
     assert states == {"Request 0": "pending", "POISON": "quarantined", "Request 2": "pending",

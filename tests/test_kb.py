@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from batching import DIRECTORY, Desk, ny
 from sqlalchemy.engine import Engine
 
-from mailcase.config.settings import KbConfig
+from mailcase.config.outgoing import KbConfig
 from mailcase.core.errors import UsageError
 from mailcase.domain.db import open_engine, transaction
 from mailcase.domain.tables import CASE

@@ -11,15 +11,16 @@ import pytest
 import sqlalchemy as sa
 from helpers import make_mail
 
-from mailcase.config.settings import parse_config
+from mailcase.config.loader import parse_config
 from mailcase.core.states import MessageState, ReceivedSource
 from mailcase.domain.db import open_engine, transaction
 from mailcase.domain.tables import MESSAGE, QUARANTINE, RAW_COPY
-from mailcase.ingest.ledger import Incoming, Outcome, store
+from mailcase.ingest.ledger import Incoming, Stored, store
 from mailcase.ingest.quarantine import open_entries, retry, retry_all
 from mailcase.ingest.reprocess import ReprocessRequest, reprocess
 from mailcase.ingest.stages import run_headers_stage, run_parse_stage
-from mailcase.mail.headers import read_headers, received_header_time, split_headers
+from mailcase.mail.header_info import read_headers, received_header_time
+from mailcase.mail.headers import split_headers
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 
@@ -100,11 +101,11 @@ def test_store_is_idempotent_and_keeps_copies(db_url: str) -> None:
     engine = open_engine(db_url)
     with transaction(engine) as conn:
         r = store(conn, [incoming(make_mail(1), "k1"), incoming(make_mail(1), "k1"), incoming(make_mail(2), "k2")], NOW)
-    assert [x.outcome for x in r] == [Outcome.NEW, Outcome.DUPLICATE, Outcome.NEW]
+    assert [x.outcome for x in r] == [Stored.NEW, Stored.DUPLICATE, Stored.NEW]
     assert r[0].message_pk == r[1].message_pk
     with transaction(engine) as conn:
         r = store(conn, [incoming(make_mail(1, linesep="\n"), "file:1", source="maildir:/m")], NOW)
-    assert r[0].outcome is Outcome.COPY
+    assert r[0].outcome is Stored.COPY
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(MESSAGE)).scalar_one() == 2
         assert c.execute(sa.select(sa.func.count()).select_from(RAW_COPY)).scalar_one() == 3
@@ -123,7 +124,7 @@ def test_header_failure_quarantines_keeps_bytes_and_retries(
     monkeypatch.setattr(ledger, "read_headers", broken)
     with transaction(engine) as conn:
         r = store(conn, [incoming(make_mail(7), "k7")], NOW)
-    assert r[0].outcome is Outcome.QUARANTINED
+    assert r[0].outcome is Stored.QUARANTINED
     monkeypatch.undo()
     with engine.connect() as c:
         entries = open_entries(c)

@@ -133,7 +133,8 @@ def test_smtp_xoauth2(tokens: TokenServer, sqlite_url: str, tmp_path: Path) -> N
     from aiosmtpd.controller import Controller
     from batching import Desk, ny
 
-    from mailcase.outbound.outbox import deliver_due, transport_for
+    from mailcase.outbound.deliver import deliver_due
+    from mailcase.outbound.transport import transport_for
 
     sink = _XOAuthSink()
     sink.tokens = tokens

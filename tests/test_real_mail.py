@@ -14,7 +14,8 @@ from pathlib import Path
 
 from test_corpus_zammad import zammad_expectations
 
-from mailcase.mail.parse import Attachment, ParsedEmail, parse_email
+from mailcase.mail.parse.message import parse_email
+from mailcase.mail.parse.result import Attachment, ParsedEmail
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus" / "zammad"

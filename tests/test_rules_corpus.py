@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -83,12 +82,11 @@ def corpus_mail(path: Path) -> Mail:
 
 def classify(path: Path, disabled: frozenset[str] = frozenset()) -> Outcome:
     c = expectation(path).get("context", {})
-    rule_settings = settings(None if c.get("insecure") else "mx.support.example")
-    if c.get("spam_header"):
-        rule_settings = replace(rule_settings, spam_header=c["spam_header"])
+    authserv = None if c.get("insecure") else "mx.support.example"
+    spam = {"spam_header": c["spam_header"]} if c.get("spam_header") else {}
     ctx = FakeContext(
         now=NOW,
-        settings=rule_settings,
+        settings=settings(authserv, **spam),
         directory=DIRECTORY, cases=CASES, case_message_ids=MSGIDS, resolved=RESOLVED,
         similar_before=c.get("similar_before", 0), sender_before=c.get("sender_before", 0),
         repeated_before=c.get("repeated_before", 0),

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from batching import Desk, ny
 from helpers import write_config
 
-from mailcase.cli.main import main
+from mailcase.cli.app import main
 from mailcase.domain.tables import CASE, OUTBOX
 
 

@@ -12,8 +12,9 @@ from batching import Desk, ny
 
 from mailcase.domain.db import transaction
 from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX, SURVEY_RESPONSE
-from mailcase.outbound.outbox import deliver_due, transport_for
+from mailcase.outbound.deliver import deliver_due
 from mailcase.outbound.surveys import resolve, stats
+from mailcase.outbound.transport import transport_for
 
 
 def _resolve(desk: Desk, number: int, at: object, note: str = "Fixed the printer profile.") -> str | None:

@@ -1,4 +1,4 @@
-"""The package type-checks under mypy --strict (house style, DESIGN §4)."""
+"""The package type-checks under mypy --strict (house style, docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
 """The calendar's configuration: zone, cutoff times, weekdays, holidays, closures.
 
 The support agreement creates cases "from emails received before 9:30 AM and
-before 3:30 PM Eastern, Monday-Friday" (DESIGN §1).  A cutoff is a local
+before 3:30 PM Eastern, Monday-Friday" (docs/design.md §1).  A cutoff is a local
 wall-clock time on a business day of the calendar's zone; a mail joins the
 first cutoff strictly after it was received, so a mail received exactly at
 09:30:00 waits for 15:30.
 
 Every function takes the instant it reasons about as an argument and returns
-aware UTC datetimes (DESIGN §4); nothing here reads the clock.
+aware UTC datetimes (docs/design.md §4); nothing here reads the clock.
 
 Cutoffs are built from the local date as ``datetime(y, m, d, hh, mm,
 tzinfo=zone)``, never by adding 24 hours: across 2026-03-08 a day in New York is
-23 real hours long (DESIGN §6).  That construction is only exact when the time
+23 real hours long (docs/design.md §6).  That construction is only exact when the time
 exists once on every date, so a cutoff in a daylight-saving gap or fold of the
 zone is rejected when the configuration is loaded.
 """
@@ -26,7 +26,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_lib
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
+
+from mailcase.config.base import Frozen
 
 __all__ = ["CalendarConfig", "parse_hhmm"]
 
@@ -53,11 +55,6 @@ _SCAN_STEP = timedelta(hours=12)
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 _YYYY_MM_DD = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-
-
-class _Frozen(BaseModel):
-    # a copy of config._Frozen: config.py imports this module, not the reverse
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _show(value: object) -> str:
@@ -200,7 +197,7 @@ def _clock(dt: datetime, with_date: bool) -> str:
     return f"{dt.date()} {text}" if with_date else text
 
 
-class CalendarConfig(_Frozen):
+class CalendarConfig(Frozen):
     """The ``[calendar]`` table: when cutoffs are and which days count."""
 
     #: IANA time zone the cutoffs and business days are in

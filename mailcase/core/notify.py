@@ -1,6 +1,6 @@
 """systemd's notify protocol: a datagram to $NOTIFY_SOCKET (sd_notify(3)).
 
-A few lines of socket code instead of a dependency (DESIGN §6).  Without
+A few lines of socket code instead of a dependency (docs/design.md §6).  Without
 NOTIFY_SOCKET (not under systemd) every call does nothing.
 """
 

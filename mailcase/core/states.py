@@ -89,3 +89,51 @@ class PostAction(StrEnum):
     LEAVE = "leave"
     SEEN = "seen"
     MOVE = "move"
+
+
+class CaseStatus(StrEnum):
+    """A case's lifecycle (the agreement): ``new -> acknowledged -> in-progress ->
+    escalated -> resolved -> closed``, plus ``held`` (the account is not in good
+    standing) and ``out-of-scope``."""
+
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    IN_PROGRESS = "in-progress"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    HELD = "held"
+    OUT_OF_SCOPE = "out-of-scope"
+
+
+#: cases someone still owes an answer or work on (an owner's load counts them)
+OPEN_CASE_STATUSES: tuple[str, ...] = tuple(s.value for s in (
+    CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS, CaseStatus.ESCALATED,
+    CaseStatus.HELD, CaseStatus.OUT_OF_SCOPE,
+))
+#: cases whose work is done: a reply to one may reopen it, a new request may repeat it
+CLOSED_CASE_STATUSES: tuple[str, ...] = (CaseStatus.RESOLVED.value, CaseStatus.CLOSED.value)
+#: cases no first response is due on: done, or held until the account is in good standing
+NOT_DUE_CASE_STATUSES: tuple[str, ...] = CLOSED_CASE_STATUSES + (CaseStatus.HELD.value,)
+
+
+class OutboxStatus(StrEnum):
+    """An outbox row: queued until a sender claims it (``sending``), then sent or
+    failed; or held back by policy (``capped``, ``suppressed``) or by staff
+    (``cancelled``)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CAPPED = "capped"
+    SUPPRESSED = "suppressed"
+
+
+#: mail that went out or is on its way: what counts as sent (a notice, a survey, a reply)
+LIVE_OUTBOX_STATUSES: tuple[str, ...] = (OutboxStatus.QUEUED.value, OutboxStatus.SENDING.value,
+                                         OutboxStatus.SENT.value)
+#: mail that did not go out and may still: staff retry or cancel it
+UNSENT_OUTBOX_STATUSES: tuple[str, ...] = (OutboxStatus.QUEUED.value, OutboxStatus.FAILED.value,
+                                           OutboxStatus.CAPPED.value)

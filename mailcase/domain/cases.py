@@ -1,6 +1,6 @@
 """Cases: numbers, lifecycle, assignment, escalation, the event log.
 
-Lifecycle (the agreement): ``new -> acknowledged -> in-progress -> escalated
+Lifecycle (the agreement; states.py's :class:`CaseStatus`): ``new -> acknowledged -> in-progress -> escalated
 -> resolved -> closed``, plus ``held`` (account not in good standing) and
 ``out-of-scope``.  Escalation changes the tier (SSI -> SSII -> SSIII -> DEV),
 never the owner: the first specialist keeps ownership.  Every change is an
@@ -12,31 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.errors import UsageError
-from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, OUTBOX, SPECIALIST
+from mailcase.core.states import (
+    CLOSED_CASE_STATUSES,
+    NOT_DUE_CASE_STATUSES,
+    OPEN_CASE_STATUSES,
+    CaseStatus,
+    OutboxStatus,
+)
+from mailcase.domain.tables import ACCOUNT, CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX, SPECIALIST
+from mailcase.mail.subjects import case_label
 
 TIERS = ("SSI", "SSII", "SSIII", "DEV")
-
-
-class CaseStatus(StrEnum):
-    NEW = "new"
-    ACKNOWLEDGED = "acknowledged"
-    IN_PROGRESS = "in-progress"
-    ESCALATED = "escalated"
-    RESOLVED = "resolved"
-    CLOSED = "closed"
-    HELD = "held"
-    OUT_OF_SCOPE = "out-of-scope"
-
-
-OPEN = (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS, CaseStatus.ESCALATED,
-        CaseStatus.HELD, CaseStatus.OUT_OF_SCOPE)
 
 
 def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
@@ -61,7 +53,7 @@ def pick_owner(conn: Connection, now: datetime) -> int | None:
     """The active SSI specialist with the fewest open cases; ties round-robin."""
     open_counts = (
         sa.select(CASE.c.owner_id, sa.func.count().label("n"))
-        .where(CASE.c.status.in_([s.value for s in OPEN]))
+        .where(CASE.c.status.in_(OPEN_CASE_STATUSES))
         .group_by(CASE.c.owner_id)
         .subquery()
     )
@@ -95,7 +87,7 @@ class CaseAllocator:
         self.conn, self.now = conn, now
         self._next = next_number(conn)
         counts: dict[Any, Any] = dict(conn.execute(
-            sa.select(CASE.c.owner_id, sa.func.count()).where(CASE.c.status.in_([s.value for s in OPEN]))
+            sa.select(CASE.c.owner_id, sa.func.count()).where(CASE.c.status.in_(OPEN_CASE_STATUSES))
             .group_by(CASE.c.owner_id)
         ).all())
         self._specialists: list[list[Any]] = [
@@ -192,13 +184,11 @@ class CaseView:
 def get_case(conn: Connection, number: int) -> Any:
     row = conn.execute(sa.select(CASE).where(CASE.c.number == number)).first()
     if row is None:
-        raise UsageError(f"no case #{number:06d}")
+        raise UsageError(f"no case {case_label(number)}")
     return row
 
 
 def _view_query() -> sa.Select[Any]:
-    from mailcase.domain.tables import ACCOUNT
-
     return (
         sa.select(CASE, ACCOUNT.c.code.label("account_code"), SPECIALIST.c.name.label("owner_name"))
         .outerjoin(ACCOUNT, ACCOUNT.c.id == CASE.c.account_id)
@@ -219,8 +209,6 @@ def list_cases(
     owner: str | None = None, severity: int | None = None, breached: bool = False,
     now: datetime | None = None, limit: int = 100,
 ) -> list[CaseView]:
-    from mailcase.domain.tables import ACCOUNT
-
     q = _view_query()
     if status:
         q = q.where(CASE.c.status == status)
@@ -235,7 +223,7 @@ def list_cases(
         # the promise measures the first human response (a reply or the resolution)
         q = q.where(sa.or_(
             sa.and_(CASE.c.first_response_at.is_(None), CASE.c.ack_breach_at <= now,
-                    CASE.c.status.not_in(["resolved", "closed", "held"])),
+                    CASE.c.status.not_in(NOT_DUE_CASE_STATUSES)),
             CASE.c.first_response_at > CASE.c.ack_breach_at,
         ))
     rows = conn.execute(q.order_by(CASE.c.priority, CASE.c.number).limit(limit)).all()
@@ -244,11 +232,9 @@ def list_cases(
 
 def case_detail(conn: Connection, number: int) -> tuple[CaseView, list[Any], list[Any]]:
     """(case, its mails, its events)."""
-    from mailcase.domain.tables import MESSAGE
-
     r = conn.execute(_view_query().where(CASE.c.number == number)).first()
     if r is None:
-        raise UsageError(f"no case #{number:06d}")
+        raise UsageError(f"no case {case_label(number)}")
     mails = conn.execute(
         sa.select(MESSAGE.c.id, MESSAGE.c.received_at, MESSAGE.c.from_addr, MESSAGE.c.subject, CASE_MESSAGE.c.role)
         .join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
@@ -285,13 +271,16 @@ def assign(conn: Connection, number: int, specialist: str, now: datetime, actor:
 
 def set_status(conn: Connection, number: int, status: CaseStatus, now: datetime, actor: str, detail: str = "") -> Any:
     row = get_case(conn, number)
-    allowed: dict[CaseStatus, tuple[str, ...]] = {
-        CaseStatus.IN_PROGRESS: ("new", "acknowledged", "escalated", "out-of-scope"),
-        CaseStatus.RESOLVED: ("new", "acknowledged", "in-progress", "escalated", "out-of-scope"),
-        CaseStatus.CLOSED: ("resolved", "out-of-scope", "new", "acknowledged", "in-progress", "escalated"),
+    allowed: dict[CaseStatus, tuple[CaseStatus, ...]] = {
+        CaseStatus.IN_PROGRESS: (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.ESCALATED,
+                                 CaseStatus.OUT_OF_SCOPE),
+        CaseStatus.RESOLVED: (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS,
+                              CaseStatus.ESCALATED, CaseStatus.OUT_OF_SCOPE),
+        CaseStatus.CLOSED: (CaseStatus.RESOLVED, CaseStatus.OUT_OF_SCOPE, CaseStatus.NEW, CaseStatus.ACKNOWLEDGED,
+                            CaseStatus.IN_PROGRESS, CaseStatus.ESCALATED),
     }
     if status in allowed and row.status not in allowed[status]:
-        raise UsageError(f"case #{number:06d} is {row.status}: cannot become {status}")
+        raise UsageError(f"case {case_label(number)} is {row.status}: cannot become {status}")
     values: dict[str, Any] = {"status": status.value, **_staff_touch(conn, row, now)}
     if status is CaseStatus.RESOLVED:
         values["resolved_at"] = now
@@ -307,10 +296,10 @@ def escalate(conn: Connection, number: int, tier: str, now: datetime, actor: str
     if tier not in TIERS:
         raise UsageError(f"tier must be one of {', '.join(TIERS)}")
     row = get_case(conn, number)
-    if row.status in ("resolved", "closed"):
-        raise UsageError(f"case #{number:06d} is {row.status}: reopen it first")
+    if row.status in CLOSED_CASE_STATUSES:
+        raise UsageError(f"case {case_label(number)} is {row.status}: reopen it first")
     if TIERS.index(tier) <= TIERS.index(row.tier):
-        raise UsageError(f"case #{number:06d} is already at {row.tier}")
+        raise UsageError(f"case {case_label(number)} is already at {row.tier}")
     # the owner stays: the first specialist keeps ownership (the agreement)
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
         tier=tier, status=CaseStatus.ESCALATED.value, **_staff_touch(conn, row, now)))
@@ -332,8 +321,8 @@ def release_held(conn: Connection, account_id: int, now: datetime, actor: str) -
 
 def reopen(conn: Connection, number: int, now: datetime, actor: str, detail: str = "") -> None:
     row = get_case(conn, number)
-    if row.status not in ("resolved", "closed"):
-        raise UsageError(f"case #{number:06d} is {row.status}, not resolved or closed")
+    if row.status not in CLOSED_CASE_STATUSES:
+        raise UsageError(f"case {case_label(number)} is {row.status}, not resolved or closed")
     reopen_case(conn, row.id, now, actor, detail)
 
 
@@ -349,8 +338,9 @@ def reopen_case(conn: Connection, case_id: int, now: datetime, actor: str, detai
 def cancel_pending_surveys(conn: Connection, case_id: int, why: str) -> int:
     """A survey not sent yet is withdrawn (its case reopened: it is not resolved after all)."""
     return int(conn.execute(
-        sa.update(OUTBOX).where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == "survey", OUTBOX.c.status == "queued")
-        .values(status="cancelled", status_reason=why[:300])
+        sa.update(OUTBOX).where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == "survey",
+                           OUTBOX.c.status == OutboxStatus.QUEUED.value)
+        .values(status=OutboxStatus.CANCELLED.value, status_reason=why[:300])
     ).rowcount)
 
 
@@ -379,7 +369,7 @@ def deactivate_specialist(conn: Connection, name: str) -> None:
 def list_specialists(conn: Connection) -> list[tuple[str, str | None, str, bool, int]]:
     counts = (
         sa.select(CASE.c.owner_id, sa.func.count().label("n"))
-        .where(CASE.c.status.in_([s.value for s in OPEN])).group_by(CASE.c.owner_id).subquery()
+        .where(CASE.c.status.in_(OPEN_CASE_STATUSES)).group_by(CASE.c.owner_id).subquery()
     )
     rows = conn.execute(
         sa.select(SPECIALIST.c.name, SPECIALIST.c.address, SPECIALIST.c.tier, SPECIALIST.c.active,

@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailcase.config.settings import StaffConfig
+from mailcase.config.rules import StaffConfig
 from mailcase.core.errors import UsageError
 from mailcase.domain.people import Account, Person, Role
 from mailcase.domain.tables import ACCOUNT, PERSON, STANDING

@@ -6,7 +6,7 @@ process is gone (a SIGKILLed fetch must not block its restart for a minute).
 
 On PostgreSQL the row is backed by a session advisory lock held on a
 dedicated connection (not one from the pool: a session lock would leak
-through it, DESIGN §6): it is released by the server the moment the holder's
+through it, docs/design.md §6): it is released by the server the moment the holder's
 connection dies, whichever machine the holder ran on.
 """
 

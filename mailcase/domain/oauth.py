@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mailcase.config.settings import OAuthConfig
+from mailcase.config.credentials import OAuthConfig
 from mailcase.core.errors import AuthError, TransientError
 from mailcase.domain.db import insert_ignore, transaction
 from mailcase.domain.tables import OAUTH_TOKEN

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailcase.config.settings import MailboxConfig
+from mailcase.config.mailbox import MailboxConfig
 from mailcase.core.errors import AuthError, ConfigError, TransientError
 
 
@@ -62,7 +62,7 @@ def connect(cfg: MailboxConfig, token: Callable[[], str] | None = None) -> imapc
                 cfg.host, port=cfg.imap_port, ssl=False, timeout=cfg.timeout_seconds
             )
         # imapclient sets imaplib's debug level so that imaplib formats a copy
-        # of every fetched message even when nothing logs it (DESIGN §6)
+        # of every fetched message even when nothing logs it (docs/design.md §6)
         client._imap.debug = 0
         # aware datetimes for INTERNALDATE, not naive local time
         client.normalise_times = False

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from mailcase.core.states import MessageState, ReceivedSource, Stage
 from mailcase.domain.db import insert_ignore
 from mailcase.domain.tables import BLOB, MESSAGE, QUARANTINE, RAW_COPY
-from mailcase.mail.headers import DERIVED_MSGID_DOMAIN, HeaderInfo, read_headers, split_headers
+from mailcase.mail.header_info import DERIVED_MSGID_DOMAIN, HeaderInfo, read_headers
+from mailcase.mail.headers import split_headers
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class Incoming:
     received_note: str | None = None
 
 
-class Outcome(StrEnum):
+class Stored(StrEnum):
+    """What storing one copy of a mail did."""
+
     NEW = "new"              # a new logical mail
     COPY = "copy"            # a new raw copy of a mail already stored
     DUPLICATE = "duplicate"  # this very copy was stored before: nothing added
@@ -57,7 +60,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class StoreResult:
-    outcome: Outcome
+    outcome: Stored
     message_pk: int
     historical: bool
 
@@ -119,7 +122,7 @@ def store(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[St
             key = (source, items[i].source_key)
             if key[1] in stored:
                 pk, hist = stored[key[1]]
-                results[i] = StoreResult(Outcome.DUPLICATE, pk, hist)
+                results[i] = StoreResult(Stored.DUPLICATE, pk, hist)
             elif key in first_with_key:
                 later_dups.append((i, first_with_key[key]))
             else:
@@ -202,7 +205,7 @@ def store(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[St
                 quarantine_rows.append(
                     _quarantine_row(pk, Stage.HEADERS, p.error, p.error_tb, now)
                 )
-                results[i] = StoreResult(Outcome.QUARANTINED, pk, historical)
+                results[i] = StoreResult(Stored.QUARANTINED, pk, historical)
             elif item.quarantine_reason:
                 quarantine_rows.append(
                     {
@@ -216,11 +219,11 @@ def store(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[St
                         "resolved_at": None,
                     }
                 )
-                results[i] = StoreResult(Outcome.QUARANTINED, pk, historical)
+                results[i] = StoreResult(Stored.QUARANTINED, pk, historical)
             else:
-                results[i] = StoreResult(Outcome.NEW, pk, historical)
+                results[i] = StoreResult(Stored.NEW, pk, historical)
         else:
-            results[i] = StoreResult(Outcome.COPY, pk, historical)
+            results[i] = StoreResult(Stored.COPY, pk, historical)
     conn.execute(sa.insert(RAW_COPY), copy_rows)
     if quarantine_rows:
         conn.execute(sa.insert(QUARANTINE), quarantine_rows)
@@ -233,7 +236,7 @@ def _finish(
     for i, first in later_dups:
         r = results[first]
         assert r is not None
-        results[i] = StoreResult(Outcome.DUPLICATE, r.message_pk, r.historical)
+        results[i] = StoreResult(Stored.DUPLICATE, r.message_pk, r.historical)
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
@@ -313,15 +316,15 @@ class Tally:
     def add(self, results: Sequence[StoreResult]) -> None:
         for r in results:
             self.seen += 1
-            if r.outcome is Outcome.NEW:
+            if r.outcome is Stored.NEW:
                 self.new += 1
-            elif r.outcome is Outcome.COPY:
+            elif r.outcome is Stored.COPY:
                 self.copies += 1
-            elif r.outcome is Outcome.DUPLICATE:
+            elif r.outcome is Stored.DUPLICATE:
                 self.duplicate += 1
             else:
                 self.quarantined += 1
-            if r.historical and r.outcome in (Outcome.NEW, Outcome.QUARANTINED):
+            if r.historical and r.outcome in (Stored.NEW, Stored.QUARANTINED):
                 self.historical += 1
 
     def summary(self) -> str:

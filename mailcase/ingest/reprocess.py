@@ -18,9 +18,12 @@ from sqlalchemy.engine import Engine
 from mailcase.config.settings import Config
 from mailcase.core.errors import UsageError
 from mailcase.domain.lease import Lease
-from mailcase.ingest.fetch import arrival_window, mailbox_source, reprocess_imap, store_stream
+from mailcase.ingest.fetch import arrival_window
+from mailcase.ingest.imap_reprocess import reprocess_imap
 from mailcase.ingest.ledger import Tally
+from mailcase.ingest.mailbox_state import mailbox_source
 from mailcase.ingest.sources import FileKind, detect, incoming_from_files
+from mailcase.ingest.stream import store_stream
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import BinaryIO, cast
 from mailcase.core.errors import UsageError
 from mailcase.core.states import ReceivedSource
 from mailcase.ingest.ledger import Incoming
-from mailcase.mail.headers import parse_date, received_header_time, split_headers
+from mailcase.mail.header_info import parse_date, received_header_time
+from mailcase.mail.headers import split_headers
 
 
 class FileKind(StrEnum):

@@ -36,8 +36,9 @@ from mailcase.domain.db import insert_ignore, is_outage, transaction
 from mailcase.domain.tables import BLOB, MESSAGE, PARSED_MAIL, QUARANTINE, RAW_COPY
 from mailcase.ingest.ledger import header_columns
 from mailcase.ingest.quarantine import quarantine
-from mailcase.mail.headers import read_headers, split_headers
-from mailcase.mail.parse_worker import Failure, parse_many, parse_one, worker_init
+from mailcase.mail.header_info import read_headers
+from mailcase.mail.headers import split_headers
+from mailcase.mail.parse_worker import Failure, parse_many, parse_one, prepare_process, worker_init
 
 log = logging.getLogger(__name__)
 #: a parse batch: at most this many mails and this many bytes of raw mail
@@ -176,6 +177,7 @@ def run_parse_batch(
     batch = _claim_parse_batch(engine, limit, max_bytes)
     if not batch.ids:
         return StageResult()
+    prepare_process()  # as a pool worker is prepared (once per process)
     return _write_parsed(engine, batch.ids, [parse_one(raw, pin_key) for raw in batch.raws], now)
 
 
@@ -237,6 +239,8 @@ class BackgroundParser:
     def start(self) -> None:
         if self.workers > 0:
             self._new_pool()
+        else:
+            prepare_process()  # the parse thread parses in this process, as a pool worker would
         self._thread = threading.Thread(target=self._run, name="parse", daemon=True)
         self._thread.start()
 

@@ -27,7 +27,8 @@ import imapclient
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mailcase.config.settings import Config, MailboxConfig
+from mailcase.config.mailbox import MailboxConfig
+from mailcase.config.settings import Config
 from mailcase.core.backoff import delay
 from mailcase.core.clock import Clock, real_now
 from mailcase.core.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
@@ -35,9 +36,11 @@ from mailcase.core.log import kv
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.db import is_outage, transaction
 from mailcase.domain.lease import Lease
+from mailcase.domain.oauth import imap_token
 from mailcase.domain.tables import MAILBOX_STATE
-from mailcase.ingest.fetch import SyncResult, arrival_window, load_state, record_failure, sync_maildir, sync_with
+from mailcase.ingest.fetch import SyncResult, arrival_window, sync_maildir, sync_with
 from mailcase.ingest.imap import session
+from mailcase.ingest.mailbox_state import load_state, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +310,6 @@ class MailboxWorker:
     # -- IMAP --------------------------------------------------------------------------
 
     def _token(self) -> Callable[[], str] | None:
-        from mailcase.domain.oauth import imap_token
-
         token: Callable[[], str] | None = imap_token(self.engine, self.cfg, self.clock.now)
         return token
 

@@ -1,4 +1,4 @@
-"""Exact address parsing (DESIGN §3).
+"""Exact address parsing (docs/design.md §3).
 
 ``email.utils.parseaddr`` is fooled by ``alice@example.org)<bob@example.org>``;
 the RFC 5322 parser of ``email.headerregistry`` is not, and reports defects.

@@ -11,9 +11,11 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from mailcase.core import log as logsetup
+from mailcase.mail.feedparser_eol import install as install_feedparser_eol
 from mailcase.mail.fingerprints import fingerprint, loose_fingerprint
 from mailcase.mail.headers import split_headers
-from mailcase.mail.parse import parse_email
+from mailcase.mail.parse.message import parse_email
 from mailcase.mail.pins import find_pins, pin_hmac, redact
 from mailcase.mail.quoting import cut_quoted, maybe_quoted
 
@@ -60,7 +62,14 @@ def parse_many(raws: list[bytes], pin_key: bytes | None = None) -> list[dict[str
     return [parse_one(raw, pin_key) for raw in raws]
 
 
-def worker_init(level: int) -> None:
-    from mailcase.core import log as logsetup
+def prepare_process() -> None:
+    """Once per process, before it parses: the standard library's MIME parser
+    without its needless scan of every part (feedparser_eol.py), where that
+    is safe.  The pool's workers run it from :func:`worker_init`; the parse
+    stage runs it where it parses in its own process."""
+    install_feedparser_eol()
 
+
+def worker_init(level: int) -> None:
     logsetup.setup(level)
+    prepare_process()  # after the log is set up: a refusal is logged

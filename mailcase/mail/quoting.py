@@ -48,10 +48,12 @@ def _first_reply(text: str) -> str:
     """
     from mailparser_reply.parser import EmailMessage
 
-    msg = EmailMessage(text=text, languages=list(_parser().languages), _header_regex=_header_regex())
-    body: str = msg.text  # line endings and line edges normalised as the library does
+    # the library's public constructor: the text normalised as the library does
+    # (line endings, line edges); its header pattern is built only when asked
+    # for, and ours (the same matches, faster) is used instead
+    body: str = EmailMessage(text=text, languages=list(_parser().languages)).text
     current = 0
-    for match in msg.HEADER_REGEX.finditer(body):
+    for match in _header_regex().finditer(body):
         for header in match.groups():
             if not header:
                 continue

@@ -9,9 +9,15 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from mailcase.config.settings import Config, MailboxConfig
+from mailcase.config.mailbox import MailboxConfig
+from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
 from mailcase.core.errors import AuthError, ConfigError, MailcaseError, TransientError
+from mailcase.domain.db import current_revision, head_revision, make_engine
+from mailcase.domain.oauth import imap_token
+from mailcase.ingest.imap import session
+from mailcase.outbound.render import find_templates
+from mailcase.outbound.smtp import SmtpTransport
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,6 @@ def _fix_for(exc: MailcaseError, what: str) -> str:
 
 
 def _database(engine_factory: object, config: Config) -> Iterator[Check]:
-    from mailcase.domain.db import current_revision, head_revision, make_engine
-
     try:
         engine = make_engine(config.database_url, config.database.busy_timeout_seconds)
         current = current_revision(engine)
@@ -54,8 +58,6 @@ def _database(engine_factory: object, config: Config) -> Iterator[Check]:
 
 
 def _imap(engine: Engine | None, box: MailboxConfig, clock: Clock) -> Check:
-    from mailcase.ingest.imap import session
-
     what = f"imap {box.name}"
     if box.kind == "maildir":
         path = Path(box.path or "")
@@ -66,8 +68,6 @@ def _imap(engine: Engine | None, box: MailboxConfig, clock: Clock) -> Check:
     if box.auth != "password":
         if engine is None:
             return Check(False, what, "OAuth needs the database for its token cache", "fix the database first")
-        from mailcase.domain.oauth import imap_token
-
         token = imap_token(engine, box, clock.now)
     try:
         with session(box, token) as client:
@@ -86,8 +86,6 @@ def _smtp(engine: Engine | None, config: Config, clock: Clock) -> Check:
     if out.transport == "file":
         folder = Path(out.file_dir or Path(config.data_dir) / "outbox")
         return Check(True, "outgoing", f"file transport into {folder} (no mail leaves this machine)")
-    from mailcase.outbound.smtp import SmtpTransport
-
     t = SmtpTransport(out)
     try:
         conn = t._connect()
@@ -118,8 +116,6 @@ def run_checks(config: Config, engine: Engine | None, clock: Clock) -> Iterator[
             yield _imap(engine, box, clock)
     yield _smtp(engine, config, clock)
     try:
-        from mailcase.outbound.render import find_templates
-
         yield Check(True, "templates", str(find_templates(config.outgoing.templates_dir)))
     except MailcaseError as exc:
         yield Check(False, "templates", str(exc), "set outgoing.templates_dir or reinstall mailcase")

@@ -21,11 +21,12 @@ from types import FrameType
 from typing import Any
 
 import schedule
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase import __version__
+from mailcase.config.loader import load_config
 from mailcase.config.settings import Config
-from mailcase.core.clock import Clock, real_now
+from mailcase.core.clock import Clock
 from mailcase.core.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
 from mailcase.core.log import kv
 from mailcase.core.notify import notify, watchdog_interval
@@ -34,12 +35,19 @@ from mailcase.domain.cases import release_held
 from mailcase.domain.db import is_outage, transaction
 from mailcase.domain.directory import import_csv
 from mailcase.domain.lease import Lease
-from mailcase.domain.tables import LEASE
-from mailcase.ingest.fetch import SyncResult, record_failure, sync_mailbox
+from mailcase.ingest.fetch import SyncResult, sync_mailbox
+from mailcase.ingest.mailbox_state import record_failure
+from mailcase.ingest.quarantine import auto_retry
 from mailcase.ingest.stages import BackgroundParser, StageResult, run_headers_stage
-from mailcase.ingest.watch import MailboxWorker
+from mailcase.ops.metrics import Metrics
+from mailcase.ops.promise import watch
+from mailcase.ops.retention import apply_retention
+from mailcase.ops.workers import Workers
+from mailcase.outbound.deliver import DeliveryResult, deliver_due
 from mailcase.outbound.effects import EFFECTS
-from mailcase.outbound.outbox import DeliveryResult, deliver_due, transport_for
+from mailcase.outbound.kb import load_articles, reindex
+from mailcase.outbound.render import environment
+from mailcase.outbound.transport import transport_for
 from mailcase.rules.classify import classify_batch, run_classify_stage
 
 log = logging.getLogger(__name__)
@@ -81,8 +89,6 @@ def reindex_kb(engine: Engine, config: Config) -> int | None:
     marker = _changed(path)
     if marker is None:
         return None
-    from mailcase.outbound.kb import load_articles, reindex
-
     try:
         articles = load_articles(path)
         with transaction(engine) as conn:
@@ -192,54 +198,17 @@ class Daemon:
         self.config_path = config_path
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
-        self.parser = BackgroundParser(
-            engine, clock, workers=config.ingest.workers, pin_key=config.hmac_key()
-        )
-        self.workers: dict[str, MailboxWorker] = {}
+        #: the mailbox workers and the parse pool
+        self.workers = Workers(engine, config, clock)
         self.metrics: Any = None
         self._last_ping = 0.0
         #: why the watchdog is not being fed (None: healthy), logged once per change
         self.unhealthy: str | None = None
-        #: worker restarts (name -> monotonic times), to tell a flapping worker from a blip
-        self._restarts: dict[str, list[float]] = {}
         #: the database as the main loop last found it
         self.database_error: str | None = None
         # other daemons on the same database see this one while it lives
         self.registration = Lease(engine, f"daemon:{socket.gethostname()}:{os.getpid()}", "daemon",
                                   ttl=timedelta(seconds=config.daemon.registration_seconds))
-        self._live: tuple[float, int] = (0.0, 1)
-
-    # -- sharing mailboxes with other daemons ------------------------------------------------
-
-    def live_daemons(self) -> int:
-        """Daemons registered on this database (cached for a few seconds; the last
-        count while the database cannot be asked)."""
-        at, n = self._live
-        if time.monotonic() - at > 5:
-            try:
-                with self.engine.connect() as conn:
-                    n = int(conn.execute(sa.select(sa.func.count()).where(
-                        LEASE.c.name.like("daemon:%"), LEASE.c.expires_at > real_now())).scalar_one())
-            except sa.exc.DBAPIError as exc:
-                if not is_outage(exc):
-                    raise
-                return self._live[1]
-            self._live = (time.monotonic(), max(1, n))
-        return self._live[1]
-
-    def fair_share(self) -> int:
-        boxes = sum(1 for m in self.config.mailboxes if m.enabled)
-        return -(-boxes // self.live_daemons())
-
-    def may_take(self, worker: MailboxWorker) -> bool:
-        held = sum(1 for w in self.workers.values() if w.holds_lease and w is not worker)
-        return held < self.fair_share()
-
-    def should_yield(self, worker: MailboxWorker) -> bool:
-        holding = sorted(n for n, w in self.workers.items() if w.holds_lease)
-        over = len(holding) - self.fair_share()
-        # give up the last ones (by name), one per heartbeat, so daemons converge
-        return over > 0 and worker.cfg.name in holding[-over:]
 
     # -- signals -------------------------------------------------------------------------
 
@@ -249,34 +218,6 @@ class Daemon:
 
     def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
         self.reload_requested.set()
-
-    # -- mailboxes -------------------------------------------------------------------------
-
-    def _stored(self, result: SyncResult) -> None:
-        t = result.tally
-        if t.seen:
-            log.info("event=synced mailbox=%s new=%d duplicate=%d historical=%d quarantined=%d",
-                     result.mailbox, t.new, t.duplicate + t.copies, t.historical, t.quarantined)
-            if self.metrics is not None:
-                self.metrics.stored(result.mailbox, t.new)
-        self.parser.poke()
-
-    def _start_workers(self) -> None:
-        for cfg in self.config.mailboxes:
-            if cfg.enabled and cfg.name not in self.workers:
-                worker = MailboxWorker(self.engine, self.config, cfg, self.clock, self._stored, self)
-                self.workers[cfg.name] = worker
-                worker.start()
-
-    def _stop_workers(self, names: list[str] | None = None, timeout: float = 8.0) -> None:
-        chosen = [w for n, w in self.workers.items() if names is None or n in names]
-        for w in chosen:
-            w.stop()
-        end = time.monotonic() + timeout
-        for w in chosen:
-            w.join(max(0.1, end - time.monotonic()))
-        for n in [n for n, w in self.workers.items() if w in chosen]:
-            del self.workers[n]
 
     # -- the metronome's jobs ------------------------------------------------------------------
 
@@ -322,73 +263,29 @@ class Daemon:
     def housekeeping(self) -> None:
         import_directory(self.engine, self.config, self.clock.now())
         reindex_kb(self.engine, self.config)
-        from mailcase.ingest.quarantine import auto_retry
-
         with transaction(self.engine) as conn:
             n = auto_retry(conn, self.clock.now(), self.config.daemon.quarantine_retries)
         if n:
             log.info("event=quarantine-retried entries=%d", n)
-        from mailcase.ops.retention import apply_retention
-
         apply_retention(self.engine, self.config, self.clock.now())
-        from mailcase.ops.promise import watch
-
         with transaction(self.engine) as conn:
             watch(conn, self.clock.now())
 
     # -- supervision ---------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        """Start again a worker (mailbox or parse) whose thread died; find hung ones.
-
-        A worker that keeps dying (5 times in 10 minutes) or has not shown
-        a sign of life for ``daemon.worker_stale_seconds`` makes the service
-        unhealthy: the watchdog is no longer fed, and systemd restarts it.
-        """
-        now = time.monotonic()
-        stale = self.config.daemon.worker_stale_seconds
-        problems: list[str] = []
-        for name, worker in list(self.workers.items()):
-            if not worker.alive and not worker.stopping.is_set():
-                recent = [t for t in self._restarts.get(name, []) if now - t < 600] + [now]
-                self._restarts[name] = recent
-                log.error("event=worker-restarted worker=%s restarts_10min=%d", kv(f"mailbox {name}"), len(recent))
-                replacement = MailboxWorker(self.engine, self.config, worker.cfg, self.clock, self._stored, self)
-                self.workers[name] = replacement
-                replacement.start()
-                if len(recent) >= 5:
-                    problems.append(f"mailbox {name} worker died {len(recent)} times in 10 min")
-            elif worker.alive and now - worker.beat > stale:
-                problems.append(f"mailbox {name} worker silent for {now - worker.beat:.0f} s")
-        if not self.parser.alive and not self.stopping.is_set():
-            error = self.parser.error
-            recent = [t for t in self._restarts.get("parse", []) if now - t < 600] + [now]
-            self._restarts["parse"] = recent
-            log.error("event=worker-restarted worker=parse restarts_10min=%d error=%s", len(recent),
-                      kv(f"{type(error).__name__}: {error}" if error else "-"))
-            try:
-                self.parser.stop()
-            except Exception:
-                pass
-            self.parser = BackgroundParser(self.engine, self.clock, workers=self.config.ingest.workers,
-                                           pin_key=self.config.hmac_key())
-            self.parser.start()
-            if len(recent) >= 5:
-                problems.append(f"parse worker died {len(recent)} times in 10 min")
-        elif self.parser.alive and now - self.parser.beat > stale:
-            problems.append(f"parse worker silent for {now - self.parser.beat:.0f} s")
-        unhealthy = "; ".join(problems) or None
+        """Restart dead workers (ops/workers.py); a worker that keeps dying or hangs
+        makes the service unhealthy: the watchdog is no longer fed, and systemd
+        restarts it."""
+        unhealthy = self.workers.supervise(self.stopping.is_set())
         if unhealthy != self.unhealthy:
             if unhealthy:
                 log.error("event=unhealthy reason=%s action=%s", kv(unhealthy), kv("watchdog no longer fed"))
                 notify(f"STATUS=unhealthy: {unhealthy}")
             else:
                 log.info("event=healthy")
-                notify(f"STATUS={self._status_line()}")
+                notify(f"STATUS={self.workers.status_line()}")
         self.unhealthy = unhealthy
-
-    def _status_line(self) -> str:
-        return "mailboxes: " + (", ".join(f"{n} {w.state}" for n, w in self.workers.items()) or "none")
 
     def _ping(self) -> None:
         """Feed systemd's watchdog -- only while every worker is alive and beating."""
@@ -401,15 +298,7 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         """In-memory truth about the workers, for the metrics endpoint."""
-        now = time.monotonic()
-        return {
-            "workers": {name: {"state": w.state, "mode": w.mode, "alive": w.alive,
-                               "beat_age": now - w.beat, "error": w.last_error}
-                        for name, w in self.workers.items()},
-            "parse": {"alive": self.parser.alive, "beat_age": now - self.parser.beat},
-            "unhealthy": self.unhealthy,
-            "database_error": self.database_error,
-        }
+        return {**self.workers.health(), "unhealthy": self.unhealthy, "database_error": self.database_error}
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -418,29 +307,24 @@ class Daemon:
         if not self.config_path:
             log.warning("event=reload-refused reason=%s", kv("running on embedded defaults: nothing to reload"))
             return
-        from mailcase.config.settings import load_config
-        from mailcase.outbound.render import environment
-
         try:
             new = load_config(Path(self.config_path))
             new.hmac_key()
         except MailcaseError as exc:
             log.error("event=reload-refused error=%s action=%s", kv(exc), kv("keeping the running configuration"))
             return
-        changed = [n for n, w in self.workers.items()
+        changed = [n for n, w in self.workers.mailboxes.items()
                    if n not in {m.name for m in new.mailboxes if m.enabled} or w.cfg != new.mailbox(n)
                    or new.daemon != self.config.daemon]
-        self._stop_workers(changed)
-        self.config = new
+        self.workers.stop_mailboxes(changed)
+        self.config = self.workers.config = new
         environment.cache_clear()
-        self._start_workers()
+        self.workers.start_mailboxes()
         log.info("event=reloaded config=%s restarted_mailboxes=%s", kv(self.config_path), kv(",".join(changed) or "-"))
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        from mailcase import __version__
-
         log.info("event=starting version=%s config=%s pid=%d", __version__, kv(self.config_path or "embedded defaults"),
                  os.getpid())
         signal.signal(signal.SIGTERM, self._on_term)
@@ -448,20 +332,19 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         d = self.config.daemon
         if d.metrics_listen:
-            from mailcase.ops.metrics import Metrics
-
             self.metrics = Metrics(self.engine, self.config, self.clock, self.health)
             self.metrics.serve(d.metrics_listen)
+            self.workers.metrics = self.metrics
         self._register()
         # the directory and the knowledge base first: the first mails are judged against them
         self._job("housekeeping", self.housekeeping)
-        self.parser.start()
-        self._start_workers()
+        self.workers.parser.start()
+        self.workers.start_mailboxes()
         # READY once every mailbox is connected or in a clear state (down, waiting)
         deadline = time.monotonic() + 20
-        for w in list(self.workers.values()):
+        for w in list(self.workers.mailboxes.values()):
             w.first_state.wait(max(0.0, deadline - time.monotonic()))
-        states = ", ".join(f"{n} {w.state}" for n, w in self.workers.items()) or "no mailbox"
+        states = ", ".join(f"{n} {w.state}" for n, w in self.workers.mailboxes.items()) or "no mailbox"
         notify("READY=1", f"STATUS=mailboxes: {states}")
         log.info("event=ready mailboxes=%s", kv(states))
         scheduler = schedule.Scheduler()
@@ -483,8 +366,8 @@ class Daemon:
             scheduler.run_pending()
             self.stopping.wait(0.5)
         notify("STOPPING=1")
-        self._stop_workers()
-        self.parser.stop()
+        self.workers.stop_mailboxes()
+        self.workers.parser.stop()
         try:
             self.registration.release()
         except Exception:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.errors import UsageError
-from mailcase.domain.tables import MESSAGE, PARSED_MAIL, QUARANTINE, RAW_COPY
+from mailcase.domain.tables import CLASSIFICATION, MESSAGE, OUTBOX, PARSED_MAIL, QUARANTINE, RAW_COPY, VERDICT
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,6 @@ def message_detail(conn: Connection, pk: int) -> dict[str, Any]:
             ).where(QUARANTINE.c.message_pk == pk).order_by(QUARANTINE.c.id)
         )
     ]
-    from mailcase.domain.tables import CLASSIFICATION, VERDICT
-
     detail["verdicts"] = [
         dict(r._mapping)
         for r in conn.execute(
@@ -93,8 +91,6 @@ def message_detail(conn: Connection, pk: int) -> dict[str, Any]:
     ]
     cls = conn.execute(sa.select(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk)).first()
     detail["classification"] = dict(cls._mapping) if cls else None
-    from mailcase.domain.tables import OUTBOX
-
     # what went out (or did not) because of this mail: a notice capped, suppressed or refused shows here
     detail["outgoing"] = [
         dict(r._mapping)

@@ -2,7 +2,7 @@
 
 A case is due one business day after the cutoff that processed it and
 breached after two (batch.py); what counts is the first human response to
-the customer (outbox.py records it).  The service looks every minute: a
+the customer (deliver.py records it).  The service looks every minute: a
 case that comes within four hours of its due time, passes it, or passes
 its breach time without a human answer gets an event of that name (once)
 and a warning in the log; the report and the metrics count them.
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.log import kv
+from mailcase.core.states import NOT_DUE_CASE_STATUSES
 from mailcase.domain.cases import event
 from mailcase.domain.tables import CASE, CASE_EVENT
 from mailcase.ops.report import DUE_SOON, promise_state
@@ -32,7 +33,7 @@ def watch(conn: Connection, now: datetime) -> list[tuple[int, str]]:
     rows = conn.execute(sa.select(CASE).where(
         CASE.c.first_response_at.is_(None), CASE.c.ack_due_at.is_not(None),
         CASE.c.ack_due_at <= now + DUE_SOON,
-        CASE.c.status.not_in(["resolved", "closed", "held"]),
+        CASE.c.status.not_in(NOT_DUE_CASE_STATUSES),
     )).all()
     if not rows:
         return []
@@ -58,7 +59,7 @@ def counts(conn: Connection, now: datetime) -> dict[str, int]:
     rows = conn.execute(sa.select(CASE.c.ack_due_at, CASE.c.ack_breach_at, CASE.c.first_response_at,
                                   CASE.c.status).where(
         CASE.c.first_response_at.is_(None), CASE.c.ack_due_at.is_not(None),
-        CASE.c.ack_due_at <= now + DUE_SOON, CASE.c.status.not_in(["resolved", "closed", "held"]))).all()
+        CASE.c.ack_due_at <= now + DUE_SOON, CASE.c.status.not_in(NOT_DUE_CASE_STATUSES))).all()
     out = {state: 0 for state in STATES}
     for row in rows:
         state = promise_state(row, now)

@@ -26,7 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailcase.domain.tables import ACCOUNT, BATCH, CASE, CLASSIFICATION, MESSAGE
+from mailcase.core.states import CLOSED_CASE_STATUSES, CaseStatus
+from mailcase.domain.tables import ACCOUNT, BATCH, CASE, CLASSIFICATION, MESSAGE, OUTBOX
+from mailcase.mail.subjects import case_label
+from mailcase.outbound.surveys import stats
 
 PROMISE = timedelta(hours=24)
 LIMIT = timedelta(hours=48)
@@ -87,12 +90,12 @@ DUE_SOON = timedelta(hours=4)
 
 def promise_state(c: Any, now: datetime) -> str | None:
     """"due-soon", "overdue", "breached" or None for a case's first human response."""
-    if c.ack_due_at is None or c.ack_breach_at is None or c.status in ("held",):
+    if c.ack_due_at is None or c.ack_breach_at is None or c.status == CaseStatus.HELD:
         return None
     answered = c.first_response_at
     if answered is not None:
         return "breached" if answered > c.ack_breach_at else None
-    if c.status in ("resolved", "closed"):
+    if c.status in CLOSED_CASE_STATUSES:
         return None
     if now >= c.ack_breach_at:
         return "breached"
@@ -182,8 +185,6 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     withheld: Counter[str] = Counter()
     for notice, reason, n in conn.execute(nq):
         withheld[f"{notice}: {_reason_kind(reason)}"] += int(n)
-    from mailcase.domain.tables import OUTBOX
-
     oq = sa.select(OUTBOX.c.kind, OUTBOX.c.status, sa.func.count()).where(
         OUTBOX.c.status.in_(["capped", "suppressed", "cancelled", "failed"]), OUTBOX.c.kind.like("notice/%")
     ).group_by(OUTBOX.c.kind, OUTBOX.c.status)
@@ -196,8 +197,6 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     report.by_tier = dict(sorted(tier.items()))
     report.by_status = dict(sorted(status.items()))
     report.abuse_flags = {k: dict(v) for k, v in sorted(flags.items())}
-    from mailcase.outbound.surveys import stats
-
     st = stats(conn, since)
     report.extra["surveys"] = {"sent": st.sent, "responses": st.responses, "average score": st.average}
     return report
@@ -277,7 +276,7 @@ def as_text(report: Report) -> str:
                            ("past due", report.overdue), ("due within 4 h", report.due_soon)):
         lines.append(f"{label}: {len(entries)}")
         for b in entries:
-            lines.append(f"  case #{b['case']:06d} {b['account'] or '-'}: due {b['due_at'][:16]}, "
+            lines.append(f"  case {case_label(b['case'])} {b['account'] or '-'}: due {b['due_at'][:16]}, "
                          + (f"answered {b['first_response_at'][:16]}" if b["first_response_at"] else "no answer yet"))
     lines.append("notices not sent: " + ("none" if not report.notices_not_sent else ""))
     for what, n in report.notices_not_sent.items():

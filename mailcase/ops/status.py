@@ -11,12 +11,13 @@ from sqlalchemy.engine import Engine
 
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock, is_test_clock, real_now
-from mailcase.core.states import MessageState
-from mailcase.cutoff.batch import ERROR_KEY, due_cutoffs, readiness
+from mailcase.core.states import OPEN_CASE_STATUSES, MessageState, OutboxStatus
+from mailcase.cutoff.due import ERROR_KEY, due_cutoffs, readiness
 from mailcase.domain import service_state
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.oauth import TokenHealth, health
-from mailcase.domain.tables import LEASE, MAILBOX_STATE, MESSAGE, OUTBOX, QUARANTINE, RAW_COPY
+from mailcase.domain.tables import CASE, LEASE, MAILBOX_STATE, MESSAGE, OUTBOX, QUARANTINE, RAW_COPY
+from mailcase.ops.promise import counts
 
 #: ``mailcase status`` exits with these (documented in the README)
 EXIT_OK = 0          # running, every worker beating, nothing failing
@@ -136,19 +137,18 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
             [MessageState.STORED.value, MessageState.HEADERS_READ.value, MessageState.PARSED.value])))
         st.held_for_review = _count(conn, sa.select(sa.func.count()).where(MESSAGE.c.state == MessageState.HELD.value))
         st.quarantined = _count(conn, sa.select(sa.func.count()).where(QUARANTINE.c.resolved_at.is_(None)))
-        for status_name, attr in (("queued", "outbox_queued"), ("failed", "outbox_failed"),
-                                  ("capped", "outbox_capped"), ("suppressed", "outbox_suppressed")):
-            setattr(st, attr, _count(conn, sa.select(sa.func.count()).where(OUTBOX.c.status == status_name)))
-        from mailcase.domain.cases import OPEN
-        from mailcase.domain.tables import CASE
+        for status, attr in ((OutboxStatus.QUEUED, "outbox_queued"), (OutboxStatus.FAILED, "outbox_failed"),
+                             (OutboxStatus.CAPPED, "outbox_capped"), (OutboxStatus.SUPPRESSED, "outbox_suppressed")):
+            setattr(st, attr, _count(conn, sa.select(sa.func.count()).where(OUTBOX.c.status == status.value)))
 
-        st.open_cases = _count(conn, sa.select(sa.func.count()).where(CASE.c.status.in_([s.value for s in OPEN])))
+        st.open_cases = _count(conn, sa.select(sa.func.count()).where(CASE.c.status.in_(OPEN_CASE_STATUSES)))
         st.outbox_deferred = _count(conn, sa.select(sa.func.count()).where(
-            OUTBOX.c.status == "queued", OUTBOX.c.attempts > 0))
+            OUTBOX.c.status == OutboxStatus.QUEUED.value, OUTBOX.c.attempts > 0))
         if st.outbox_deferred:
             st.delivery_error = conn.execute(
-                sa.select(OUTBOX.c.last_error).where(OUTBOX.c.status == "queued", OUTBOX.c.attempts > 0,
-                                                     OUTBOX.c.last_error.is_not(None))
+                sa.select(OUTBOX.c.last_error).where(
+                    OUTBOX.c.status == OutboxStatus.QUEUED.value, OUTBOX.c.attempts > 0,
+                    OUTBOX.c.last_error.is_not(None))
                 .order_by(OUTBOX.c.id.desc()).limit(1)).scalar()
         due = due_cutoffs(conn, cal, now, config, limit=1)
         if due:
@@ -157,8 +157,6 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
             st.cutoff_blocked = None if ready.ready else ready.waiting_for
             grace = timedelta(minutes=config.batch.mailbox_grace_minutes + 5)
             st.cutoff_overdue = now - due[0] > grace
-        from mailcase.ops.promise import counts
-
         promise = counts(conn, now)
         st.cases_due_soon, st.cases_overdue, st.cases_breached = (
             promise["due-soon"], promise["overdue"], promise["breached"])

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
 from mailcase.core.log import kv
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, OutboxStatus
 from mailcase.domain.db import insert_ignore
 from mailcase.domain.tables import BOUNCE, OUTBOX, SUPPRESSION
 from mailcase.mail.addresses import parse_address_list
@@ -35,7 +36,6 @@ from mailcase.mail.charsets import storable
 from mailcase.mail.msgid import parse_verp
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import Context, Mail, RuleSettings
-from mailcase.rules.classify import rule_settings
 from mailcase.rules.effects import RecordBounce
 from mailcase.rules.record import Applying
 
@@ -63,7 +63,7 @@ class _Settings:
 
 def _authenticated(mail: Mail, config: Config) -> bool:
     """The report's sender passed aligned SPF or DKIM at our server (or checks are off)."""
-    auth = evaluate(mail, cast(Context, _Settings(rule_settings(config))))
+    auth = evaluate(mail, cast(Context, _Settings(RuleSettings.from_config(config))))
     return not auth.checked or auth.spf_aligned_pass or auth.dkim_aligned_pass or auth.dmarc_pass
 
 
@@ -109,8 +109,8 @@ def match_bounce(conn: Connection, config: Config, key: bytes, mail: Mail, bounc
         return
     conn.execute(sa.update(BOUNCE).where(BOUNCE.c.id == bounce_id).values(matched_outbox_id=matched.id))
     status = b.status or ""
-    conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == matched.id, OUTBOX.c.status.in_(["sent", "sending", "queued"]))
-                 .values(status="failed", status_reason=f"bounced: {status or 'no status'}"))
+    conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id == matched.id, OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES))
+                 .values(status=OutboxStatus.FAILED.value, status_reason=f"bounced: {status or 'no status'}"))
     address = matched.to_addr
     if not status.startswith("5."):
         log.warning("event=alert what=%s", kv(f"delivery to {address} failed temporarily ({status or 'no status'}); "

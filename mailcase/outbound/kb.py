@@ -51,22 +51,9 @@ from sqlalchemy.engine import Connection
 from mailcase.core.errors import UsageError
 from mailcase.domain.db import is_postgres
 from mailcase.domain.tables import KB
+from mailcase.mail.words import STOPWORDS
 
 _TOKEN = re.compile(r"[^\W_][\w'-]*", re.UNICODE)
-STOPWORDS = frozenset("""
-a about above after again all also am an and any are as at be because been before being below between both
-but by can cannot could did do does doing down during each few for from further get got had has have having he
-her here hers him his how however i if in into is it its itself just let me more most my no nor not now of off on
-once only or other our ours out over own same she should so some such than that the their them then there these
-they this those through to too under until up very was we were what when where which while who whom why will with
-would you your yours hello dear thanks thank regards best kind please help support team hi mail email sent
-question problem issue since still also yet one two get getting use using used
-fwd afternoon morning evening today yesterday tomorrow anything something everything nothing anyone someone
-everyone everybody nobody somebody know think tried try trying want wanted need needs needed like might must
-see seem seems seemed look looks looked say says said tell told ask asked keep keeps kept going way lot lots
-really much many every already even ever never always thing things okay fine great good well able unable sure
-maybe perhaps actually advance appreciate appreciated hope hoping wondering whether though although sir madam
-""".split())
 _CONTRACTIONS = ("n't", "'m", "'re", "'ve", "'ll", "'d")
 #: a line that ends what the sender wrote: a closing ("Thanks, Jen", "Best regards,"), a signature
 #: separator, a mobile footer; not a sentence ("Thanks for looking into the labels, also ...")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from mailcase.config.settings import OutgoingConfig
+from mailcase.config.outgoing import OutgoingConfig
 from mailcase.core.errors import AuthError, ConfigError, MailcaseError, TransientError
 from mailcase.mail.addresses import AddressError, addr_spec
 

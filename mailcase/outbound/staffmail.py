@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseStatus
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import event, get_case
 from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, OUTBOX, PERSON, SPECIALIST
-from mailcase.outbound.outbox import OutgoingMail, enqueue, with_token
+from mailcase.outbound.compose import OutgoingMail, with_token
+from mailcase.outbound.outbox import enqueue
 from mailcase.outbound.render import Rendered, find_templates, render
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
@@ -39,7 +41,7 @@ def thread(conn: Connection, case_id: int) -> tuple[str | None, tuple[str, ...]]
     ).all()
     ours = conn.execute(
         sa.select(OUTBOX.c.message_id, OUTBOX.c.created_at).where(
-            sa.or_(OUTBOX.c.case_id == case_id), OUTBOX.c.status.in_(["queued", "sending", "sent"]))
+            sa.or_(OUTBOX.c.case_id == case_id), OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES))
     ).all()
     ordered = sorted(((at, mid) for mid, at in list(theirs) + list(ours) if at is not None), key=lambda t: t[0])
     ids = tuple(mid for _, mid in ordered)
@@ -76,8 +78,8 @@ def queue_reply(
         values: dict[str, Any] = {}
         if row.first_staff_action_at is None:
             values["first_staff_action_at"] = now
-        if row.status in ("new", "acknowledged"):
-            values["status"] = "in-progress"
+        if row.status in (CaseStatus.NEW, CaseStatus.ACKNOWLEDGED):
+            values["status"] = CaseStatus.IN_PROGRESS.value
         if values:
             conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
         event(conn, row.id, now, actor, "reply", f"by {staff_name}")

@@ -21,9 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
-from mailcase.domain.cases import CaseStatus, event, get_case, set_status
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseStatus, OutboxStatus
+from mailcase.domain.cases import event, get_case, set_status
 from mailcase.domain.tables import CASE, OUTBOX, PERSON, SURVEY_RESPONSE
-from mailcase.outbound.outbox import OutgoingMail, enqueue, is_suppressed
+from mailcase.outbound.compose import OutgoingMail
+from mailcase.outbound.outbox import enqueue, is_suppressed
 from mailcase.outbound.render import find_templates, render
 from mailcase.outbound.staffmail import case_view, requester_name, thread
 from mailcase.rules.effects import RecordSurvey
@@ -50,7 +52,7 @@ def survey_blocker(conn: Connection, config: Config, row: Any, now: datetime) ->
     quiet = timedelta(days=config.surveys.quiet_days)
     last = conn.execute(sa.select(sa.func.max(OUTBOX.c.created_at)).where(
         OUTBOX.c.to_addr == row.requester, OUTBOX.c.kind == "survey",
-        OUTBOX.c.status.in_(["queued", "sending", "sent"]),
+        OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES),
     )).scalar()
     if last is not None:
         from datetime import UTC
@@ -117,7 +119,8 @@ class SurveyStats:
 
 
 def stats(conn: Connection, since: datetime | None = None) -> SurveyStats:
-    q = sa.select(sa.func.count()).where(OUTBOX.c.kind == "survey", OUTBOX.c.status == "sent")
+    q = sa.select(sa.func.count()).where(OUTBOX.c.kind == "survey",
+                                         OUTBOX.c.status == OutboxStatus.SENT.value)
     r = sa.select(sa.func.count(), sa.func.avg(SURVEY_RESPONSE.c.score))
     if since:
         q = q.where(OUTBOX.c.sent_at >= since)

@@ -13,32 +13,18 @@ import math
 import re
 from datetime import timedelta
 
-from mailcase.mail.subjects import strip_prefixes
+from mailcase.mail.subjects import case_label, strip_prefixes
+from mailcase.mail.words import STOPWORDS
 from mailcase.rules.base import Context, Mail, Outcome, Verdict
 
 RULE = "abuse-flags"
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
-# words that say nothing about what a request is about; greetings and
-# sign-offs included, since they are what two mails of one sender share most
-_STOPWORDS = frozenset("""
-    the and for are but not you your yours our ours was were has have had this that these those
-    with from into when what which who how why where there here then than them they their its
-    can could would should will shall may might must does did doing done been being also just
-    very again still any all some each every other such only own same too about after before
-    since until while please thanks thank regards best kind dear hello hi team sincerely
-    cheers greetings morning afternoon evening today yesterday tomorrow
-    der die das und oder aber nicht ist sind war wir ihr sie uns euch mit von bei für auf aus
-    dem den des ein eine einer eines einem noch schon auch bitte danke gruß grüße freundlichen
-    hallo guten tag sehr geehrte geehrter viele
-    les des une est sont pas pour par avec dans sur nous vous ils elles mais que qui quoi
-    bonjour merci cordialement madame monsieur bien
-""".split())
 #: below this many content words a text is too short to call a repeat
 MIN_WORDS = 5
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS}
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in STOPWORDS}
 
 
 def similarity(a: str, b: str) -> float:
@@ -64,10 +50,10 @@ def abuse_flags(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     flags: list[str] = []
     reasons: list[str] = []
     week = ctx.account_requests(account.id, mail.received_at - timedelta(days=7), mail.received_at)
-    if week + 1 > ctx.settings.weekly_request_threshold:
+    if week + 1 > ctx.settings.rules.weekly_request_threshold:
         flags.append("volume")
         reasons.append(f"{week + 1} requests from {account.code} in 7 days "
-                       f"(threshold {ctx.settings.weekly_request_threshold})")
+                       f"(threshold {ctx.settings.rules.weekly_request_threshold})")
     if sender.eligible:
         text = strip_prefixes(mail.subject) + "\n" + mail.reply_text
         best: tuple[float, int] | None = None
@@ -75,9 +61,9 @@ def abuse_flags(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
             score = similarity(text, f"{case.subject}\n{case.text}")
             if best is None or score > best[0]:
                 best = (score, case.number)
-        if best is not None and best[0] >= ctx.settings.repeat_similarity:
+        if best is not None and best[0] >= ctx.settings.rules.repeat_similarity:
             flags.append(f"repeats-case-{best[1]}")
-            reasons.append(f"closely repeats resolved case #{best[1]:06d} (similarity {best[0]:.2f})")
+            reasons.append(f"closely repeats resolved case {case_label(best[1])} (similarity {best[0]:.2f})")
     if so_far.sender is not None and so_far.sender.kind == "user":
         reasons.append(f"request outside the representative channel of {account.code}")
     if not flags and not reasons:

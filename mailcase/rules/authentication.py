@@ -62,9 +62,9 @@ def evaluate(mail: Mail, ctx: Context) -> AuthResult:
         return mail.auth_cache
     settings = ctx.settings
     spam = False
-    if settings.spam_header:
-        value = (mail.header(settings.spam_header) or "").strip().lower()
-        spam = any(value.startswith(v.lower()) for v in settings.spam_values) if value else False
+    if settings.rules.spam_header:
+        value = (mail.header(settings.rules.spam_header) or "").strip().lower()
+        spam = any(value.startswith(v.lower()) for v in settings.rules.spam_values) if value else False
     if settings.authserv_id is None:
         return AuthResult(False, False, False, False, False, spam, "sender authentication is off (insecure-off)")
     from_domain = domain_of(mail.sender or "")

@@ -107,7 +107,7 @@ def automatic_markers(mail: Mail) -> tuple[list[str], list[str]]:
         no_reply.append(f"sender {mail.sender} takes no replies")
     xars = mail.header("x-auto-response-suppress")
     if xars is not None and _suppresses_our_replies(xars):
-        # asks us not to reply; does not make the mail automatic (DESIGN §3)
+        # asks us not to reply; does not make the mail automatic (docs/design.md §3)
         no_reply.append(f"X-Auto-Response-Suppress: {xars}")
     return automatic, no_reply
 

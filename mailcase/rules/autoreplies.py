@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailcase.mail.subjects import is_forward
 from mailcase.rules.base import Mail
 
 #: how much of the newest text is read: an auto-reply says what it is at the top
@@ -82,8 +83,6 @@ RECEIPT_SUBJECT = _any(
     r"^\s*obrigad[oa]\s+pel[oa]\s+(?:sua|seu)\s+(?:pedido|mensagem|contacto|contato)\b",
     r"^\s*ihre\s+(?:anfrage|nachricht)\b", r"^\s*votre\s+demande\b", r"^\s*su\s+solicitud\b",
 )
-#: a forward is a person passing something on, whatever it says after "Fwd:"
-FORWARD = re.compile(r"^\s*(?:fwd?|wg|tr|rv|enc|i|doorst|vs)\s*:", re.IGNORECASE)
 
 
 # -- the body: kinds of out-of-office evidence ------------------------------------------------
@@ -329,7 +328,7 @@ def judge(mail: Mail, header_markers: list[str], reply_header: str | None) -> Ju
     if reply_header:
         return Judgement(True, (reply_header,), frozenset({"header"}))
     subject = mail.subject or ""
-    forwarded = bool(FORWARD.match(subject))
+    forwarded = is_forward(subject)  # a person passing something on, whatever it says after "Fwd:"
     head = _newest_head(mail)
     # a read notice quotes our mail's header fields, which the quote cutter
     # takes for a quoted mail: read it in the whole body
@@ -406,7 +405,7 @@ def _asks(text: str) -> bool:
 def machine_mail(mail: Mail) -> str | None:
     """Why this looks like machine mail that is not a reply (an alert, a scan, a report), or None."""
     subject = mail.subject or ""
-    if FORWARD.match(subject):
+    if is_forward(subject):
         return None
     if MACHINE_SUBJECT.search(subject):
         return f"a machine's subject {subject[:80]!r} (an alert, a scan or a report)"

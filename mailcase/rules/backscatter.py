@@ -58,7 +58,7 @@ def no_backscatter(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     elif representative and kind in _EVERY_TIME:
         pass  # they need it to get their request in: the outbox's daily cap is the bound
     else:
-        period = ctx.settings.notice_period_days
+        period = ctx.settings.rules.notice_period_days
         if ctx.notices_sent(addr, kind, mail.received_at - timedelta(days=period)) > 0:
             return Verdict(RULE, "notice-withheld",
                            f"{kind} notice not sent: {addr} had one in the last {period} days",

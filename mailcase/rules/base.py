@@ -10,7 +10,7 @@ context (directory, known Message-IDs, counts, clock) through the
 :class:`Context` protocol, and look at what earlier rules decided.  A verdict
 has a stable kebab-case name and a human reason; every verdict is stored.
 Effects a verdict asks for (record a bounce, lock PIN acceptance, reopen a
-case) are data, applied by the impure runner in classify.py.
+case) are data, applied by the impure runner in record.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Protocol
 
+from mailcase.config.rules import SEVERITY_LEVELS, RulesConfig
+from mailcase.config.settings import Config
 from mailcase.domain.people import Account, Person
 from mailcase.mail.fingerprints import fingerprint, loose_fingerprint
-from mailcase.mail.headers import HeaderBlock, HeaderInfo
+from mailcase.mail.header_info import HeaderInfo
+from mailcase.mail.headers import HeaderBlock
 from mailcase.mail.quoting import latest_reply
 from mailcase.rules.effects import Effect
 
@@ -214,26 +217,31 @@ class Context(Protocol):
 
 @dataclass(frozen=True)
 class RuleSettings:
-    """The knobs of the rules, from the [rules] and [staff] configuration."""
+    """The rules' view of the configuration: the ``[rules]`` table as configured,
+    and what is worked out from it and from ``[outgoing]``.
 
-    authserv_id: str | None = None      # None: insecure-off
-    spam_header: str | None = None
-    spam_values: tuple[str, ...] = ("yes",)
-    reopen_window_days: int = 14
-    notice_period_days: int = 7
-    flood_same_count: int = 15
-    flood_same_seconds: int = 60
-    flood_sender_count: int = 50
-    flood_sender_minutes: int = 30
-    repeat_request_count: int = 3
-    repeat_request_hours: int = 72
-    weekly_request_threshold: int = 25
-    repeat_similarity: float = 0.75
-    pin_max_failures: int = 5
-    pin_failure_hours: int = 24
-    scope_phrases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    severity_phrases: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    Built in one place (:meth:`from_config`); a rule reads a knob of the table
+    as ``ctx.settings.rules.flood_same_count``, so no field is listed twice.
+    """
+
+    rules: RulesConfig
+    #: the addresses we send from: mail from them is our own coming back
     our_addresses: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Config) -> RuleSettings:
+        return cls(config.rules, (config.outgoing.from_address.lower(),))
+
+    @property
+    def authserv_id(self) -> str | None:
+        """The server whose Authentication-Results we trust; None: insecure-off."""
+        rules = self.rules
+        return rules.authserv_id if rules.sender_authentication == "authserv-id" else None
+
+    @cached_property
+    def severity_phrases(self) -> Mapping[int, tuple[str, ...]]:
+        """The configured phrases by severity level (1 critical ... 4 low)."""
+        return {SEVERITY_LEVELS[name]: phrases for name, phrases in self.rules.severity.items()}
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
-from mailcase.mail.headers import message_ids
-from mailcase.mail.parse import message_tree
+from mailcase.mail.header_info import message_ids
+from mailcase.mail.parse.tree import message_tree
 from mailcase.mail.subjects import is_reply_or_forward
 from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdict
 from mailcase.rules.effects import RecordBounce

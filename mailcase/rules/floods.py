@@ -25,7 +25,7 @@ def floods(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     sender = mail.sender
     if not sender:
         return None
-    s = ctx.settings
+    s = ctx.settings.rules
     at = mail.received_at
     same = ctx.similar_mails_before(
         sender, mail.subject, mail.body_hash, at - timedelta(seconds=s.flood_same_seconds), at

@@ -19,6 +19,8 @@ from mailcase.rules.base import Context, Disposition, Mail, Notice, Outcome, Ver
 from mailcase.rules.effects import Alert, Effect, LockPin
 
 RULE = "pin"
+#: the verdicts of a PIN failure: what locks PIN acceptance when repeated
+PIN_FAILURES = ("pin-missing", "pin-wrong", "pin-ambiguous")
 
 
 def pin(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
@@ -44,15 +46,15 @@ def pin(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if problem is None:
         return Verdict(RULE, "pin-ok", f"PIN matches the representative's for {account.code}")
     name, why = problem
-    window = timedelta(hours=ctx.settings.pin_failure_hours)
+    window = timedelta(hours=ctx.settings.rules.pin_failure_hours)
     failures = ctx.pin_failures(account.id, mail.received_at - window) + 1
     effects: tuple[Effect, ...] = ()
-    if failures >= ctx.settings.pin_max_failures:
+    if failures >= ctx.settings.rules.pin_max_failures:
         effects = (
             LockPin(account.id),
             Alert(f"PIN acceptance locked for {account.code} after "
-                                     f"{failures} failures in {ctx.settings.pin_failure_hours} h"),
+                                     f"{failures} failures in {ctx.settings.rules.pin_failure_hours} h"),
         )
     return Verdict(RULE, name, f"{why} ({failures} failure(s) for {account.code} in "
-                   f"{ctx.settings.pin_failure_hours} h)", Disposition.NOTICE_ONLY,
+                   f"{ctx.settings.rules.pin_failure_hours} h)", Disposition.NOTICE_ONLY,
                    notice=Notice.PIN, effects=effects)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from mailcase.core.errors import UsageError
 from mailcase.core.states import MessageState
 from mailcase.domain.tables import CLASSIFICATION, MESSAGE, VERDICT
+from mailcase.rules.base import Disposition
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def held(conn: Connection, limit: int = 200) -> list[Held]:
     return out
 
 
-def _decide(conn: Connection, pk: int, name: str, reason: str, state: MessageState, disposition: str,
+def _decide(conn: Connection, pk: int, name: str, reason: str, state: MessageState, disposition: Disposition,
             now: datetime) -> None:
     current = conn.execute(sa.select(MESSAGE.c.state).where(MESSAGE.c.id == pk)).scalar()
     if current is None:
@@ -50,16 +51,17 @@ def _decide(conn: Connection, pk: int, name: str, reason: str, state: MessageSta
         raise UsageError(f"message {pk} is {current}, not held for review")
     seq = conn.execute(sa.select(sa.func.count()).where(VERDICT.c.message_pk == pk)).scalar_one()
     conn.execute(sa.insert(VERDICT).values(message_pk=pk, phase="review", seq=int(seq), rule="review",
-                                           name=name, reason=reason, disposition=disposition, at=now))
-    conn.execute(sa.update(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk).values(disposition=disposition))
+                                           name=name, reason=reason, disposition=disposition.value, at=now))
+    conn.execute(sa.update(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk)
+                 .values(disposition=disposition.value))
     conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id == pk).values(state=state.value, state_changed_at=now))
 
 
 def release(conn: Connection, pk: int, now: datetime, actor: str) -> None:
     _decide(conn, pk, "released", f"released by {actor}: joins the next cutoff", MessageState.PENDING,
-            "pending", now)
+            Disposition.PENDING, now)
 
 
 def discard(conn: Connection, pk: int, now: datetime, actor: str) -> None:
     _decide(conn, pk, "discarded", f"discarded by {actor}: kept, no case, no reply", MessageState.CLASSIFIED,
-            "suppressed", now)
+            Disposition.SUPPRESSED, now)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from mailcase.rules.autoreplies import FORWARD
+from mailcase.mail.subjects import is_forward
 from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
 from mailcase.rules.scope_concepts import judge
 
@@ -81,13 +81,13 @@ def _out_of_scope(category: str, why: str, so_far: Outcome) -> Verdict:
 
 def scope(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     # a forward passes on someone else's question: it is below the quote line
-    text = mail.body if FORWARD.match(mail.subject or "") else mail.reply_text
+    text = mail.body if is_forward(mail.subject) else mail.reply_text
     judged = judge(mail.subject, text)
     if judged.category is not None:
         named = f"; about {', '.join(judged.objects)}" if judged.objects else ""
         return _out_of_scope(judged.category, f"{judged.sentence!r}{named}", so_far)
     text = f"{mail.subject}\n{mail.reply_text}"
-    for category, phrases in ctx.settings.scope_phrases.items():
+    for category, phrases in ctx.settings.rules.scope.items():
         found = find_phrase(text, tuple(phrases))
         if found:
             return _out_of_scope(category, f"the configured phrase {found!r}", so_far)

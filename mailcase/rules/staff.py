@@ -8,6 +8,7 @@ DMARC pass a representative needs.
 
 from __future__ import annotations
 
+from mailcase.mail.subjects import case_label
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import Context, Disposition, Mail, Outcome, Verdict
 from mailcase.rules.threading import find_thread
@@ -26,7 +27,7 @@ def staff(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
                        Disposition.SUPPRESSED, auth=auth)
     case, how = find_thread(mail, ctx)
     if case is not None:
-        return Verdict(RULE, "staff-note", f"staff mail on case #{case.number:06d} ({how})",
+        return Verdict(RULE, "staff-note", f"staff mail on case {case_label(case.number)} ({how})",
                        Disposition.STAFF_NOTE, case=case, auth=auth)
     return Verdict(RULE, "staff-ignored",
                    f"staff mail from {sender} not on any case ({how}): ignored",

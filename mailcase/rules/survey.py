@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from mailcase.mail.subjects import SURVEY_TOKEN
+from mailcase.mail.subjects import case_label, survey_number
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import Context, Disposition, Mail, Outcome, Verdict
 from mailcase.rules.effects import RecordSurvey
@@ -35,23 +35,23 @@ def survey(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     ids = list(mail.info.in_reply_to) + list(mail.info.references)
     found = ctx.survey_for(ids, None, mail.sender or "") if ids else None
     if found is None:
-        m = SURVEY_TOKEN.search(mail.subject or "")
-        if m is None:
+        token = survey_number(mail.subject)
+        if token is None:
             return None
         # a subject token is typed by anyone: it needs the sender authentication a
         # new request needs, as a case token does (the threading rule)
         auth = evaluate(mail, ctx)
         if not mail.info.from_strict or auth.checked and not auth.dmarc_pass:
             return Verdict(RULE, "survey-token-ignored",
-                           f"subject names survey #{m.group(1)} but the mail is not authenticated "
+                           f"subject names survey {case_label(token)} but the mail is not authenticated "
                            f"({auth.detail}): token ignored")
-        found = ctx.survey_for([], int(m.group(1)), mail.sender or "")
+        found = ctx.survey_for([], token, mail.sender or "")
         if found is None:
             return None
     case, outbox_id = found
     line = first_line(mail.reply_text)
     if re.fullmatch(r"[1-5]", line):
-        return Verdict(RULE, "survey-score", f"satisfaction score {line} for case #{case.number:06d}",
+        return Verdict(RULE, "survey-score", f"satisfaction score {line} for case {case_label(case.number)}",
                        Disposition.SURVEY_RESPONSE, case=case,
                        effects=(RecordSurvey(case.id, outbox_id, int(line)),))
     attached = attach(mail, ctx, case, "replies to its survey", RULE)

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mailcase.mail.subjects import case_number
+from mailcase.core.states import CLOSED_CASE_STATUSES
+from mailcase.mail.subjects import case_label, case_number
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import CaseRef, Context, Disposition, Mail, Outcome, Verdict
 from mailcase.rules.effects import LinkCase, ReopenCase
 
 RULE = "threading"
-#: a reply to a case in these states reopens it (within the window)
-_CLOSED = ("closed", "resolved")
 
 
 def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
@@ -40,7 +39,7 @@ def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
         return None, "no known Message-ID and no case token"
     case = ctx.case_by_number(number)
     if case is None:
-        return None, f"subject names case #{number:06d}, which does not exist"
+        return None, f"subject names case {case_label(number)}, which does not exist"
     sender = mail.sender
     how: str | None = None
     if sender and mail.info.from_strict:
@@ -53,11 +52,11 @@ def find_thread(mail: Mail, ctx: Context) -> tuple[CaseRef | None, str]:
         ):
             how = "subject token, sender belongs to the case's account"
     if how is None:
-        return None, (f"subject names case #{number:06d} but {sender or 'the sender'} does not belong "
+        return None, (f"subject names case {case_label(number)} but {sender or 'the sender'} does not belong "
                       "to its account: token ignored")
     auth = evaluate(mail, ctx)
     if auth.checked and not auth.dmarc_pass:
-        return None, (f"subject names case #{number:06d} and From is {sender}, but the mail is not "
+        return None, (f"subject names case {case_label(number)} and From is {sender}, but the mail is not "
                       f"authenticated ({auth.detail}): token ignored")
     return case, how
 
@@ -76,21 +75,21 @@ def threading(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
 def attach(mail: Mail, ctx: Context, case: CaseRef, how: str, rule: str = RULE) -> Verdict:
     """The verdict for mail that belongs to ``case``: a follow-up, a reopening, or
     (after the reopen window) a new request linked to it."""
-    if case.status in _CLOSED:
-        window = timedelta(days=ctx.settings.reopen_window_days)
+    if case.status in CLOSED_CASE_STATUSES:  # a reply reopens it (within the window)
+        window = timedelta(days=ctx.settings.rules.reopen_window_days)
         closed = case.closed_at or case.resolved_at
         if closed is not None and mail.received_at - closed > window:
             return Verdict(
                 rule, "reply-to-old-case",
-                f"replies to case #{case.number:06d}, {case.status} {closed:%Y-%m-%d}, more than "
-                f"{ctx.settings.reopen_window_days} days ago: a new request linked to it",
+                f"replies to case {case_label(case.number)}, {case.status} {closed:%Y-%m-%d}, more than "
+                f"{ctx.settings.rules.reopen_window_days} days ago: a new request linked to it",
                 effects=(LinkCase(case.id, case.number),),
             )
         return Verdict(
-            rule, "reopen", f"replies to {case.status} case #{case.number:06d} within "
-            f"{ctx.settings.reopen_window_days} days ({how}): reopened",
+            rule, "reopen", f"replies to {case.status} case {case_label(case.number)} within "
+            f"{ctx.settings.rules.reopen_window_days} days ({how}): reopened",
             Disposition.FOLLOW_UP, case=case,
             effects=(ReopenCase(case.id),),
         )
-    return Verdict(rule, "follow-up", f"follow-up of case #{case.number:06d} ({how})",
+    return Verdict(rule, "follow-up", f"follow-up of case {case_label(case.number)} ({how})",
                    Disposition.FOLLOW_UP, case=case)

@@ -213,7 +213,7 @@ def _imap_client(spec: dict[str, Any]) -> Any:
     import imapclient
 
     c = imapclient.IMAPClient("127.0.0.1", port=spec["port"], ssl=False, timeout=60)
-    c._imap.debug = 0  # DESIGN §6: else imaplib formats a copy of every fetched message
+    c._imap.debug = 0  # docs/design.md §6: else imaplib formats a copy of every fetched message
     c.normalise_times = False
     c.login(spec["user"], Path(spec["password_file"]).read_text().strip())
     return c
@@ -273,7 +273,8 @@ def phase_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 def _mailcase_config(spec: dict[str, Any]) -> Any:
     """Like tests/helpers.py config(), built here so that it fits the mailcase measured
     (the working tree or a --rev export): sections only where the Config has them."""
-    from mailcase.config.settings import Config, parse_config
+    from mailcase.config.loader import parse_config
+    from mailcase.config.settings import Config
 
     work = Path(spec["workdir"])
     data: dict[str, Any] = {
@@ -376,7 +377,7 @@ def phase_parse(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
         daemon.run_classify_stage = classify_and_mark  # type: ignore[attr-defined]
         if skip_after:
             from mailcase.cutoff.batch import BatchRun
-            from mailcase.outbound.outbox import DeliveryResult
+            from mailcase.outbound.deliver import DeliveryResult
 
             daemon.run_due = lambda *a, **kw: BatchRun()  # type: ignore[attr-defined]
             daemon.deliver_due = lambda *a, **kw: DeliveryResult()  # type: ignore[attr-defined]

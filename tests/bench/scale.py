@@ -19,7 +19,7 @@ One run, every figure next to a floor measured in the same run:
    that reads the same pending rows and inserts, per requester, one case, its
    case_message links and one outbox row (no rules, no templates).
 3. **Outbox**: the rows the batch queued, topped up to --outbox-rows with
-   ``mailcase.outbound.outbox.enqueue``, delivered by ``mailcase.outbound.outbox.deliver_due``
+   ``mailcase.outbound.outbox.enqueue``, delivered by ``mailcase.outbound.deliver.deliver_due``
    (smtp transport, plain, 127.0.0.1) into an aiosmtpd sink
    (tests/servers/smtp.py) in the parent process.  Floor: smtplib
    ``SMTP.sendmail`` of the same bytes over one connection in a loop.
@@ -176,7 +176,7 @@ class FixedClock:
 
 
 def _desk_config(spec: dict[str, Any]) -> Any:
-    from mailcase.config.settings import parse_config
+    from mailcase.config.loader import parse_config
 
     work = Path(spec["workdir"])
     return parse_config({
@@ -418,7 +418,8 @@ def phase_outbox_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
     from mailcase.domain.db import open_engine, transaction
     from mailcase.domain.tables import OUTBOX
-    from mailcase.outbound.outbox import OutgoingMail, enqueue
+    from mailcase.outbound.compose import OutgoingMail
+    from mailcase.outbound.outbox import enqueue
     from mailcase.outbound.render import Rendered
 
     t = _times()
@@ -476,13 +477,14 @@ def phase_outbox_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
 
 def phase_outbox(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
-    """mailcase.outbound.outbox.deliver_due with the smtp transport, called as the daemon does
+    """mailcase.outbound.deliver.deliver_due with the smtp transport, called as the daemon does
     (default limit, a connection per call) until nothing is due."""
     import sqlalchemy as sa
 
     from mailcase.domain.db import open_engine
     from mailcase.domain.tables import OUTBOX
-    from mailcase.outbound.outbox import deliver_due, transport_for
+    from mailcase.outbound.deliver import deliver_due
+    from mailcase.outbound.transport import transport_for
 
     t = _times()
     cfg = _desk_config(spec)
@@ -670,7 +672,7 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
         odb = str(work / "outbox.db")
         omc = runner.phase({**base, "phase": "outbox", "db": odb},
                            setup=lambda: (_rm_db(odb), _copy_db(ready, odb), sink.received.clear()),
-                           label="mailcase.outbound.outbox.deliver_due (smtp)")
+                           label="mailcase.outbound.deliver.deliver_due (smtp)")
         sink_check(omc)
         out["outbox"] = omc
         return out

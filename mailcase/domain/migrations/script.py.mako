@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 from alembic import op
 ${imports if imports else ""}
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -34,8 +34,8 @@ def upgrade() -> None:
     sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
     sa.Column('host', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=False),
-    sa.Column('acquired_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('acquired_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_lease'))
     )
     op.create_table('mailbox_state',
@@ -43,12 +43,12 @@ def upgrade() -> None:
     sa.Column('uidvalidity', sa.BigInteger(), nullable=True),
     sa.Column('last_uid', sa.BigInteger(), nullable=False),
     sa.Column('historical_below_uid', sa.BigInteger(), nullable=False),
-    sa.Column('historical_before', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_sync_started_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_sync_ok_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_sync_ok_started_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('historical_before', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_sync_started_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_sync_ok_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_sync_ok_started_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('last_error_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_mailbox_state'))
     )
     op.create_table('message',
@@ -60,15 +60,15 @@ def upgrade() -> None:
     sa.Column('from_name', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('from_strict', sa.Boolean(), nullable=False),
     sa.Column('subject', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('date_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('date_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('in_reply_to', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('refs', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('received_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('received_source', sa.String(length=32), nullable=False),
     sa.Column('state', sa.String(length=32), nullable=False),
     sa.Column('historical', sa.Boolean(), nullable=False),
-    sa.Column('stored_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('state_changed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('stored_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('state_changed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('primary_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.ForeignKeyConstraint(['primary_sha256'], ['blob.sha256'], name=op.f('fk_message_primary_sha256_blob')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message')),
@@ -90,7 +90,7 @@ def upgrade() -> None:
     sa.Column('body_from_html', sa.Boolean(), nullable=False),
     sa.Column('attachments', sa.JSON(), nullable=False),
     sa.Column('defects', sa.JSON(), nullable=False),
-    sa.Column('parsed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('parsed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_parsed_mail_message_pk_message')),
     sa.PrimaryKeyConstraint('message_pk', name=op.f('pk_parsed_mail'))
     )
@@ -101,9 +101,9 @@ def upgrade() -> None:
     sa.Column('error_type', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('error', sa.Text(), nullable=False),
     sa.Column('traceback', sa.Text(), nullable=True),
-    sa.Column('created_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('resolved_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resolved_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_quarantine_message_pk_message')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine'))
     )
@@ -122,11 +122,11 @@ def upgrade() -> None:
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('truncated_from', sa.BigInteger(), nullable=True),
-    sa.Column('received_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('received_source', sa.String(length=32), nullable=False),
-    sa.Column('stored_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('stored_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('post_action', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
-    sa.Column('post_action_done_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('post_action_done_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_raw_copy_message_pk_message')),
     sa.ForeignKeyConstraint(['sha256'], ['blob.sha256'], name=op.f('fk_raw_copy_sha256_blob')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_raw_copy')),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 
 revision: str = '0002'
 down_revision: str | None = '0001'
@@ -28,8 +28,8 @@ def upgrade() -> None:
     sa.Column('code', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('pin_required', sa.Boolean(), nullable=False),
-    sa.Column('pin_locked_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('pin_locked_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_account')),
     sa.UniqueConstraint('code', name=op.f('uq_account_code'))
     )
@@ -40,8 +40,8 @@ def upgrade() -> None:
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('pin_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('added_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('removed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('added_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('removed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_person_account_id_account')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_person'))
     )
@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('standing', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_standing_change_account_id_account')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_standing_change'))
@@ -70,7 +70,7 @@ def upgrade() -> None:
     sa.Column('original_message_id', sqlmodel.sql.sqltypes.AutoString(length=998), nullable=True),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('matched_outbox_id', sa.Integer(), nullable=True),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_bounce_message_pk_message')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_bounce'))
     )
@@ -97,7 +97,7 @@ def upgrade() -> None:
     sa.Column('out_of_scope', sa.Boolean(), nullable=False),
     sa.Column('hold', sa.Boolean(), nullable=False),
     sa.Column('flags', sa.JSON(), nullable=False),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_classification_account_id_account')),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_classification_message_pk_message')),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], name=op.f('fk_classification_person_id_person')),
@@ -127,15 +127,15 @@ def upgrade() -> None:
     sa.Column('flags', sa.JSON(), nullable=False),
     sa.Column('linked_case_id', sa.Integer(), nullable=True),
     sa.Column('batch_id', sa.Integer(), nullable=True),
-    sa.Column('received_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('processed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ack_due_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ack_breach_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('receipt_sent_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('first_staff_action_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('resolved_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('closed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ack_due_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ack_breach_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('receipt_sent_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('first_staff_action_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resolved_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_support_case_account_id_account')),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], name=op.f('fk_support_case_person_id_person')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_support_case')),
@@ -157,7 +157,7 @@ def upgrade() -> None:
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('disposition', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_verdict_message_pk_message')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_verdict'))
     )
@@ -169,7 +169,7 @@ def upgrade() -> None:
     sa.Column('message_pk', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['support_case.id'], name=op.f('fk_case_message_case_id_support_case')),
     sa.ForeignKeyConstraint(['message_pk'], ['message.id'], name=op.f('fk_case_message_message_pk_message')),
     sa.PrimaryKeyConstraint('message_pk', name=op.f('pk_case_message'))

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 
 revision: str = '0004'
 down_revision: str | None = '0003'
@@ -37,8 +37,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
     sa.Column('bounce_id', sa.Integer(), nullable=True),
-    sa.Column('since_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('cleared_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('since_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('cleared_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('cleared_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.PrimaryKeyConstraint('address', name=op.f('pk_suppression'))
     )
@@ -48,7 +48,7 @@ def upgrade() -> None:
     sa.Column('case_id', sa.Integer(), nullable=False),
     sa.Column('message_pk', sa.Integer(), nullable=False),
     sa.Column('score', sa.Integer(), nullable=False),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_survey_response')),
     sa.UniqueConstraint('message_pk', name=op.f('uq_survey_response_message_pk'))
     )
@@ -57,7 +57,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_survey_response_outbox_id'), ['outbox_id'], unique=False)
 
     with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('claimed_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('claimed_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True))
 
     # ### end Alembic commands ###
     # full-text search over the knowledge base (kb.py): FTS5 on SQLite, a GIN

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 
 revision: str = '0005'
 down_revision: str | None = '0004'
@@ -26,11 +26,11 @@ def upgrade() -> None:
     op.create_table('oauth_token',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('access_token', sa.Text(), nullable=True),
-    sa.Column('expires_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('refresh_token', sa.Text(), nullable=True),
-    sa.Column('updated_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('last_error_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_oauth_token'))
     )
     with op.batch_alter_table('classification', schema=None) as batch_op:
@@ -39,9 +39,9 @@ def upgrade() -> None:
     with op.batch_alter_table('mailbox_state', schema=None) as batch_op:
         batch_op.add_column(sa.Column('mode', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True))
         batch_op.add_column(sa.Column('worker_state', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
-        batch_op.add_column(sa.Column('worker_state_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('worker_state_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('worker', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True))
-        batch_op.add_column(sa.Column('heartbeat_at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('heartbeat_at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=True))
 
     # ### end Alembic commands ###
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import mailcase.domain.models  # noqa: F401  (autogenerate renders mailcase column types)
+import mailcase.domain.models.columns  # noqa: F401  (autogenerate renders mailcase column types)
 
 revision: str = '0007'
 down_revision: str | None = '0006'
@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_table('service_state',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
-    sa.Column('at', mailcase.domain.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailcase.domain.models.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_service_state'))
     )
     with op.batch_alter_table('bounce', schema=None) as batch_op:

@@ -1,0 +1,70 @@
+"""``mailcase quarantine``: mail that failed at some stage."""
+
+from __future__ import annotations
+
+import click
+
+from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.output import fmt_time, short
+from mailcase.core.errors import UsageError
+from mailcase.domain.db import transaction
+from mailcase.ingest.quarantine import get_entry, open_entries, retry, retry_all
+
+
+@click.group()
+def quarantine() -> None:
+    """Mail that failed at some stage: list, show, retry."""
+
+
+@quarantine.command("list")
+@pass_ctx
+def quarantine_list(c: Ctx) -> None:
+    """Open quarantine entries."""
+    with c.engine.connect() as conn:
+        entries = open_entries(conn)
+    if not entries:
+        click.echo("quarantine is empty")
+        return
+    for e in entries:
+        click.echo(
+            f"{e.id:>5}  message #{e.message_pk:<6} {e.stage:<8} {fmt_time(e.created_at)}  "
+            f"{short(e.error_type + ': ' + e.error, 70)}"
+        )
+
+
+@quarantine.command("show")
+@click.argument("entry_id", type=int)
+@pass_ctx
+def quarantine_show(c: Ctx, entry_id: int) -> None:
+    """One entry with its error and traceback."""
+    with c.engine.connect() as conn:
+        e = get_entry(conn, entry_id)
+    click.echo(f"entry:     {e.id}")
+    click.echo(f"message:   #{e.message_pk}  from {e.from_addr or '-'}  subject {short(e.subject, 60)!r}")
+    click.echo(f"stage:     {e.stage}")
+    click.echo(f"error:     {e.error_type}: {e.error}")
+    click.echo(f"at:        {fmt_time(e.created_at)} (attempt {e.attempts})")
+    click.echo(f"resolved:  {fmt_time(e.resolved_at)}")
+    if e.traceback:
+        click.echo("traceback:")
+        click.echo(e.traceback.rstrip())
+
+
+@quarantine.command("retry")
+@click.argument("entry_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Retry every open entry.")
+@pass_ctx
+def quarantine_retry(c: Ctx, entry_id: int | None, all_: bool) -> None:
+    """Put a quarantined mail back before the stage that failed; the next run retries it."""
+    if all_ == (entry_id is not None):
+        raise UsageError("give an ENTRY_ID or --all")
+    with transaction(c.engine) as conn:
+        if all_:
+            click.echo(f"{retry_all(conn, c.clock.now())} entries put back for retry")
+        else:
+            assert entry_id is not None
+            state = retry(conn, entry_id, c.clock.now())
+            click.echo(f"entry {entry_id}: message back in state {state}")
+
+
+COMMANDS: list[click.Command] = [quarantine]

@@ -1,0 +1,27 @@
+"""``mailcase render``: preview a mail for a case from the templates."""
+
+from __future__ import annotations
+
+import click
+
+from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.outbound.staffmail import preview
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["ack", "notice", "reply"]))
+@click.option("--case", "number", type=int, required=True, help="Render for this case.")
+@click.option("--notice", "notice_kind", default="unknown-sender", show_default=True,
+              help="For KIND=notice: unknown-sender, not-authorized, unverified-sender, which-account, pin, hold, out-of-scope.")
+@click.option("--html", is_flag=True, help="Print the HTML part instead of the text.")
+@pass_ctx
+def render(c: Ctx, kind: str, number: int, notice_kind: str, html: bool) -> None:
+    """Preview a mail for a case from the templates (nothing is queued)."""
+    with c.engine.connect() as conn:
+        rendered = preview(conn, c.config, kind, number, notice_kind, c.clock.now())
+    click.echo(f"Subject: {rendered.subject}")
+    click.echo("")
+    click.echo(rendered.html if html else rendered.text)
+
+
+COMMANDS: list[click.Command] = [render]

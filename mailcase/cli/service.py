@@ -1,0 +1,156 @@
+"""The service: ``mailcase run`` (the daemon, or one pass), ``status`` and ``check``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.output import echo_json, fmt_time, short
+from mailcase.core import log as logsetup
+from mailcase.core.clock import is_test_clock
+from mailcase.core.errors import DatabaseUnavailable, MailcaseError
+from mailcase.domain.cases import list_cases
+from mailcase.mail.subjects import case_label
+from mailcase.ops.check import run_checks
+from mailcase.ops.daemon import Daemon, run_pass
+from mailcase.ops.messages import list_messages, state_counts
+from mailcase.ops.status import EXIT_DATABASE, collect
+from mailcase.outbound.outbox import list_outbox
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="One pass over every mailbox and stage, print what is stored, exit.")
+@pass_ctx
+def run(c: Ctx, once: bool) -> None:
+    """Run the service: sync mailboxes, parse, repeat (ops run this under systemd).
+
+    Without a configuration file this runs on embedded defaults: SQLite in
+    ./mailcase-data and the sample mailbox shipped with mailcase.
+    """
+    config = c.config
+    if config.source is None:
+        click.echo(
+            f"no configuration file: using embedded defaults (database {config.database_url}, "
+            "sample mailbox)", err=True,
+        )
+    if is_test_clock(c.clock):
+        logging.getLogger("mailcase").warning("event=test-clock now=%s", c.clock.now().isoformat())
+    if not once:
+        logsetup.service_level(c.verbose)
+    if once:
+        result = run_pass(c.engine, config, c.clock)
+        for sync in result.syncs:
+            click.echo(sync.summary())
+        for name, error in result.failures.items():
+            click.echo(f"{name}: failed: {error}", err=True)
+        click.echo(f"parse stage: parsed {result.parsed.done}, quarantined {result.parsed.quarantined}")
+        click.echo(f"rules: classified {result.classified.done}, quarantined {result.classified.quarantined}")
+        click.echo("")
+        _print_ledger(c)
+        if result.failures:
+            sys.exit(1)
+        return
+    sys.exit(Daemon(c.engine, config, c.clock, config_path=config.source).run())
+
+
+def _print_ledger(c: Ctx) -> None:
+    with c.engine.connect() as conn:
+        counts = state_counts(conn)
+        rows = list_messages(conn, limit=20)
+        case_rows = list_cases(conn, limit=20)
+        out_rows = list_outbox(conn, limit=20)
+    total = sum(counts.values())
+    click.echo(f"stored: {total} mails (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    for r in rows:
+        click.echo(
+            f"  #{r.id:<5} {r.state:<12} {'hist' if r.historical else '    '} "
+            f"{fmt_time(r.received_at):<21} {short(r.from_addr, 28):<28} {short(r.subject, 40)}"
+        )
+    if total > len(rows):
+        click.echo(f"  ... ({total - len(rows)} more: mailcase messages list --limit N)")
+    click.echo(f"cases: {len(case_rows)}")
+    for cv in case_rows:
+        click.echo(f"  {case_label(cv.number)} {cv.status:<13} S{cv.severity} {short(cv.account or '-', 9):<9} "
+                   f"{short(cv.requester, 28):<28} {short(cv.subject, 40)}")
+    where = c.config.outgoing.file_dir or f"{c.config.data_dir}/outbox"
+    click.echo(f"outgoing mail: {len(out_rows)}" + (f" (file transport: {where})" if out_rows else ""))
+    for o in out_rows:
+        click.echo(f"  {o.status:<6} {o.kind:<24} to {short(o.to_addr, 30):<30} {short(o.subject, 40)}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(c: Ctx, as_json: bool) -> None:
+    """What the service is doing: mailboxes, tokens, pending mail, the next cutoff, backlogs."""
+    try:
+        st = collect(c.engine, c.config, c.clock)
+    except DatabaseUnavailable as exc:
+        if as_json:
+            echo_json({"database": f"unreachable: {exc}", "health": "unknown", "exit_code": EXIT_DATABASE})
+        else:
+            click.echo(f"database: unreachable: {exc}")
+        sys.exit(EXIT_DATABASE)
+    if as_json:
+        echo_json(asdict(st))
+        sys.exit(st.exit_code)
+    _print_status(st)
+    sys.exit(st.exit_code)
+
+
+def _print_status(st: Any) -> None:
+    click.echo(f"health: {st.health}" + "".join(f"\n  - {p}" for p in st.problems))
+    for d in st.daemons:
+        click.echo(f"service: {d.holder} ({'alive' if d.alive else 'gone'}, registered until "
+                   f"{d.expires_at:%H:%M:%S} UTC)")
+    if st.test_clock:
+        click.echo(f"TEST CLOCK in effect: now is {st.now:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"sender authentication: {st.sender_authentication}")
+    for m in st.mailboxes:
+        state = m.state or "never run"
+        since = f" since {fmt_time(m.state_since)}" if m.state_since else ""
+        beat = "never" if m.heartbeat_age_seconds is None else f"{m.heartbeat_age_seconds:.0f} s ago"
+        click.echo(f"mailbox {m.name} ({m.kind}{', disabled' if not m.enabled else ''}): {state}{since}, "
+                   f"{m.mode or '-'}; last sync {fmt_time(m.last_sync_ok_at)}; heartbeat {beat}"
+                   f"{' (STALE)' if m.stale else ''}; {m.pending} pending"
+                   + (f"; worker {m.worker}" if m.worker else ""))
+        if m.last_error:
+            click.echo(f"    last error ({fmt_time(m.last_error_at)}): {m.last_error}")
+        if m.token is not None:
+            click.echo(f"    token: {'ok' if m.token.ok else 'WARNING'}: {m.token.detail}")
+    click.echo(f"mail: {st.pending_mail} pending for the next cutoff, {st.unclassified_mail} not yet classified, "
+               f"{st.held_for_review} held for review, {st.quarantined} quarantined")
+    if st.due_cutoff:
+        click.echo(f"cutoff {fmt_time(st.due_cutoff)} is due" +
+                   (f" but blocked: {st.cutoff_blocked}" if st.cutoff_blocked else ""))
+    click.echo(f"next cutoff: {fmt_time(st.next_cutoff)}")
+    click.echo(f"outbox: {st.outbox_queued} queued ({st.outbox_deferred} deferred), {st.outbox_failed} failed, "
+               f"{st.outbox_capped} capped, {st.outbox_suppressed} suppressed; {st.open_cases} open cases")
+    for note in st.notes:
+        click.echo(f"note: {note}")
+
+
+@click.command()
+@pass_ctx
+def check(c: Ctx) -> None:
+    """Validate the configuration and try every connection, one line per check with the fix."""
+    engine = None
+    try:
+        engine = c.engine
+    except MailcaseError:
+        engine = None
+    failed = 0
+    for ch in run_checks(c.config, engine, c.clock):
+        mark = "ok  " if ch.ok else "FAIL"
+        click.echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
+        failed += not ch.ok
+    if failed:
+        sys.exit(1)
+
+
+COMMANDS: list[click.Command] = [run, status, check]

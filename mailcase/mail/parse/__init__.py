@@ -1,0 +1,1 @@
+"""The full parse of a mail: raw bytes to a ParsedEmail (entry point: message.parse_email)."""
