@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import imapclient
 from servers.dovecot import Dovecot
@@ -177,3 +179,41 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
         [sys.executable, "-m", "mailcase", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
     )
+
+
+class LogTail:
+    """Reads a process's log (stderr) as it is written, so that a test waits for the
+    event it needs ("the worker is in IDLE now") instead of sleeping."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def count(self, text: str) -> int:
+        with self._changed:
+            return sum(text in line for line in self.lines)
+
+    def wait_for(self, text: str, timeout: float, more_than: int = 0) -> None:
+        """Until more than ``more_than`` lines contain ``text``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while sum(text in line for line in self.lines) <= more_than:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log line with {text!r} within {timeout} s; the last lines:\n"
+                                         + "".join(self.lines[-20:]))
+                self._changed.wait(left)
+
+    def text(self, timeout: float = 10.0) -> str:
+        """Everything logged, once the process has closed its end."""
+        self._reader.join(timeout)
+        with self._changed:
+            return "".join(self.lines)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import need_server
-from helpers import ImapAccount, make_mail, write_config
+from helpers import ImapAccount, LogTail, make_mail, write_config
 from servers.dovecot import Dovecot, dovecot_binary
 from servers.notify import NotifyListener
 from servers.smtp import SmtpSink
@@ -55,8 +55,10 @@ def test_run_idle_outage_notify_and_sigterm(own_dovecot: Dovecot, pg_url: str, t
     notify = NotifyListener(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-v", "--config", str(cfg), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-vv", "--config", str(cfg), "run"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    tail = LogTail(proc.stderr)
     engine = open_engine(pg_url)
 
     def stored() -> int:
@@ -66,7 +68,7 @@ def test_run_idle_outage_notify_and_sigterm(own_dovecot: Dovecot, pg_url: str, t
     try:
         _wait(lambda: notify.count("READY=1") == 1, 30)
         _wait(lambda: notify.count("WATCHDOG=1") >= 2, 10)
-        time.sleep(1.0)  # the worker is in IDLE now
+        tail.wait_for("event=idle", 20)
         imap.append(make_mail(1, subject="Under IDLE"))
         took = _wait(lambda: stored() == 1, 10)
         assert took < 2.0, f"stored {took:.2f} s after arriving"
@@ -90,7 +92,8 @@ def test_run_idle_outage_notify_and_sigterm(own_dovecot: Dovecot, pg_url: str, t
     finally:
         if proc.poll() is None:
             proc.kill()
-        out, err = proc.communicate()
+        proc.wait()
+        err = tail.text()
         notify.close()
         sink.stop()
         imap.close()

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
 from conftest import IN_CI
-from helpers import ImapAccount, config, make_mail, write_config
+from helpers import ImapAccount, LogTail, config, make_mail, write_config
 from servers.postgres import PrivateCluster
 from servers.proxy import Proxy
 from servers.smtp import SmtpSink
@@ -63,19 +63,21 @@ def test_imap_cut_mid_fetch_loses_nothing(imap: ImapAccount, proxy: Proxy, db_ur
 def test_imap_cut_mid_idle_reconnects(imap: ImapAccount, proxy: Proxy, sqlite_url: str, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", sqlite_url, [imap.mailbox_config(port=proxy.port)],
                        daemon={"reconnect_max_seconds": 1.0})
-    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-v", "--config", str(cfg), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-vv", "--config", str(cfg), "run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     engine = open_engine(sqlite_url)
     try:
+        tail = LogTail(proc.stderr)
         imap.append(make_mail(1))
         _wait(lambda: _count(engine, MESSAGE) == 1, 30)
-        time.sleep(1)  # in IDLE now
+        tail.wait_for("event=idle", 20)
         proxy.cut_all()
         imap.append(make_mail(2))
         _wait(lambda: _count(engine, MESSAGE) == 2, 20)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        err = tail.text()
 
     assert proc.returncode == 0
     assert "state=down" in err and err.count("state=connected") >= 2
@@ -143,7 +145,7 @@ def private_pg() -> Iterator[PrivateCluster]:
 def test_postgresql_restarted_under_the_daemon(imap: ImapAccount, private_pg: PrivateCluster, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", private_pg.url, [imap.mailbox_config()],
                        daemon={"reconnect_max_seconds": 1.0, "stage_seconds": 1.0})
-    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-v", "--config", str(cfg), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-vv", "--config", str(cfg), "run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ})
     engine = open_engine(private_pg.url)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
-from helpers import ROOT, ImapAccount, make_mail, run_cli, write_config
+from helpers import ROOT, ImapAccount, LogTail, make_mail, run_cli, write_config
 from servers.dovecot import free_port
+from test_daemon import _wait
 
-from mailcase.domain.db import transaction
+from mailcase.domain.db import open_engine, transaction
 from mailcase.domain.tables import BLOB, CASE, MESSAGE, OUTBOX, PARSED_MAIL
 from mailcase.ops.retention import erase, purge, purgeable
 
@@ -94,13 +95,20 @@ def test_erase_a_person(db_url: str, tmp_path: Path) -> None:
     assert cases == 2
 
 
+def _count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
 def test_sighup_reload_refuses_a_bad_config_and_metrics_answer(imap: ImapAccount, sqlite_url: str,
                                                                tmp_path: Path) -> None:
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", sqlite_url, [imap.mailbox_config()],
                        daemon={"metrics_listen": f"127.0.0.1:{port}", "housekeeping_seconds": 2.0})
     proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-v", "--config", str(cfg), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    tail = LogTail(proc.stderr)
     try:
         body = ""
         for _ in range(100):
@@ -113,17 +121,19 @@ def test_sighup_reload_refuses_a_bad_config_and_metrics_answer(imap: ImapAccount
         good = cfg.read_text()
         cfg.write_text(good + "\n[bogus]\nx = 1\n")
         proc.send_signal(signal.SIGHUP)
-        time.sleep(2)
-        cfg.write_text(good.replace('poll_seconds', 'poll_seconds') + "")
+        tail.wait_for("event=reload-refused", 20)
+        cfg.write_text(good)
         imap.append(make_mail(1))
-        time.sleep(1)
+        engine = open_engine(sqlite_url)  # the running configuration still works: the mail is stored
+        _wait(lambda: _count(engine, MESSAGE) == 1, 20)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-        _, err = proc.communicate()
+        proc.wait()
+        err = tail.text()
     refused = [line for line in err.splitlines() if "event=reload-refused" in line]
     assert len(refused) == 1 and "bogus: unknown key" in refused[0] and "keeping the running configuration" in refused[0]
 

@@ -341,6 +341,7 @@ class MailboxWorker:
     def _idle(self, client: imapclient.IMAPClient, lease: Lease) -> None:
         d = self.config.daemon
         client.idle()
+        log.debug("event=idle mailbox=%s", self.cfg.name)
         in_idle = True
         started = last_heard = time.monotonic()
         try:
