@@ -104,14 +104,26 @@ def pg_url() -> Iterator[str]:
 
 #: fixtures that start or reach a server: their tests are not in the fast lane
 SERVER_FIXTURES = frozenset({"dovecot", "imap", "tls_dovecot", "own_dovecot", "pg_url", "pg_available"})
+#: modules that are slow as a whole: daemon and crash harnesses in subprocesses, hostile
+#: mail in bounded memory, property-based fuzzing, the token endpoint, mypy
+SLOW_MODULES = frozenset({
+    "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_daemon",
+    "test_delivery", "test_faults", "test_fuzz", "test_hostile", "test_oauth", "test_operations",
+    "test_supervision", "test_typing", "test_week",
+})
+#: single tests that run the whole desk end to end
+SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every test that needs a server (or runs on PostgreSQL): the fast lane,
-    ``tests/run --fast`` (``-m "not slow"``), is the unit, rules and CLI tests."""
+    """Mark ``slow`` every test that needs a server (or runs on PostgreSQL) and the slow
+    modules: the fast lane, ``tests/run --fast`` (``-m "not slow"``), is the unit, rules
+    and CLI tests."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
-        if fixtures & SERVER_FIXTURES or on_postgres:
+        module = item.path.stem
+        name = getattr(item, "originalname", item.name)
+        if fixtures & SERVER_FIXTURES or on_postgres or module in SLOW_MODULES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
