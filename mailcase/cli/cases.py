@@ -9,7 +9,7 @@ import click
 from mailcase.cli.context import Ctx, actor, pass_ctx
 from mailcase.cli.output import fmt_time, short
 from mailcase.core.errors import UsageError
-from mailcase.core.states import CaseStatus
+from mailcase.core.states import CaseStatus, Tier
 from mailcase.domain.cases import assign, case_detail, escalate, list_cases, reopen, set_status
 from mailcase.domain.db import transaction
 from mailcase.mail.subjects import case_label
@@ -23,7 +23,7 @@ def cases() -> None:
 
 
 @cases.command("list")
-@click.option("--status", help="new, acknowledged, in-progress, escalated, resolved, closed, held, out-of-scope")
+@click.option("--status", help=", ".join(s.value for s in CaseStatus))
 @click.option("--account", help="Account code.")
 @click.option("--owner", help="Specialist name.")
 @click.option("--severity", type=click.IntRange(1, 4))
@@ -87,7 +87,8 @@ def case_assign(c: Ctx, number: int, specialist: str) -> None:
 
 @case.command("escalate")
 @click.argument("number", type=int)
-@click.option("--to", "tier", required=True, type=click.Choice(["SSII", "SSIII", "DEV"], case_sensitive=False))
+@click.option("--to", "tier", required=True,
+              type=click.Choice([t.value for t in Tier if t is not Tier.SSI], case_sensitive=False))
 @click.option("--note", default="", help="Why.")
 @pass_ctx
 def case_escalate(c: Ctx, number: int, tier: str, note: str) -> None:

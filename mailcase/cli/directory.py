@@ -10,6 +10,7 @@ import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
 from mailcase.core.errors import UsageError
+from mailcase.core.states import Standing, Tier
 from mailcase.domain.cases import add_specialist, deactivate_specialist, list_specialists, release_held
 from mailcase.domain.db import transaction
 from mailcase.domain.directory import get_account, import_csv, list_accounts, set_standing, unlock_pin
@@ -69,7 +70,7 @@ def accounts_list(c: Ctx, code: str | None) -> None:
 
 @accounts.command("standing")
 @click.argument("code")
-@click.argument("standing", type=click.Choice(["good", "hold"]))
+@click.argument("standing", type=click.Choice([s.value for s in Standing]))
 @pass_ctx
 def accounts_standing(c: Ctx, code: str, standing: str) -> None:
     """Set an account's financial standing; 'good' releases its held cases into the next cutoff."""
@@ -77,7 +78,7 @@ def accounts_standing(c: Ctx, code: str, standing: str) -> None:
     with transaction(c.engine) as conn:
         changed = set_standing(conn, code, standing, now, actor())
         released = 0
-        if standing == "good":
+        if standing == Standing.GOOD:
             released = release_held(conn, int(get_account(conn, code).id), now, actor())
     click.echo(f"{code}: standing {standing}" + ("" if changed else " (unchanged)")
                + (f"; {released} held cases join the next cutoff" if released else ""))
@@ -101,7 +102,7 @@ def specialists() -> None:
 @specialists.command("add")
 @click.argument("name")
 @click.option("--address", help="Their mail address (their mail on a case is a staff note).")
-@click.option("--tier", default="SSI", show_default=True, type=click.Choice(["SSI", "SSII", "SSIII", "DEV"]))
+@click.option("--tier", default=Tier.SSI.value, show_default=True, type=click.Choice([t.value for t in Tier]))
 @pass_ctx
 def specialists_add(c: Ctx, name: str, address: str | None, tier: str) -> None:
     """Add (or reactivate) a specialist; new cases go to active SSI specialists."""

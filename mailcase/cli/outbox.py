@@ -9,6 +9,7 @@ import click
 from mailcase.cli.context import Ctx, actor, pass_ctx
 from mailcase.cli.output import fmt_time, short
 from mailcase.core.errors import UsageError
+from mailcase.core.states import OutboxStatus
 from mailcase.domain.db import transaction
 from mailcase.outbound.bounces import clear, suppressed
 from mailcase.outbound.deliver import deliver_due
@@ -22,7 +23,7 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--status", type=click.Choice(["queued", "sending", "sent", "failed", "cancelled", "capped", "suppressed"]))
+@click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @pass_ctx
 def outbox_list(c: Ctx, status: str | None, limit: int) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.core.states import MailKind
 from mailcase.outbound.staffmail import preview
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(["ack", "notice", "reply"]))
+@click.argument("kind", type=click.Choice([MailKind.ACK.value, MailKind.NOTICE.value, MailKind.REPLY.value]))
 @click.option("--case", "number", type=int, required=True, help="Render for this case.")
 @click.option("--notice", "notice_kind", default="unknown-sender", show_default=True,
               help="For KIND=notice: unknown-sender, not-authorized, unverified-sender, which-account, pin, hold, out-of-scope.")
@@ -18,7 +19,7 @@ from mailcase.outbound.staffmail import preview
 def render(c: Ctx, kind: str, number: int, notice_kind: str, html: bool) -> None:
     """Preview a mail for a case from the templates (nothing is queued)."""
     with c.engine.connect() as conn:
-        rendered = preview(conn, c.config, kind, number, notice_kind, c.clock.now())
+        rendered = preview(conn, c.config, MailKind(kind), number, notice_kind, c.clock.now())
     click.echo(f"Subject: {rendered.subject}")
     click.echo("")
     click.echo(rendered.html if html else rendered.text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,8 @@ from mailcase.core.errors import ConfigError
 from mailcase.core.states import PostAction
 
 _START_AT = re.compile(r"^(now|all|uid:\d+|\d{4}-\d{2}-\d{2}(T[0-9:.+\-Z]+)?)$")
+#: where a mailbox's history ends (``start_at``): now, nothing, below a UID, before a time
+StartKind: TypeAlias = Literal["now", "all", "uid", "date"]
 
 
 class MailboxConfig(Frozen):
@@ -88,10 +90,12 @@ class MailboxConfig(Frozen):
             return self.port
         return 993 if self.security == "tls" else 143
 
-    def start_point(self) -> tuple[str, int | datetime | None]:
-        """("now"|"all"|"uid"|"date", value)."""
-        if self.start_at in ("now", "all"):
-            return self.start_at, None
+    def start_point(self) -> tuple[StartKind, int | datetime | None]:
+        """(kind, value): the uid for "uid", the time for "date", None for "now" and "all"."""
+        if self.start_at == "now":
+            return "now", None
+        if self.start_at == "all":
+            return "all", None
         if self.start_at.startswith("uid:"):
             return "uid", int(self.start_at[4:])
         value = datetime.fromisoformat(self.start_at.replace("Z", "+00:00"))

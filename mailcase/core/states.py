@@ -32,6 +32,7 @@ Side states, reachable from any stage:
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeAlias
 
 
 class MessageState(StrEnum):
@@ -137,3 +138,130 @@ LIVE_OUTBOX_STATUSES: tuple[str, ...] = (OutboxStatus.QUEUED.value, OutboxStatus
 #: mail that did not go out and may still: staff retry or cancel it
 UNSENT_OUTBOX_STATUSES: tuple[str, ...] = (OutboxStatus.QUEUED.value, OutboxStatus.FAILED.value,
                                            OutboxStatus.CAPPED.value)
+
+
+class CaseMessageRole(StrEnum):
+    """What a mail is to its case (``case_message.role``)."""
+
+    REQUEST = "request"        # made the case at a cutoff
+    FOLLOW_UP = "follow-up"    # the requester (or a colleague) wrote again
+    STAFF_NOTE = "staff-note"  # staff mail on the case
+
+
+class Tier(StrEnum):
+    """Support tiers, in escalation order (a case only moves up)."""
+
+    SSI = "SSI"
+    SSII = "SSII"
+    SSIII = "SSIII"
+    DEV = "DEV"
+
+
+class Standing(StrEnum):
+    """An account's financial standing (``standing_change.standing``)."""
+
+    GOOD = "good"
+    HOLD = "hold"  # not in good standing: its new cases are held
+
+
+class PromiseState(StrEnum):
+    """How far an open, unanswered case is along the agreement's promise (ops/promise.py);
+    each is also a case event, recorded once."""
+
+    DUE_SOON = "due-soon"  # within four hours of its due time
+    OVERDUE = "overdue"    # past its due time
+    BREACHED = "breached"  # past its breach time
+
+
+class CaseEventKind(StrEnum):
+    """A ``case_event`` row's kind.  A status change (an escalation too) is
+    recorded under the new :class:`CaseStatus`, the promise under its
+    :class:`PromiseState` (:data:`CaseEventName` is any of the three)."""
+
+    CREATED = "created"
+    LINKED = "linked"                        # a new request following up a case closed too long ago
+    ASSIGNED = "assigned"
+    RELEASE_REQUESTED = "release-requested"  # standing restored: a held case joins the next cutoff
+    RELEASED = "released"                    # that cutoff released it
+    REOPENED = "reopened"
+    REPLY = "reply"                          # staff queued a reply
+    RECEIPT_SENT = "receipt-sent"            # the first answer (ack, hold or out-of-scope notice) went out
+    FIRST_RESPONSE = "first-response"        # the first human answer went out (what the promise measures)
+    SURVEY_QUEUED = "survey-queued"
+    SURVEY_SKIPPED = "survey-skipped"
+    SURVEY_CANCELLED = "survey-cancelled"
+    SURVEY_SCORE = "survey-score"
+
+
+#: what a case event may be named
+CaseEventName: TypeAlias = CaseEventKind | CaseStatus | PromiseState
+
+
+class MailKind(StrEnum):
+    """What an outbox row is (``outbox.kind``; a notice is stored as
+    ``notice/<the notice>``: :func:`notice_kind`)."""
+
+    ACK = "ack"                # the receipt of a requester's new (or released) cases
+    NOTICE = "notice"          # why a mail made no case, or a held / out-of-scope case
+    REPLY = "reply"            # a staff member's answer
+    RESOLUTION = "resolution"  # the case is resolved
+    SURVEY = "survey"          # the satisfaction survey after a resolution
+
+
+#: how the outbox kind of a notice starts (``kind LIKE 'notice/%'`` finds every notice)
+NOTICE_KIND_PREFIX = f"{MailKind.NOTICE.value}/"
+
+
+def notice_kind(notice: str) -> str:
+    """The outbox kind of a notice: ``notice/<the notice>``."""
+    return f"{NOTICE_KIND_PREFIX}{notice}"
+
+
+#: kinds never capped: an eligible requester always gets the receipt of their cases, and staff's replies
+UNCAPPED_MAIL_KINDS: tuple[str, ...] = (MailKind.ACK.value, MailKind.REPLY.value)
+#: mail that is a person's answer to the customer: what the agreement's promise measures
+HUMAN_RESPONSE_KINDS: tuple[str, ...] = (MailKind.REPLY.value, MailKind.RESOLUTION.value)
+
+
+class BounceKind(StrEnum):
+    """What a delivery report was (``bounce.kind``; rules/bounce.py).  A
+    ``multipart/report`` of a type with no reader, or without its status part,
+    is stored as ``report-<type>`` (:func:`report_kind`)."""
+
+    DSN = "dsn"                    # RFC 3464 delivery status notification, read field by field
+    VENDOR = "vendor"              # a vendor's format (flufl.bounce)
+    DELAY = "delay"                # a delay or warning report: not a failure
+    UNPARSED = "unparsed"          # a mail system's notice in no known format
+    READ_RECEIPT = "read-receipt"  # RFC 8098
+    ABUSE_REPORT = "abuse-report"  # RFC 5965 feedback report
+
+
+#: bounces that name failed recipients: the only ones matched against mail we sent
+FAILURE_BOUNCE_KINDS: tuple[str, ...] = (BounceKind.DSN.value, BounceKind.VENDOR.value)
+#: how the kind of a report with no reader starts
+REPORT_KIND_PREFIX = "report-"
+
+
+def report_kind(report_type: str) -> str:
+    """The bounce kind of a ``multipart/report`` of ``report_type`` with nothing to read (fits the column)."""
+    return f"{REPORT_KIND_PREFIX}{report_type}"[:32]
+
+
+class WorkerState(StrEnum):
+    """What a mailbox worker is doing (ingest/watch.py); kept in
+    ``mailbox_state.worker_state`` for ``status`` and the metrics."""
+
+    STARTING = "starting"            # the thread is up, nothing tried yet (memory only)
+    WAITING_LEASE = "waiting-lease"  # another daemon holds the mailbox
+    CONNECTED = "connected"          # synced; idling or polling
+    DOWN = "down"                    # failed; retrying with backoff
+    STOPPED = "stopped"              # the daemon is stopping
+    DEAD = "dead"                    # the metrics' word for a worker whose thread is gone (never stored)
+
+
+class WorkerMode(StrEnum):
+    """How a mailbox worker waits for new mail (``mailbox_state.mode``)."""
+
+    IDLE = "idle"        # IMAP IDLE
+    POLL = "poll"        # IMAP without IDLE (or IDLE off): poll
+    MAILDIR = "maildir"  # a Maildir: poll

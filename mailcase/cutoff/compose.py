@@ -15,12 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailcase.config.settings import Config
+from mailcase.core.states import MailKind
 from mailcase.cutoff.make import Batch, NumberedCase
 from mailcase.cutoff.plan import requester_of
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.outbound.compose import OutgoingMail
 from mailcase.outbound.render import find_templates, render
-from mailcase.rules.base import Mail, Outcome
+from mailcase.rules.base import Mail, Notice, Outcome
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
 
@@ -91,7 +92,7 @@ class Composer:
         number = case.number if case else None
         key_text = f"notice:{notice}:case:{number}" if case is not None else f"notice:{notice}:message:{mail.pk}"
         return OutgoingMail(
-            key=key_text, kind="notice", notice_kind=notice, to_addr=variables["requester"],
+            key=key_text, kind=MailKind.NOTICE, notice_kind=notice, to_addr=variables["requester"],
             to_name=variables["requester_name"], rendered=rendered, case_number=number,
             message_pk=mail.pk, batch_id=self.batch.id, in_reply_to=mail.info.message_id,
             references=mail.info.references,
@@ -110,7 +111,7 @@ class Composer:
                 if planned.notice_allowed:
                     first = planned.first
                     out.append(self.notice(first.mail, first.outcome, case,
-                                           notice="hold" if planned.held else "out-of-scope"))
+                                           notice=(Notice.HOLD if planned.held else Notice.OUT_OF_SCOPE).value))
                 continue
             if planned.no_auto_reply:
                 continue  # automatic mail from a representative: a case, no acknowledgement
@@ -133,7 +134,7 @@ class Composer:
             "suggestions": view["suggestions"][:3],
         }
         return OutgoingMail(
-            key=f"ack:case:{case.number}", kind="ack", notice_kind=None,
+            key=f"ack:case:{case.number}", kind=MailKind.ACK, notice_kind=None,
             to_addr=requester, to_name=variables["requester_name"], rendered=render(self.templates, "ack", variables),
             case_number=case.number, message_pk=first.mail.pk, batch_id=self.batch.id,
             in_reply_to=first.mail.info.message_id, references=first.mail.info.references,
@@ -149,7 +150,7 @@ class Composer:
             "cases": [view], "other_cases": [], "suggestions": [], **self._promise(promise.due, promise.breach),
         })
         return OutgoingMail(
-            key=f"ack:released:{case.id}", kind="ack", notice_kind=None, to_addr=case.requester,
+            key=f"ack:released:{case.id}", kind=MailKind.ACK, notice_kind=None, to_addr=case.requester,
             to_name=person_name, rendered=rendered, case_id=case.id, case_number=case.number,
             case_ids=(case.id,), batch_id=self.batch.id, in_reply_to=first_message_id,
         )

@@ -25,6 +25,7 @@ from mailcase.rules.chain import run_chain
 from mailcase.rules.context import DbContext, PassCache
 from mailcase.rules.loading import load_mails
 from mailcase.rules.record import Recorder
+from mailcase.rules.review import RELEASED
 
 CHUNK = 500  # mails loaded at once
 
@@ -34,7 +35,7 @@ def released_from_review(conn: Connection, pks: Sequence[int]) -> set[int]:
     if not pks:
         return set()
     return {r[0] for r in conn.execute(
-        sa.select(VERDICT.c.message_pk).where(VERDICT.c.message_pk.in_(list(pks)), VERDICT.c.name == "released")
+        sa.select(VERDICT.c.message_pk).where(VERDICT.c.message_pk.in_(list(pks)), VERDICT.c.name == RELEASED)
     )}
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.log import kv
-from mailcase.core.states import MessageState
+from mailcase.core.states import CaseEventKind, CaseMessageRole, MailKind, MessageState
 from mailcase.cutoff.plan import PlannedCase, Promise, Unit
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import CaseAllocator, create_cases
@@ -174,9 +174,10 @@ def insert_cases(conn: Connection, cases: Sequence[NumberedCase], batch: Batch,
         pks = planned.pks
         log.debug("event=case-created case=%s messages=%s requester=%s severity=%s status=%s", number,
                   ",".join(str(pk) for pk in pks), kv(planned.requester), planned.severity, planned.status.value)
-        links += [{"message_pk": pk, "case_id": case_id, "role": "request", "at": batch.now} for pk in pks]
+        links += [{"message_pk": pk, "case_id": case_id, "role": CaseMessageRole.REQUEST.value, "at": batch.now}
+                  for pk in pks]
         if planned.linked_case_id:
-            linked.append({"case_id": case_id, "at": batch.now, "actor": "batch", "kind": "linked",
+            linked.append({"case_id": case_id, "at": batch.now, "actor": "batch", "kind": CaseEventKind.LINKED.value,
                            "detail": f"follows up closed case id {planned.linked_case_id}"})
     insert_ignore(conn, CASE_MESSAGE, links, ["message_pk"])
     mark_batched(conn, [link["message_pk"] for link in links], batch.now)
@@ -248,7 +249,7 @@ class Writer:
             for mail in unit.mail:
                 case_ids = [ids[n] for n in mail.numbers]
                 self.outbox.put({**mail.row, "case_id": case_ids[0] if case_ids else None, "case_ids": case_ids})
-                if mail.row["kind"] == "ack":
+                if mail.row["kind"] == MailKind.ACK:
                     written.acknowledgements += 1
                 else:
                     written.notices += 1

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.log import kv
-from mailcase.core.states import CaseStatus
+from mailcase.core.states import CaseEventKind, CaseStatus
 from mailcase.cutoff.compose import Composer
 from mailcase.cutoff.make import Batch, is_transient
 from mailcase.domain.cases import event
@@ -47,7 +47,7 @@ def release_held(conn: Connection, batch: Batch, composer: Composer, outbox: Out
 def _release(conn: Connection, batch: Batch, row: Any) -> None:
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
         status=CaseStatus.NEW.value, held=False, priority=row.severity, batch_id=batch.id))
-    event(conn, row.id, batch.now, "batch", "released", "account back in good standing")
+    event(conn, row.id, batch.now, "batch", CaseEventKind.RELEASED, "account back in good standing")
     # released: processed now, and the promise runs from here
     promise = batch.promise
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(

@@ -22,13 +22,17 @@ from mailcase.core.states import (
     CLOSED_CASE_STATUSES,
     NOT_DUE_CASE_STATUSES,
     OPEN_CASE_STATUSES,
+    CaseEventKind,
+    CaseEventName,
     CaseStatus,
+    MailKind,
     OutboxStatus,
+    Tier,
 )
 from mailcase.domain.tables import ACCOUNT, CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX, SPECIALIST
 from mailcase.mail.subjects import case_label
 
-TIERS = ("SSI", "SSII", "SSIII", "DEV")
+TIERS: tuple[str, ...] = tuple(t.value for t in Tier)  # in escalation order
 
 
 def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
@@ -40,8 +44,8 @@ def priority_for(severity: int, held: bool, out_of_scope: bool) -> int:
 _INSERT_EVENT = sa.insert(CASE_EVENT)  # built once: delivery records one per acknowledgement sent
 
 
-def event(conn: Connection, case_id: int, at: datetime, actor: str, kind: str, detail: str = "") -> None:
-    conn.execute(_INSERT_EVENT, {"case_id": case_id, "at": at, "actor": actor, "kind": kind, "detail": detail})
+def event(conn: Connection, case_id: int, at: datetime, actor: str, kind: CaseEventName, detail: str = "") -> None:
+    conn.execute(_INSERT_EVENT, {"case_id": case_id, "at": at, "actor": actor, "kind": kind.value, "detail": detail})
 
 
 def next_number(conn: Connection) -> int:
@@ -60,7 +64,7 @@ def pick_owner(conn: Connection, now: datetime) -> int | None:
     row = conn.execute(
         sa.select(SPECIALIST.c.id)
         .outerjoin(open_counts, open_counts.c.owner_id == SPECIALIST.c.id)
-        .where(SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == "SSI")
+        .where(SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == Tier.SSI.value)
         .order_by(
             sa.func.coalesce(open_counts.c.n, 0),
             SPECIALIST.c.last_assigned_at.is_not(None),  # never assigned first
@@ -93,7 +97,7 @@ class CaseAllocator:
         self._specialists: list[list[Any]] = [
             [int(counts.get(r.id, 0)), r.last_assigned_at, int(r.id)]
             for r in conn.execute(sa.select(SPECIALIST.c.id, SPECIALIST.c.last_assigned_at).where(
-                SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == "SSI"))
+                SPECIALIST.c.active.is_(True), SPECIALIST.c.tier == Tier.SSI.value))
         ]
         self._touched: set[int] = set()
 
@@ -150,7 +154,7 @@ def _insert_cases(conn: Connection, rows: list[dict[str, Any]], now: datetime, a
         return []
     ids = conn.execute(sa.insert(CASE).returning(CASE.c.id, sort_by_parameter_order=True), rows).scalars().all()
     conn.execute(sa.insert(CASE_EVENT), [
-        {"case_id": case_id, "at": now, "actor": actor, "kind": "created",
+        {"case_id": case_id, "at": now, "actor": actor, "kind": CaseEventKind.CREATED.value,
          "detail": f"status {r.get('status')}, severity {r.get('severity')}, owner {r['owner_id'] or 'none'}"}
         for case_id, r in zip(ids, rows, strict=True)
     ])
@@ -266,7 +270,7 @@ def assign(conn: Connection, number: int, specialist: str, now: datetime, actor:
     row = get_case(conn, number)
     sid = _specialist_id(conn, specialist)
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(owner_id=sid, **_staff_touch(conn, row, now)))
-    event(conn, row.id, now, actor, "assigned", f"owner {specialist}")
+    event(conn, row.id, now, actor, CaseEventKind.ASSIGNED, f"owner {specialist}")
 
 
 def set_status(conn: Connection, number: int, status: CaseStatus, now: datetime, actor: str, detail: str = "") -> Any:
@@ -287,7 +291,7 @@ def set_status(conn: Connection, number: int, status: CaseStatus, now: datetime,
     if status is CaseStatus.CLOSED:
         values["closed_at"] = now
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
-    event(conn, row.id, now, actor, status.value, detail)
+    event(conn, row.id, now, actor, status, detail)
     return row
 
 
@@ -303,7 +307,7 @@ def escalate(conn: Connection, number: int, tier: str, now: datetime, actor: str
     # the owner stays: the first specialist keeps ownership (the agreement)
     conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(
         tier=tier, status=CaseStatus.ESCALATED.value, **_staff_touch(conn, row, now)))
-    event(conn, row.id, now, actor, "escalated", f"{row.tier} -> {tier}" + (f": {note}" if note else ""))
+    event(conn, row.id, now, actor, CaseStatus.ESCALATED, f"{row.tier} -> {tier}" + (f": {note}" if note else ""))
     return str(row.tier)
 
 
@@ -315,7 +319,7 @@ def release_held(conn: Connection, account_id: int, now: datetime, actor: str) -
         CASE.c.released_at.is_(None))).scalars().all()
     for case_id in rows:
         conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(released_at=now))
-        event(conn, case_id, now, actor, "release-requested", "standing restored")
+        event(conn, case_id, now, actor, CaseEventKind.RELEASE_REQUESTED, "standing restored")
     return len(rows)
 
 
@@ -330,15 +334,15 @@ def reopen_case(conn: Connection, case_id: int, now: datetime, actor: str, detai
     """The case is worked on again: an event, and a survey not sent yet is withdrawn."""
     conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(
         status=CaseStatus.IN_PROGRESS.value, resolved_at=None, closed_at=None))
-    event(conn, case_id, now, actor, "reopened", detail)
+    event(conn, case_id, now, actor, CaseEventKind.REOPENED, detail)
     if cancel_pending_surveys(conn, case_id, "the case reopened before the survey went out"):
-        event(conn, case_id, now, actor, "survey-cancelled", "the case reopened")
+        event(conn, case_id, now, actor, CaseEventKind.SURVEY_CANCELLED, "the case reopened")
 
 
 def cancel_pending_surveys(conn: Connection, case_id: int, why: str) -> int:
     """A survey not sent yet is withdrawn (its case reopened: it is not resolved after all)."""
     return int(conn.execute(
-        sa.update(OUTBOX).where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == "survey",
+        sa.update(OUTBOX).where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == MailKind.SURVEY.value,
                            OUTBOX.c.status == OutboxStatus.QUEUED.value)
         .values(status=OutboxStatus.CANCELLED.value, status_reason=why[:300])
     ).rowcount)

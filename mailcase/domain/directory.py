@@ -15,18 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.rules import StaffConfig
 from mailcase.core.errors import UsageError
-from mailcase.domain.people import Account, Person, Role
+from mailcase.core.states import Standing
+from mailcase.domain.people import REPRESENTATIVE_ROLES, Account, Person, Role
 from mailcase.domain.tables import ACCOUNT, PERSON, STANDING
 from mailcase.mail.addresses import domain_of, parse_address_list
 from mailcase.mail.pins import pin_hmac, valid_pin
 
-STANDINGS = ("good", "hold")
+STANDINGS: tuple[str, ...] = tuple(s.value for s in Standing)
 CSV_COLUMNS = ("account", "account_name", "standing", "pin_required", "address", "name", "role", "pin")
 
 
@@ -44,7 +46,7 @@ def standing_as_of(conn: Connection, account_id: int, as_of: datetime) -> str:
         .order_by(STANDING.c.at.desc(), STANDING.c.id.desc())
         .limit(1)
     ).first()
-    return row[0] if row else "good"
+    return row[0] if row else Standing.GOOD.value
 
 
 @dataclass
@@ -86,7 +88,7 @@ class DbDirectory:
                     sa.select(PERSON.c.name, PERSON.c.address)
                     .where(
                         PERSON.c.account_id == account_id,
-                        PERSON.c.role.in_([Role.REPRESENTATIVE.value, Role.ADMINISTRATOR.value]),
+                        PERSON.c.role.in_(REPRESENTATIVE_ROLES),
                         _live(self.as_of),
                     )
                     .order_by(PERSON.c.id)
@@ -162,7 +164,8 @@ def ensure_account(
                 code=code, name=name or code, pin_required=bool(pin_required), pin_locked_at=None, created_at=now
             ).returning(ACCOUNT.c.id)
         ).scalar_one()
-        conn.execute(sa.insert(STANDING).values(account_id=account_id, standing=standing or "good", at=now, actor=actor))
+        conn.execute(sa.insert(STANDING).values(account_id=account_id, standing=standing or Standing.GOOD.value,
+                                                at=now, actor=actor))
         if report:
             report.accounts_created += 1
         return int(account_id)
@@ -176,17 +179,21 @@ def ensure_account(
     if standing and standing != standing_as_of(conn, row.id, now):
         conn.execute(sa.insert(STANDING).values(account_id=row.id, standing=standing, at=now, actor=actor))
         changes["standing"] = standing
-        if standing == "good" and report:
+        if standing == Standing.GOOD and report:
             report.restored.append(int(row.id))
     if changes and report:
         report.accounts_updated += 1
     return int(row.id)
 
 
+#: what :func:`upsert_person` did
+PersonChange: TypeAlias = Literal["added", "changed", "unchanged"]
+
+
 def upsert_person(
     conn: Connection, account_id: int, address: str, name: str, role: Role, pin_hash: str | None,
     now: datetime, keep_pin: bool = True,
-) -> str:
+) -> PersonChange:
     """'added', 'changed' or 'unchanged'."""
     current = conn.execute(
         sa.select(PERSON).where(

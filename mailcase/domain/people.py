@@ -10,11 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from mailcase.core.states import Standing
+
 
 class Role(StrEnum):
     REPRESENTATIVE = "representative"
     ADMINISTRATOR = "administrator"
     USER = "user"
+
+
+#: roles that speak for their account: their mail becomes cases
+REPRESENTATIVE_ROLES: tuple[str, ...] = (Role.REPRESENTATIVE.value, Role.ADMINISTRATOR.value)
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class Person:
 
     @property
     def is_representative(self) -> bool:
-        return self.role in (Role.REPRESENTATIVE, Role.ADMINISTRATOR)
+        return self.role in REPRESENTATIVE_ROLES
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Account:
     id: int
     code: str
     name: str
-    standing: str = "good"  # "good" | "hold"
+    standing: str = Standing.GOOD.value  # a Standing
     pin_required: bool = False
     pin_locked: bool = False
     #: since when PIN acceptance is locked (the lock notice goes out once per lock)

@@ -24,12 +24,16 @@ from mailcase.ingest.mailbox_state import mailbox_source
 
 log = logging.getLogger(__name__)
 
+#: how a stored move starts: ``move:<folder>``
+MOVE_PREFIX = f"{PostAction.MOVE.value}:"
+
 
 def post_action_for(cfg: MailboxConfig) -> str | None:
+    """The action a raw copy owes the server, as stored: ``seen`` or ``move:<folder>``."""
     if cfg.post_action is PostAction.SEEN:
-        return "seen"
+        return PostAction.SEEN.value
     if cfg.post_action is PostAction.MOVE:
-        return f"move:{cfg.move_to}"
+        return f"{MOVE_PREFIX}{cfg.move_to}"
     return None
 
 
@@ -43,14 +47,14 @@ def do_post_actions(
 ) -> list[int]:
     """Perform (raw copy id, uid, action) on the server; returns the ids done."""
     done: list[int] = []
-    seen = [(cid, uid) for cid, uid, action in owed if action == "seen"]
+    seen = [(cid, uid) for cid, uid, action in owed if action == PostAction.SEEN]
     if seen:
         client.add_flags([uid for _, uid in seen], [imapclient.SEEN], silent=True)
         done.extend(cid for cid, _ in seen)
     moves: dict[str, list[tuple[int, int]]] = {}
     for cid, uid, action in owed:
-        if action.startswith("move:"):
-            moves.setdefault(action[5:], []).append((cid, uid))
+        if action.startswith(MOVE_PREFIX):
+            moves.setdefault(action[len(MOVE_PREFIX):], []).append((cid, uid))
     for folder, pairs in moves.items():
         uids = [uid for _, uid in pairs]
         if client.has_capability("MOVE"):

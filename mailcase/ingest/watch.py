@@ -33,6 +33,7 @@ from mailcase.core.backoff import delay
 from mailcase.core.clock import Clock, real_now
 from mailcase.core.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
 from mailcase.core.log import kv
+from mailcase.core.states import WorkerMode, WorkerState
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.db import is_outage, transaction
 from mailcase.domain.lease import Lease
@@ -94,9 +95,9 @@ class MailboxWorker:
         self.clock = clock
         self.on_stored = on_stored
         self.stopping = threading.Event()
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self.detail = ""
-        self.mode = "maildir" if cfg.kind == "maildir" else "poll"
+        self.mode = WorkerMode.MAILDIR if cfg.kind == "maildir" else WorkerMode.POLL
         self.first_state = threading.Event()
         self.backoff = Backoff(maximum=config.daemon.reconnect_max_seconds)
         # the database coming back must be noticed quickly: intake resumes within seconds
@@ -146,24 +147,25 @@ class MailboxWorker:
     def alive(self) -> bool:
         return self.thread.is_alive()
 
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: WorkerState, detail: str = "") -> None:
         changed = state != self.state
         self.state, self.detail = state, detail
         self.beat = time.monotonic()
-        if state == "down":
+        if state is WorkerState.DOWN:
             self.last_error = detail
-        elif state == "connected":
+        elif state is WorkerState.CONNECTED:
             self.last_error = None
         if changed:
-            level = logging.WARNING if state in ("down", "waiting-lease") else logging.INFO
+            level = logging.WARNING if state in (WorkerState.DOWN, WorkerState.WAITING_LEASE) else logging.INFO
             log.log(level, "event=mailbox-state mailbox=%s state=%s mode=%s detail=%s",
                     self.cfg.name, state, self.mode, kv(detail or "-"))
         self.first_state.set()
         if not self.holds_lease:
             return  # the mailbox's row belongs to its owner; a waiting daemon only logs
         self._write_row(
-            mode=self.mode, worker_state=state, worker_state_at=real_now() if changed else MAILBOX_STATE.c.worker_state_at,
-            **({"last_error": detail[:1000], "last_error_at": self.clock.now()} if state == "down" else {}),
+            mode=self.mode.value, worker_state=state.value,
+            worker_state_at=real_now() if changed else MAILBOX_STATE.c.worker_state_at,
+            **({"last_error": detail[:1000], "last_error_at": self.clock.now()} if state is WorkerState.DOWN else {}),
         )
 
     def _write_row(self, **values: Any) -> None:
@@ -205,7 +207,7 @@ class MailboxWorker:
             self.beat = time.monotonic()
             retry = self.config.daemon.lease_retry_seconds
             if not self.share.may_take(self):
-                self._set_state("waiting-lease", "other daemons hold this mailbox's share")
+                self._set_state(WorkerState.WAITING_LEASE, "other daemons hold this mailbox's share")
                 if self._wait(random.uniform(0.5, 1.5) * retry):
                     return
                 continue
@@ -215,17 +217,17 @@ class MailboxWorker:
                 self.holds_lease = True
                 self._write_row()
             except LeaseHeld as exc:
-                self._set_state("waiting-lease", str(exc))
+                self._set_state(WorkerState.WAITING_LEASE, str(exc))
                 if self._wait(random.uniform(0.5, 1.5) * retry):
                     return
                 continue
             except DatabaseUnavailable as exc:
-                self._set_state("down", str(exc))
+                self._set_state(WorkerState.DOWN, str(exc))
                 if self._wait(self.db_backoff.next()):
                     return
                 continue
             except MailcaseError as exc:
-                self._set_state("down", str(exc))
+                self._set_state(WorkerState.DOWN, str(exc))
                 if self._wait(self.backoff.next()):
                     return
                 continue
@@ -237,9 +239,9 @@ class MailboxWorker:
                 else:
                     self._imap(lease)
             except LeaseHeld as exc:
-                self._set_state("waiting-lease", f"lease lost: {exc}")
+                self._set_state(WorkerState.WAITING_LEASE, f"lease lost: {exc}")
             except Rebalance as exc:
-                self._set_state("waiting-lease", str(exc))
+                self._set_state(WorkerState.WAITING_LEASE, str(exc))
             except DatabaseUnavailable as exc:
                 database_down = True
                 self._failed(str(exc))
@@ -256,17 +258,17 @@ class MailboxWorker:
                     self._failed(f"{type(exc).__name__}: {exc}")
             finally:
                 if self.stopping.is_set():
-                    self._set_state("stopped")
+                    self._set_state(WorkerState.STOPPED)
                 self.holds_lease = False
                 try:
                     lease.release()
                 except Exception as exc:  # an unreachable database: the lease row expires by itself
                     database_down = database_down or is_outage(exc)
-            if not self.stopping.is_set() and self.state == "waiting-lease":
+            if not self.stopping.is_set() and self.state is WorkerState.WAITING_LEASE:
                 # give another daemon the time to take it
                 if self._wait(random.uniform(1.5, 2.5) * retry):
                     return
-            if not self.stopping.is_set() and self.state == "down":
+            if not self.stopping.is_set() and self.state is WorkerState.DOWN:
                 if self._wait(self.db_backoff.next() if database_down else self.backoff.next()):
                     return
 
@@ -284,7 +286,7 @@ class MailboxWorker:
                 pass  # the sync's next commit will say so
 
     def _failed(self, error: str) -> None:
-        self._set_state("down", error)
+        self._set_state(WorkerState.DOWN, error)
         try:
             record_failure(self.engine, self.cfg.name, error, self.clock.now())
         except Exception:
@@ -293,12 +295,12 @@ class MailboxWorker:
     # -- Maildir -----------------------------------------------------------------------
 
     def _maildir(self, lease: Lease) -> None:
-        self.mode = "maildir"
+        self.mode = WorkerMode.MAILDIR
         while not self.stopping.is_set():
             self._synced_from = self.clock.now()
             result = sync_maildir(self.engine, self.cfg, self.config, self._synced_from, progress=self._progress,
                                   lease=lease)
-            self._set_state("connected")
+            self._set_state(WorkerState.CONNECTED)
             self.backoff.reset()
             self.on_stored(result)
             end = time.monotonic() + self.config.daemon.poll_seconds
@@ -317,13 +319,13 @@ class MailboxWorker:
         d = self.config.daemon
         with session(self.cfg, self._token()) as client:
             idle = d.idle and client.has_capability("IDLE")
-            self.mode = "idle" if idle else "poll"
+            self.mode = WorkerMode.IDLE if idle else WorkerMode.POLL
             while not self.stopping.is_set():
                 self._synced_from = self.clock.now()
                 result = sync_with(self.engine, self.cfg, client, lease, self._synced_from,
                                    progress=self._progress,
                                    window=arrival_window(self.config, self._synced_from))
-                self._set_state("connected")
+                self._set_state(WorkerState.CONNECTED)
                 self.backoff.reset()
                 self.on_stored(result)
                 if self.stopping.is_set():

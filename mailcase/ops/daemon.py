@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import schedule
 from sqlalchemy.engine import Engine
@@ -51,6 +51,11 @@ from mailcase.outbound.transport import transport_for
 from mailcase.rules.classify import classify_batch, run_classify_stage
 
 log = logging.getLogger(__name__)
+
+#: the daemon's scheduled jobs (named in its log)
+Job: TypeAlias = Literal["housekeeping", "stages", "batches", "deliver", "registration", "reload"]
+#: jobs that use the database every time: one that runs again means the database is back
+DATABASE_JOBS: tuple[Job, ...] = ("stages", "batches", "deliver")
 
 
 @dataclass
@@ -221,7 +226,7 @@ class Daemon:
 
     # -- the metronome's jobs ------------------------------------------------------------------
 
-    def _job(self, name: str, fn: Callable[[], Any]) -> None:
+    def _job(self, name: Job, fn: Callable[[], Any]) -> None:
         try:
             fn()
         except DatabaseUnavailable as exc:
@@ -236,7 +241,7 @@ class Daemon:
                 log.warning("event=job-waiting job=%s error=%s", name, kv(self.database_error))
                 return
             log.exception("event=job-failed job=%s", name)
-        if name in ("stages", "batches", "deliver"):
+        if name in DATABASE_JOBS:
             if self.database_error is not None:
                 log.info("event=database-back")
             self.database_error = None

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
 from mailcase.core.errors import ConfigError
+from mailcase.core.states import WorkerState
 from mailcase.ops.status import collect
 
 Health = Callable[[], dict[str, Any]]
@@ -79,8 +80,8 @@ class _StatusCollector(Collector):
         for m in st.mailboxes:
             # this daemon's own workers answer from memory (the row may be stale)
             w = workers.get(m.name)
-            state = w["state"] if w is not None and w["alive"] else m.state if w is None else "dead"
-            up.add_metric([m.name, (w["mode"] if w else m.mode) or "-"], 1 if state == "connected" else 0)
+            state = w["state"] if w is not None and w["alive"] else m.state if w is None else WorkerState.DEAD
+            up.add_metric([m.name, (w["mode"] if w else m.mode) or "-"], 1 if state == WorkerState.CONNECTED else 0)
             if m.last_sync_ok_at:
                 last.add_metric([m.name], m.last_sync_ok_at.timestamp())
             if m.token is not None:

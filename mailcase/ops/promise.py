@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.core.log import kv
-from mailcase.core.states import NOT_DUE_CASE_STATUSES
+from mailcase.core.states import NOT_DUE_CASE_STATUSES, PromiseState
 from mailcase.domain.cases import event
 from mailcase.domain.tables import CASE, CASE_EVENT
 from mailcase.ops.report import DUE_SOON, promise_state
@@ -25,10 +25,10 @@ from mailcase.ops.report import DUE_SOON, promise_state
 log = logging.getLogger(__name__)
 
 #: event kinds, in the order a case reaches them
-STATES = ("due-soon", "overdue", "breached")
+STATES: tuple[PromiseState, ...] = tuple(PromiseState)
 
 
-def watch(conn: Connection, now: datetime) -> list[tuple[int, str]]:
+def watch(conn: Connection, now: datetime) -> list[tuple[int, PromiseState]]:
     """Record (once) the promise state each open, unanswered case has reached; the new ones."""
     rows = conn.execute(sa.select(CASE).where(
         CASE.c.first_response_at.is_(None), CASE.c.ack_due_at.is_not(None),
@@ -39,22 +39,22 @@ def watch(conn: Connection, now: datetime) -> list[tuple[int, str]]:
         return []
     seen = {(r[0], r[1]) for r in conn.execute(
         sa.select(CASE_EVENT.c.case_id, CASE_EVENT.c.kind).where(
-            CASE_EVENT.c.case_id.in_([r.id for r in rows]), CASE_EVENT.c.kind.in_(STATES)))}
-    new: list[tuple[int, str]] = []
+            CASE_EVENT.c.case_id.in_([r.id for r in rows]), CASE_EVENT.c.kind.in_([s.value for s in STATES])))}
+    new: list[tuple[int, PromiseState]] = []
     for row in rows:
         state = promise_state(row, now)
         if state is None or (row.id, state) in seen:
             continue
-        when = row.ack_breach_at if state == "breached" else row.ack_due_at
+        when = row.ack_breach_at if state is PromiseState.BREACHED else row.ack_due_at
         event(conn, row.id, now, "mailcase", state,
-              f"no human answer yet; {'breach' if state == 'breached' else 'due'} {when:%Y-%m-%d %H:%M} UTC")
+              f"no human answer yet; {'breach' if state is PromiseState.BREACHED else 'due'} {when:%Y-%m-%d %H:%M} UTC")
         log.warning("event=promise case=%s state=%s due=%s breach=%s", row.number, state,
                     kv(f"{row.ack_due_at:%Y-%m-%dT%H:%MZ}"), kv(f"{row.ack_breach_at:%Y-%m-%dT%H:%MZ}"))
         new.append((row.number, state))
     return new
 
 
-def counts(conn: Connection, now: datetime) -> dict[str, int]:
+def counts(conn: Connection, now: datetime) -> dict[PromiseState, int]:
     """Open, unanswered cases by promise state (for status and the metrics)."""
     rows = conn.execute(sa.select(CASE.c.ack_due_at, CASE.c.ack_breach_at, CASE.c.first_response_at,
                                   CASE.c.status).where(

@@ -26,10 +26,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailcase.core.states import CLOSED_CASE_STATUSES, CaseStatus
+from mailcase.core.states import CLOSED_CASE_STATUSES, NOTICE_KIND_PREFIX, CaseStatus, OutboxStatus, PromiseState
 from mailcase.domain.tables import ACCOUNT, BATCH, CASE, CLASSIFICATION, MESSAGE, OUTBOX
 from mailcase.mail.subjects import case_label
 from mailcase.outbound.surveys import stats
+from mailcase.rules.base import Notice
 
 PROMISE = timedelta(hours=24)
 LIMIT = timedelta(hours=48)
@@ -88,21 +89,21 @@ class Report:
 DUE_SOON = timedelta(hours=4)
 
 
-def promise_state(c: Any, now: datetime) -> str | None:
-    """"due-soon", "overdue", "breached" or None for a case's first human response."""
+def promise_state(c: Any, now: datetime) -> PromiseState | None:
+    """Where a case's first human response stands (None: answered in time, or not due yet)."""
     if c.ack_due_at is None or c.ack_breach_at is None or c.status == CaseStatus.HELD:
         return None
     answered = c.first_response_at
     if answered is not None:
-        return "breached" if answered > c.ack_breach_at else None
+        return PromiseState.BREACHED if answered > c.ack_breach_at else None
     if c.status in CLOSED_CASE_STATUSES:
         return None
     if now >= c.ack_breach_at:
-        return "breached"
+        return PromiseState.BREACHED
     if now >= c.ack_due_at:
-        return "overdue"
+        return PromiseState.OVERDUE
     if now >= c.ack_due_at - DUE_SOON:
-        return "due-soon"
+        return PromiseState.DUE_SOON
     return None
 
 
@@ -149,11 +150,11 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
             "first_response_at": answered.isoformat() if answered else None,
             "hours": _hours(c.processed_at, answered or now),
         }
-        if state == "breached":
+        if state is PromiseState.BREACHED:
             report.breaches.append(entry)
-        elif state == "overdue":
+        elif state is PromiseState.OVERDUE:
             report.overdue.append(entry)
-        elif state == "due-soon":
+        elif state is PromiseState.DUE_SOON:
             report.due_soon.append(entry)
         sev[str(c.severity)] += 1
         tier[c.tier] += 1
@@ -165,7 +166,7 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     oq = (sa.select(ACCOUNT.c.code, sa.func.count())
           .select_from(CLASSIFICATION.join(ACCOUNT, ACCOUNT.c.id == CLASSIFICATION.c.account_id)
                        .join(MESSAGE, MESSAGE.c.id == CLASSIFICATION.c.message_pk))
-          .where(CLASSIFICATION.c.notice == "not-authorized", MESSAGE.c.historical.is_(False))
+          .where(CLASSIFICATION.c.notice == Notice.NOT_AUTHORIZED.value, MESSAGE.c.historical.is_(False))
           .group_by(ACCOUNT.c.code))
     if since:
         oq = oq.where(MESSAGE.c.received_at >= since)
@@ -186,7 +187,9 @@ def build(conn: Connection, now: datetime, since: datetime | None = None) -> Rep
     for notice, reason, n in conn.execute(nq):
         withheld[f"{notice}: {_reason_kind(reason)}"] += int(n)
     oq = sa.select(OUTBOX.c.kind, OUTBOX.c.status, sa.func.count()).where(
-        OUTBOX.c.status.in_(["capped", "suppressed", "cancelled", "failed"]), OUTBOX.c.kind.like("notice/%")
+        OUTBOX.c.status.in_([s.value for s in (OutboxStatus.CAPPED, OutboxStatus.SUPPRESSED, OutboxStatus.CANCELLED,
+                                             OutboxStatus.FAILED)]),
+        OUTBOX.c.kind.like(f"{NOTICE_KIND_PREFIX}%")
     ).group_by(OUTBOX.c.kind, OUTBOX.c.status)
     if since:
         oq = oq.where(OUTBOX.c.created_at >= since)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase.config.settings import Config
-from mailcase.core.states import MessageState
+from mailcase.core.states import CaseStatus, MessageState
 from mailcase.domain.db import transaction
 from mailcase.domain.tables import (
     BLOB,
@@ -58,7 +58,7 @@ def purgeable(conn: Connection, before: datetime) -> list[int]:
     in_case = sa.select(CASE_MESSAGE.c.message_pk)
     closed_before = (
         sa.select(CASE_MESSAGE.c.message_pk).join(CASE, CASE.c.id == CASE_MESSAGE.c.case_id)
-        .where(CASE.c.status == "closed", CASE.c.closed_at < before)
+        .where(CASE.c.status == CaseStatus.CLOSED.value, CASE.c.closed_at < before)
     )
     rows = conn.execute(
         sa.select(MESSAGE.c.id).where(

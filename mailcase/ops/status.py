@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock, is_test_clock, real_now
-from mailcase.core.states import OPEN_CASE_STATUSES, MessageState, OutboxStatus
+from mailcase.core.states import OPEN_CASE_STATUSES, MessageState, OutboxStatus, PromiseState, WorkerState
 from mailcase.cutoff.due import ERROR_KEY, due_cutoffs, readiness
 from mailcase.domain import service_state
 from mailcase.domain.calendar import BusinessCalendar
@@ -159,7 +159,7 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
             st.cutoff_overdue = now - due[0] > grace
         promise = counts(conn, now)
         st.cases_due_soon, st.cases_overdue, st.cases_breached = (
-            promise["due-soon"], promise["overdue"], promise["breached"])
+            promise[PromiseState.DUE_SOON], promise[PromiseState.OVERDUE], promise[PromiseState.BREACHED])
         failure = service_state.get(conn, ERROR_KEY)
         if failure is not None:
             st.cutoff_error, st.cutoff_error_since = failure
@@ -179,7 +179,7 @@ def _judge(st: Status, running: bool) -> None:
         if m.stale:
             age = "never" if m.heartbeat_age_seconds is None else f"{m.heartbeat_age_seconds:.0f} s ago"
             problems.append(f"mailbox {m.name}: its worker's last heartbeat was {age}")
-        elif running and m.state == "down":
+        elif running and m.state == WorkerState.DOWN:
             problems.append(f"mailbox {m.name} is down: {m.detail or m.last_error or 'no detail'}")
         if m.token is not None and not m.token.ok:
             problems.append(f"mailbox {m.name}: token: {m.token.detail}")

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
 from mailcase.core.log import kv
-from mailcase.core.states import LIVE_OUTBOX_STATUSES, OutboxStatus
+from mailcase.core.states import FAILURE_BOUNCE_KINDS, LIVE_OUTBOX_STATUSES, OutboxStatus
 from mailcase.domain.db import insert_ignore
 from mailcase.domain.tables import BOUNCE, OUTBOX, SUPPRESSION
 from mailcase.mail.addresses import parse_address_list
@@ -85,7 +85,7 @@ def record_bounce(applying: Applying, effect: RecordBounce) -> None:
 
 def match_bounce(conn: Connection, config: Config, key: bytes, mail: Mail, bounce_id: int, now: datetime) -> None:
     b = conn.execute(sa.select(BOUNCE).where(BOUNCE.c.id == bounce_id)).one()
-    if b.kind not in ("dsn", "vendor"):
+    if b.kind not in FAILURE_BOUNCE_KINDS:
         return
     candidates = _our_rows(mail, config, key)
     by_id = []

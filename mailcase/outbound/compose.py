@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from mailcase.config.settings import Config
 from mailcase.core.errors import MailcaseError
+from mailcase.core.states import MailKind, notice_kind
 from mailcase.mail.addresses import AddressError, format_mailbox
 from mailcase.mail.msgid import make_message_id
 from mailcase.mail.subjects import case_number as case_number_in
@@ -31,20 +32,20 @@ from mailcase.mail.subjects import survey_number as survey_number_in
 from mailcase.outbound.render import Rendered, clean_header_text
 
 #: RFC 3834 §5: replies to a person's mail are auto-replied; mail we start ourselves auto-generated
-AUTO_SUBMITTED = {
-    "ack": "auto-replied",
-    "notice": "auto-replied",
-    "resolution": "auto-generated",
-    "survey": "auto-generated",
-    "reply": None,  # a staff member wrote it
+AUTO_SUBMITTED: dict[MailKind, str | None] = {
+    MailKind.ACK: "auto-replied",
+    MailKind.NOTICE: "auto-replied",
+    MailKind.RESOLUTION: "auto-generated",
+    MailKind.SURVEY: "auto-generated",
+    MailKind.REPLY: None,  # a staff member wrote it
 }
 
 
 @dataclass(frozen=True)
 class OutgoingMail:
     key: str
-    kind: str            # "ack", "notice", "resolution", "survey", "reply"
-    notice_kind: str | None
+    kind: MailKind
+    notice_kind: str | None  # the notice (rules.base.Notice) a NOTICE is
     to_addr: str
     to_name: str
     rendered: Rendered
@@ -56,10 +57,13 @@ class OutgoingMail:
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", MailKind(self.kind))  # a plain "reply" too; an unknown kind raises
+
     @property
     def full_kind(self) -> str:
         """The kind as the outbox stores it: ``notice/<kind>`` for a notice."""
-        return self.kind if not self.notice_kind else f"notice/{self.notice_kind}"
+        return self.kind.value if not self.notice_kind else notice_kind(self.notice_kind)
 
 
 _SMTP = compat32.clone(linesep="\r\n")
@@ -102,7 +106,7 @@ def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tu
     control characters) so nothing a sender wrote can add a header line.
     """
     out = config.outgoing
-    kind = mail.kind if mail.kind != "notice" else f"n-{mail.notice_kind or 'x'}"[:20]
+    kind = mail.kind.value if mail.kind is not MailKind.NOTICE else f"n-{mail.notice_kind or 'x'}"[:20]
     message_id = make_message_id(key, out.domain, kind, mail.case_number)
     fields: list[tuple[str, str | Header]] = [
         ("From", _address(out.from_name, out.from_address)),

@@ -25,7 +25,7 @@ from mailcase.config.settings import Config
 from mailcase.core.backoff import delay
 from mailcase.core.errors import TransientError
 from mailcase.core.log import kv
-from mailcase.core.states import CaseStatus, OutboxStatus
+from mailcase.core.states import HUMAN_RESPONSE_KINDS, CaseEventKind, CaseStatus, MailKind, OutboxStatus, notice_kind
 from mailcase.domain.cases import event
 from mailcase.domain.db import is_outage, transaction
 from mailcase.domain.tables import CASE, OUTBOX
@@ -33,6 +33,7 @@ from mailcase.mail.msgid import verp_address
 from mailcase.outbound.outbox import blocked
 from mailcase.outbound.smtp import PermanentDeliveryError
 from mailcase.outbound.transport import Transport
+from mailcase.rules.base import Notice
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,8 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     return timedelta(seconds=delay(attempts, RETRY_BASE.total_seconds(), RETRY_MAX.total_seconds(), rng))
 
 
-#: mail that is a person's answer to the customer: what the agreement's promise measures
-HUMAN_RESPONSES = ("reply", "resolution")
 #: a first answer on a case of these kinds is its receipt
-RECEIPTS = ("ack", "notice/hold", "notice/out-of-scope")
+RECEIPTS: tuple[str, ...] = (MailKind.ACK.value, notice_kind(Notice.HOLD), notice_kind(Notice.OUT_OF_SCOPE))
 
 
 def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
@@ -72,13 +71,13 @@ def _mark_receipts(conn: Connection, row: Any, now: datetime) -> None:
     if row.kind in RECEIPTS:
         for case_id in row.case_ids or []:
             if conn.execute(st.receipt, {"p_case": case_id, "p_at": now}).rowcount:
-                event(conn, case_id, now, "mailcase", "receipt-sent", f"{row.kind} to {row.to_addr}")
-            if row.kind == "ack":
+                event(conn, case_id, now, "mailcase", CaseEventKind.RECEIPT_SENT, f"{row.kind} to {row.to_addr}")
+            if row.kind == MailKind.ACK:
                 conn.execute(st.acknowledged, {"p_case": case_id})
-    elif row.kind in HUMAN_RESPONSES:
+    elif row.kind in HUMAN_RESPONSE_KINDS:
         for case_id in row.case_ids or []:
             if conn.execute(st.responded, {"p_case": case_id, "p_at": now}).rowcount:
-                event(conn, case_id, now, "mailcase", "first-response", f"{row.kind} sent to {row.to_addr}")
+                event(conn, case_id, now, "mailcase", CaseEventKind.FIRST_RESPONSE, f"{row.kind} sent to {row.to_addr}")
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,11 @@ from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
 from mailcase.core.errors import UsageError
-from mailcase.core.states import UNSENT_OUTBOX_STATUSES, OutboxStatus
+from mailcase.core.states import UNCAPPED_MAIL_KINDS, UNSENT_OUTBOX_STATUSES, OutboxStatus
 from mailcase.domain.db import insert_ignore
 from mailcase.domain.tables import OUTBOX, SUPPRESSION
 from mailcase.outbound.compose import OutgoingMail, compose
 from mailcase.outbound.render import clean_header_text
-
-#: kinds never capped: an eligible requester always gets the receipt of their cases
-UNCAPPED = ("ack", "reply")
 
 
 def enqueue(conn: Connection, mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> bool:
@@ -119,7 +116,7 @@ def _statements() -> _Statements:
         sent_today=sa.select(sa.func.count()).where(
             OUTBOX.c.to_addr == sa.bindparam("p_addr"),
             OUTBOX.c.status.in_([OutboxStatus.SENT.value, OutboxStatus.SENDING.value]),
-            OUTBOX.c.kind.not_in(UNCAPPED), OUTBOX.c.id != sa.bindparam("p_id"),
+            OUTBOX.c.kind.not_in(UNCAPPED_MAIL_KINDS), OUTBOX.c.id != sa.bindparam("p_id"),
             OUTBOX.c.sent_at >= sa.bindparam("p_since")),
     )
 
@@ -135,7 +132,7 @@ def blocked(conn: Connection, row: Any, config: Config, now: datetime) -> tuple[
     reason = is_suppressed(conn, row.to_addr)
     if reason is not None:
         return OutboxStatus.SUPPRESSED, f"{row.to_addr} is suppressed: {reason}"
-    if row.kind.split("/")[0] not in UNCAPPED:
+    if row.kind.split("/")[0] not in UNCAPPED_MAIL_KINDS:
         sent = conn.execute(_statements().sent_today, {
             "p_addr": row.to_addr, "p_id": row.id, "p_since": now - timedelta(hours=24),
         }).scalar_one()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
-from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseStatus
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseEventKind, CaseStatus, MailKind
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import event, get_case
 from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, OUTBOX, PERSON, SPECIALIST
@@ -71,7 +71,7 @@ def queue_reply(
     })
     key = f"reply:case:{row.id}:{hashlib.sha256(body.strip().encode()).hexdigest()[:16]}"
     queued = enqueue(conn, OutgoingMail(
-        key=key, kind="reply", notice_kind=None, to_addr=row.requester, to_name="", rendered=rendered,
+        key=key, kind=MailKind.REPLY, notice_kind=None, to_addr=row.requester, to_name="", rendered=rendered,
         case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
     ), config, config.hmac_key(), now)
     if queued:
@@ -82,18 +82,18 @@ def queue_reply(
             values["status"] = CaseStatus.IN_PROGRESS.value
         if values:
             conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
-        event(conn, row.id, now, actor, "reply", f"by {staff_name}")
+        event(conn, row.id, now, actor, CaseEventKind.REPLY, f"by {staff_name}")
     return key
 
 
-def preview(conn: Connection, config: Config, kind: str, number: int, notice_kind: str, now: datetime) -> Rendered:
+def preview(conn: Connection, config: Config, kind: MailKind, number: int, notice_kind: str, now: datetime) -> Rendered:
     row = get_case(conn, number)
     cal = BusinessCalendar(config.calendar)
     zone = cal.zone
     received = row.received_at or now
     view = case_view(row)
     base = _base(config) | {"requester": row.requester, "requester_name": requester_name(conn, row), "cases": [view]}
-    if kind == "ack":
+    if kind is MailKind.ACK:
         processed = row.processed_at or cal.cutoff_for(received)
         variables = base | {
             "case": view, "other_cases": [], "cutoff": processed.astimezone(zone),
@@ -102,7 +102,7 @@ def preview(conn: Connection, config: Config, kind: str, number: int, notice_kin
             "promise_breach": (row.ack_breach_at or cal.add_business_days(processed, 2)).astimezone(zone),
             "suggestions": [],
         }
-    elif kind == "notice":
+    elif kind is MailKind.NOTICE:
         variables = base | {
             "notice": notice_kind, "original_subject": row.subject, "account_name": "",
             "administrators": [], "pin_locked": False, "scope_category": "coding", "pin_problem": "pin-missing",

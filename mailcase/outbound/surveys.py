@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
-from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseStatus, OutboxStatus
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseEventKind, CaseStatus, MailKind, OutboxStatus
 from mailcase.domain.cases import event, get_case, set_status
+from mailcase.domain.people import REPRESENTATIVE_ROLES
 from mailcase.domain.tables import CASE, OUTBOX, PERSON, SURVEY_RESPONSE
 from mailcase.outbound.compose import OutgoingMail
 from mailcase.outbound.outbox import enqueue, is_suppressed
@@ -47,11 +48,11 @@ def survey_blocker(conn: Connection, config: Config, row: Any, now: datetime) ->
     if row.person_id is None:
         return f"{row.requester} is not an authorized representative"
     person = conn.execute(sa.select(PERSON.c.role, PERSON.c.removed_at).where(PERSON.c.id == row.person_id)).first()
-    if person is None or person.removed_at is not None or person.role not in ("representative", "administrator"):
+    if person is None or person.removed_at is not None or person.role not in REPRESENTATIVE_ROLES:
         return f"{row.requester} is no longer an authorized representative"
     quiet = timedelta(days=config.surveys.quiet_days)
     last = conn.execute(sa.select(sa.func.max(OUTBOX.c.created_at)).where(
-        OUTBOX.c.to_addr == row.requester, OUTBOX.c.kind == "survey",
+        OUTBOX.c.to_addr == row.requester, OUTBOX.c.kind == MailKind.SURVEY.value,
         OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES),
     )).scalar()
     if last is not None:
@@ -73,27 +74,28 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     key = config.hmac_key()
     templates = find_templates(config.outgoing.templates_dir)
     parent, refs = thread(conn, row.id)
-    n = conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.case_id == row.id, OUTBOX.c.kind == "resolution")).scalar_one()
+    n = conn.execute(sa.select(sa.func.count()).where(
+        OUTBOX.c.case_id == row.id, OUTBOX.c.kind == MailKind.RESOLUTION.value)).scalar_one()
     resolution_key = f"resolution:case:{row.id}:{int(n) + 1}"
     rendered = render(templates, "resolution", _vars(conn, config, row) | {
         "note": note.strip(), "reopen_days": config.rules.reopen_window_days})
     if not row.no_auto_reply:
         enqueue(conn, OutgoingMail(
-            key=resolution_key, kind="resolution", notice_kind=None, to_addr=row.requester, to_name="",
+            key=resolution_key, kind=MailKind.RESOLUTION, notice_kind=None, to_addr=row.requester, to_name="",
             rendered=rendered, case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
         ), config, key, now)
     blocker = survey_blocker(conn, config, row, now)
     if blocker is not None:
-        event(conn, row.id, now, "mailcase", "survey-skipped", blocker)
+        event(conn, row.id, now, "mailcase", CaseEventKind.SURVEY_SKIPPED, blocker)
         return resolution_key, blocker
     survey = render(templates, "survey", _vars(conn, config, row))
     enqueue(conn, OutgoingMail(
-        key=f"survey:case:{row.id}:{int(n) + 1}", kind="survey", notice_kind=None, to_addr=row.requester,
+        key=f"survey:case:{row.id}:{int(n) + 1}", kind=MailKind.SURVEY, notice_kind=None, to_addr=row.requester,
         to_name="", rendered=survey, case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
     ), config, key, now)
     conn.execute(sa.update(OUTBOX).where(OUTBOX.c.key == f"survey:case:{row.id}:{int(n) + 1}").values(
         next_attempt_at=now + timedelta(hours=config.surveys.delay_hours)))
-    event(conn, row.id, now, "mailcase", "survey-queued",
+    event(conn, row.id, now, "mailcase", CaseEventKind.SURVEY_QUEUED,
           f"goes out after {now + timedelta(hours=config.surveys.delay_hours):%Y-%m-%d %H:%M} UTC")
     return resolution_key, None
 
@@ -103,7 +105,7 @@ def record_score(conn: Connection, case_id: int, message_pk: int, outbox_id: int
     if exists is None:
         conn.execute(sa.insert(SURVEY_RESPONSE).values(
             outbox_id=outbox_id, case_id=case_id, message_pk=message_pk, score=score, at=now))
-        event(conn, case_id, now, "mailcase", "survey-score", str(score))
+        event(conn, case_id, now, "mailcase", CaseEventKind.SURVEY_SCORE, str(score))
 
 
 def record_survey(applying: Applying, effect: RecordSurvey) -> None:
@@ -119,7 +121,7 @@ class SurveyStats:
 
 
 def stats(conn: Connection, since: datetime | None = None) -> SurveyStats:
-    q = sa.select(sa.func.count()).where(OUTBOX.c.kind == "survey",
+    q = sa.select(sa.func.count()).where(OUTBOX.c.kind == MailKind.SURVEY.value,
                                          OUTBOX.c.status == OutboxStatus.SENT.value)
     r = sa.select(sa.func.count(), sa.func.avg(SURVEY_RESPONSE.c.score))
     if since:

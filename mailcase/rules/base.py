@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 from mailcase.config.rules import SEVERITY_LEVELS, RulesConfig
 from mailcase.config.settings import Config
@@ -80,9 +80,13 @@ class ResolvedCase:
     text: str
 
 
+#: who the From address is in the directory (rules/identity.py)
+SenderKind: TypeAlias = Literal["representative", "user", "unknown", "unparseable", "ambiguous"]
+
+
 @dataclass(frozen=True)
 class SenderMatch:
-    kind: str  # "representative", "user", "unknown", "unparseable", "ambiguous"
+    kind: SenderKind
     address: str | None
     person: Person | None = None
     account: Account | None = None

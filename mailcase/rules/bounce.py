@@ -24,6 +24,7 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
+from mailcase.core.states import BounceKind, report_kind
 from mailcase.mail.header_info import message_ids
 from mailcase.mail.parse.tree import message_tree
 from mailcase.mail.subjects import is_reply_or_forward
@@ -198,20 +199,20 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     if report == "disposition-notification":
         return Verdict(RULE, "read-receipt", "a read receipt (RFC 8098), not a request",
                        Disposition.SUPPRESSED, marks,
-                       effects=(RecordBounce("read-receipt"),))
+                       effects=(RecordBounce(BounceKind.READ_RECEIPT.value),))
     if report == "feedback-report":
         return Verdict(RULE, "abuse-report", "an abuse feedback report (RFC 5965), not a request",
                        Disposition.SUPPRESSED, marks,
-                       effects=(RecordBounce("abuse-report"),))
+                       effects=(RecordBounce(BounceKind.ABUSE_REPORT.value),))
     if report is None and not _looks_like_bounce(mail):
         return None
     robot = _from_robot(mail)
     tree = _tree(mail.whole_raw())
     failures = dsn_failures(tree) if report is not None else []
-    kind = "dsn"
+    kind: str = BounceKind.DSN
     if not failures:
         failures = _vendor_failures(tree)
-        kind = "vendor"
+        kind = BounceKind.VENDOR
         if failures and not any(f.status for f in failures):
             m = _STATUS.search(mail.body)
             status = m.group(1) if m else None
@@ -221,18 +222,19 @@ def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
             return None
         # a report without its delivery-status part, or a mail system's own
         # notice in a format no detector knows: no request, nothing to count
-        kind = "unparsed" if report is None else f"report-{report}"[:32]
+        kind = BounceKind.UNPARSED if report is None else report_kind(report)
     elif all((f.action or "failed") in _NOT_FAILED for f in failures):
-        kind = "delay"
-    if kind == "unparsed" and re.search(r"delay|warning|retried|verz[öo]gert|retard", mail.subject or "", re.I):
-        kind = "delay"
+        kind = BounceKind.DELAY
+    if kind == BounceKind.UNPARSED and re.search(r"delay|warning|retried|verz[öo]gert|retard", mail.subject or "",
+                                                 re.I):
+        kind = BounceKind.DELAY
     original = original_message_id(tree)
     effects = tuple(
-        RecordBounce(kind, recipient=f.recipient, status=f.status, action=f.action,
+        RecordBounce(str(kind), recipient=f.recipient, status=f.status, action=f.action,
                      original_message_id=original, original_recipient=f.original)
         for f in (failures or [Failure(None, None, None)])
     )
-    if kind == "delay":
+    if kind == BounceKind.DELAY:
         who = ", ".join(f"{f.recipient} ({f.status or 'no status'})" for f in failures[:5]) or "no recipient named"
         return Verdict(RULE, "delay-report", f"a delay or warning report, not a failure: {who}",
                        Disposition.SUPPRESSED, marks, effects=effects)

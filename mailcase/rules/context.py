@@ -17,7 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailcase.core.states import CLOSED_CASE_STATUSES, LIVE_OUTBOX_STATUSES
+from mailcase.core.states import (
+    CLOSED_CASE_STATUSES,
+    LIVE_OUTBOX_STATUSES,
+    NOTICE_KIND_PREFIX,
+    CaseMessageRole,
+    MailKind,
+)
 from mailcase.domain.directory import DbDirectory
 from mailcase.domain.tables import (
     BATCH,
@@ -161,12 +167,13 @@ class PassCache:
             sa.select(OUTBOX.c.to_addr, OUTBOX.c.kind, sa.func.coalesce(BATCH.c.cutoff_at, OUTBOX.c.created_at))
             .outerjoin(BATCH, BATCH.c.id == OUTBOX.c.batch_id)
             .where(
-                OUTBOX.c.to_addr.in_(addresses), OUTBOX.c.kind.like("notice/%"),
+                OUTBOX.c.to_addr.in_(addresses), OUTBOX.c.kind.like(f"{NOTICE_KIND_PREFIX}%"),
                 OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES),
             )
         ):
             if addr in found:
-                found[addr].append((str(k).partition("/")[2], at if at.tzinfo else at.replace(tzinfo=UTC)))
+                found[addr].append((str(k).removeprefix(NOTICE_KIND_PREFIX),
+                                    at if at.tzinfo else at.replace(tzinfo=UTC)))
         self._notices.update(found)
 
     def add_notice(self, address: str, kind: str, at: datetime) -> None:
@@ -242,7 +249,7 @@ class DbContext:
     def survey_for(self, ids: Sequence[str], token_case: int | None, sender: str) -> tuple[CaseRef, int] | None:
         for mid in ids:
             ours = parse_our_message_id(self.key, mid)
-            if ours is None or ours.kind != "survey":
+            if ours is None or ours.kind != MailKind.SURVEY:
                 continue
             row = self.conn.execute(sa.select(OUTBOX.c.id, OUTBOX.c.case_id).where(OUTBOX.c.message_id == mid)).first()
             if row is not None and row.case_id is not None:
@@ -253,7 +260,8 @@ class DbContext:
             case = self.conn.execute(sa.select(CASE).where(CASE.c.number == token_case)).first()
             if case is not None and case.requester == sender:
                 row = self.conn.execute(sa.select(OUTBOX.c.id).where(
-                    OUTBOX.c.case_id == case.id, OUTBOX.c.kind == "survey").order_by(OUTBOX.c.id.desc())).first()
+                    OUTBOX.c.case_id == case.id, OUTBOX.c.kind == MailKind.SURVEY.value,
+                ).order_by(OUTBOX.c.id.desc())).first()
                 if row is not None:
                     return _case_ref(case), int(row.id)
         return None
@@ -316,7 +324,7 @@ class DbContext:
                 text = self.conn.execute(
                     sa.select(PARSED_MAIL.c.text_body)
                     .join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == PARSED_MAIL.c.message_pk)
-                    .where(CASE_MESSAGE.c.case_id == case_id, CASE_MESSAGE.c.role == "request")
+                    .where(CASE_MESSAGE.c.case_id == case_id, CASE_MESSAGE.c.role == CaseMessageRole.REQUEST.value)
                     .order_by(PARSED_MAIL.c.message_pk).limit(1)
                 ).scalar()
                 out.append(ResolvedCase(number, subject or "", (text or "")[:20000]))

@@ -35,7 +35,7 @@ class RecordBounce:
     """A delivery report, read receipt or abuse report about mail we sent (fields are the sender's text)."""
 
     kind: ClassVar[str] = "record-bounce"
-    report: str  # "dsn" | "vendor" | "delay" | "unparsed" | "read-receipt" | "abuse-report" | "report-*"
+    report: str  # a BounceKind, or report-<type> (core.states.report_kind)
     recipient: str | None = None
     status: str | None = None
     action: str | None = None

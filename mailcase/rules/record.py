@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
 from mailcase.core.log import kv
-from mailcase.core.states import MessageState
+from mailcase.core.states import CaseMessageRole, MessageState
 from mailcase.domain.cases import reopen_case
 from mailcase.domain.db import insert_ignore
 from mailcase.domain.directory import lock_pin
@@ -184,9 +184,9 @@ def apply_effects(applying: Applying, outcome: Outcome, handlers: EffectHandlers
     """Attach a follow-up or staff note to its case and run each effect's handler."""
     mail, conn, now = applying.mail, applying.conn, applying.now
     if outcome.case is not None and outcome.final in (Disposition.FOLLOW_UP, Disposition.STAFF_NOTE):
-        role = "staff-note" if outcome.final is Disposition.STAFF_NOTE else "follow-up"
+        role = CaseMessageRole.STAFF_NOTE if outcome.final is Disposition.STAFF_NOTE else CaseMessageRole.FOLLOW_UP
         insert_ignore(conn, CASE_MESSAGE, [{"message_pk": mail.pk, "case_id": outcome.case.id,
-                                            "role": role, "at": now}], ["message_pk"])
+                                            "role": role.value, "at": now}], ["message_pk"])
     for effect in outcome.effects:
         handler = handlers.get(type(effect))
         if handler is None:

@@ -17,6 +17,11 @@ from mailcase.core.states import MessageState
 from mailcase.domain.tables import CLASSIFICATION, MESSAGE, VERDICT
 from mailcase.rules.base import Disposition
 
+RULE = "review"
+#: the verdicts staff give a held mail (its ``verdict.name``)
+RELEASED = "released"
+DISCARDED = "discarded"
+
 
 @dataclass(frozen=True)
 class Held:
@@ -35,7 +40,8 @@ def held(conn: Connection, limit: int = 200) -> list[Held]:
     out = []
     for r in rows:
         reason = conn.execute(
-            sa.select(VERDICT.c.reason).where(VERDICT.c.message_pk == r.id, VERDICT.c.disposition == "held-for-review")
+            sa.select(VERDICT.c.reason)
+            .where(VERDICT.c.message_pk == r.id, VERDICT.c.disposition == Disposition.HELD_FOR_REVIEW.value)
             .order_by(VERDICT.c.id.desc()).limit(1)
         ).scalar() or ""
         out.append(Held(r.id, r.received_at, r.from_addr, r.subject, reason))
@@ -50,7 +56,7 @@ def _decide(conn: Connection, pk: int, name: str, reason: str, state: MessageSta
     if current != MessageState.HELD.value:
         raise UsageError(f"message {pk} is {current}, not held for review")
     seq = conn.execute(sa.select(sa.func.count()).where(VERDICT.c.message_pk == pk)).scalar_one()
-    conn.execute(sa.insert(VERDICT).values(message_pk=pk, phase="review", seq=int(seq), rule="review",
+    conn.execute(sa.insert(VERDICT).values(message_pk=pk, phase="review", seq=int(seq), rule=RULE,
                                            name=name, reason=reason, disposition=disposition.value, at=now))
     conn.execute(sa.update(CLASSIFICATION).where(CLASSIFICATION.c.message_pk == pk)
                  .values(disposition=disposition.value))
@@ -58,10 +64,10 @@ def _decide(conn: Connection, pk: int, name: str, reason: str, state: MessageSta
 
 
 def release(conn: Connection, pk: int, now: datetime, actor: str) -> None:
-    _decide(conn, pk, "released", f"released by {actor}: joins the next cutoff", MessageState.PENDING,
+    _decide(conn, pk, RELEASED, f"released by {actor}: joins the next cutoff", MessageState.PENDING,
             Disposition.PENDING, now)
 
 
 def discard(conn: Connection, pk: int, now: datetime, actor: str) -> None:
-    _decide(conn, pk, "discarded", f"discarded by {actor}: kept, no case, no reply", MessageState.CLASSIFIED,
+    _decide(conn, pk, DISCARDED, f"discarded by {actor}: kept, no case, no reply", MessageState.CLASSIFIED,
             Disposition.SUPPRESSED, now)

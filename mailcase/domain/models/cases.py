@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from mailcase.core.states import Tier
 from mailcase.domain.models.columns import UTCDateTime, timestamp
 
 
@@ -20,7 +21,7 @@ class Case(SQLModel, table=True):
     subject: str = ""
     severity: int = 3
     priority: int = 3
-    tier: str = Field(default="SSI", max_length=8)
+    tier: str = Field(default=Tier.SSI.value, max_length=8)
     owner_id: int | None = Field(default=None, index=True)
     status: str = Field(max_length=32, index=True)
     out_of_scope: bool = False
@@ -53,7 +54,7 @@ class CaseMessage(SQLModel, table=True):
     __tablename__ = "case_message"
     message_pk: int = Field(primary_key=True, foreign_key="message.id")
     case_id: int = Field(foreign_key="support_case.id", index=True)
-    #: "request", "follow-up", "staff-note"
+    #: a CaseMessageRole
     role: str = Field(max_length=32)
     at: datetime | None = timestamp(nullable=False)
 
@@ -95,7 +96,7 @@ class Specialist(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
     address: str | None = Field(default=None, max_length=320)
-    tier: str = Field(default="SSI", max_length=8)
+    tier: str = Field(default=Tier.SSI.value, max_length=8)
     active: bool = True
     last_assigned_at: datetime | None = timestamp()
     created_at: datetime | None = timestamp(nullable=False)
