@@ -31,6 +31,11 @@ class Case(SQLModel, table=True):
     flags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     #: a new request that follows up a case closed too long ago
     linked_case_id: int | None = Field(default=None)
+    #: merged into that case: its mail moved there, replies to its mail land there
+    merged_into_id: int | None = Field(default=None)
+    #: the requester's colleagues (known users of the same account) copied on the
+    #: acknowledgement, replies and resolution
+    cc: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, server_default="[]"))
     batch_id: int | None = Field(default=None, index=True)
     #: standing restored: a held case waits for the next cutoff to be acknowledged
     released_at: datetime | None = timestamp()
