@@ -95,10 +95,11 @@ class Desk:
     def case_of(self, message_id: str) -> int | None:
         from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE
 
-        return self.scalar(
+        number: int | None = self.scalar(
             sa.select(CASE.c.number).join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
             .join(MESSAGE, MESSAGE.c.id == CASE_MESSAGE.c.message_pk).where(MESSAGE.c.message_id == message_id)
         )
+        return number
 
     def outbox(self) -> list[Any]:
         from mailcase.domain.tables import OUTBOX

@@ -47,6 +47,14 @@ def make_mail(
     return msg.as_bytes(policy=msg.policy.clone(linesep=linesep))
 
 
+def body_text(msg: EmailMessage, subtype: str = "plain") -> str:
+    """The text of a mail's ``text/<subtype>`` body (the part a reader is shown)."""
+    part = msg.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} body in {msg['Subject']!r}"
+    text: str = part.get_content()
+    return text
+
+
 class ImapAccount:
     """A user on the test Dovecot plus a second connection to append mail."""
 

@@ -131,7 +131,7 @@ def load_directory(path: Path) -> tuple[FakeDirectory, dict[int, CaseRef], dict[
         d.accounts[i] = Account(
             i, acc["code"], acc.get("name", acc["code"]), acc.get("standing", "good"),
             acc.get("pin_required", False), acc.get("pin_locked", False),
-            tuple(p.get("name", p["address"]) for p in people if p["role"] != "user"),
+            administrators=tuple(p.get("name", p["address"]) for p in people if p["role"] != "user"),
         )
     pid = 0
     for acc in data.get("accounts", []):

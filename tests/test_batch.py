@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from batching import Desk, ny
+from helpers import body_text
 
 from mailcase.domain.tables import BATCH, CASE, CLASSIFICATION, MESSAGE
 from mailcase.mail.subjects import normalise_subject
@@ -62,7 +63,7 @@ def test_one_acknowledgement_per_case_each_in_its_own_thread(db_url: str, tmp_pa
         assert msg["In-Reply-To"] == firsts[number]
         assert msg["Auto-Submitted"] == "auto-replied"
         assert msg["To"].addresses[0].addr_spec == "alice@acme.example"
-        text = msg.get_body(("plain",)).get_content()
+        text = body_text(msg)
         # it names the requester's other new cases, each with its own mail
         others = [n for n in firsts if n != number]
         assert all(f"[Case #{n:06d}]" in text for n in others)
@@ -243,6 +244,6 @@ def test_a_late_cutoff_promises_from_when_it_ran(db_url: str, tmp_path: Path) ->
     from email.policy import default
 
     [ack] = [r for r in desk.outbox() if r.kind == "ack"]
-    text = email.message_from_bytes(ack.raw, policy=default).get_body(("plain",)).get_content()
+    text = body_text(email.message_from_bytes(ack.raw, policy=default))
     assert "answer you by Tue 10 Mar 2026 11:00 EDT" in text
     assert "mail received before 9:30 and before 15:30 Eastern time, Monday to Friday" in text

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from batching import Desk, ny
@@ -29,7 +30,7 @@ def _dsn(to: str, recipient: str, status: str, original: str, n: int = 0, origin
             "\r\n--B--\r\n").encode()
 
 
-def _sent(desk: Desk, senders: list[str]) -> list[object]:
+def _sent(desk: Desk, senders: list[str]) -> list[Any]:
     for i, s in enumerate(senders):
         desk.mail(ny(2026, 11, 23, 8, i % 60, i // 60), sender=s, subject=f"Request {i}")
     desk.process(ny(2026, 11, 23, 9, 31))
@@ -41,7 +42,7 @@ def _sent(desk: Desk, senders: list[str]) -> list[object]:
 _n = iter(range(10_000))
 
 
-def _bounce(desk: Desk, row: object, status: str, at: object, via_verp: bool = True, original: str | None = None,
+def _bounce(desk: Desk, row: Any, status: str, at: datetime, via_verp: bool = True, original: str | None = None,
             final: str | None = None, authenticated: bool = False) -> None:
     """A DSN arrives and goes through the real pipeline (store, parse, rules, matching).
 
@@ -51,14 +52,14 @@ def _bounce(desk: Desk, row: object, status: str, at: object, via_verp: bool = T
     from mailcase.ingest.ledger import Incoming, store
 
     key = desk.config.hmac_key()
-    to = verp_address(key, desk.config.outgoing.bounce_base, row.id) if via_verp else "support@support.example"  # type: ignore[attr-defined]
+    to = verp_address(key, desk.config.outgoing.bounce_base, row.id) if via_verp else "support@support.example"
     n = next(_n)
-    rcpt = row.to_addr  # type: ignore[attr-defined]
-    raw = _dsn(to, final or rcpt, status, original or row.message_id, n,  # type: ignore[attr-defined]
+    rcpt = row.to_addr
+    raw = _dsn(to, final or rcpt, status, original or row.message_id, n,
                original_recipient=rcpt if final else None, authenticated=authenticated)
     with transaction(desk.engine) as conn:
-        store(conn, [Incoming("eml:/bounces", f"b{n}", raw, at, ReceivedSource.DATE_HEADER, False)], at)  # type: ignore[arg-type]
-    desk.process(at)  # type: ignore[arg-type]
+        store(conn, [Incoming("eml:/bounces", f"b{n}", raw, at, ReceivedSource.DATE_HEADER, False)], at)
+    desk.process(at)
 
 
 def test_verp_needs_our_mac() -> None:

@@ -123,8 +123,10 @@ def test_chaos(imap: ImapAccount, private_pg: PrivateCluster, tmp_path: Path) ->
     env = {**os.environ, "MAILCASE_TEST_CLOCK": str(clock)}
     proc = subprocess.Popen([sys.executable, "-m", "mailcase", "--config", str(cfg), "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr
+    assert stderr is not None
     err_lines: list[str] = []
-    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(stderr.readline, "")), daemon=True)
     reader.start()
     engine = open_engine(private_pg.url)
     requests: dict[str, datetime] = {}   # Message-ID -> the cutoff it must become a case at

@@ -78,13 +78,14 @@ BODY_DIFFERENCES: dict[str, str] = {
 BODY_THRESHOLD = 0.5
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML is untyped here: SafeLoader is Any
     pass
 
 
 def _mapping(loader: yaml.SafeLoader, node: yaml.Node) -> dict[Any, Any]:
     assert isinstance(node, yaml.MappingNode)
-    return loader.construct_mapping(node, deep=True)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
+    return mapping
 
 
 def _binary(loader: yaml.SafeLoader, node: yaml.Node) -> bytes:

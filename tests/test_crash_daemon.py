@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ END = ny(2026, 11, 25, 16, 0)    # Wednesday after the last cutoff: six cutoffs 
 N = 2000
 
 
-def _mails(rng: random.Random) -> list[tuple[bytes, object]]:
+def _mails(rng: random.Random) -> list[tuple[bytes, datetime]]:
     senders = (["alice@acme.example"] * 4 + ["bob@globex.example"] * 4 + ["erin@acme.example",
                "monitor@acme.example", "dave@umbrella.example"] + [f"s{i}@stranger{i}.example" for i in range(20)])
     out = []
@@ -81,8 +81,8 @@ def test_sigkill_the_daemon_20_times(imap: ImapAccount, sqlite_url: str, tmp_pat
             proc.wait()
         # let it finish: time stops after the last cutoff
         clock.write_text(END.isoformat())
-        proc = subprocess.Popen([sys.executable, "-m", "mailcase", "--config", str(cfg), "run"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        final = subprocess.Popen([sys.executable, "-m", "mailcase", "--config", str(cfg), "run"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
         def settled() -> bool:
             with engine.connect() as conn:
@@ -95,19 +95,19 @@ def test_sigkill_the_daemon_20_times(imap: ImapAccount, sqlite_url: str, tmp_pat
 
         def registered() -> bool:  # the last service is up (a stop before Python starts is no clean stop)
             with engine.connect() as conn:
-                return conn.execute(sa.select(LEASE.c.name).where(LEASE.c.pid == proc.pid)).first() is not None
+                return conn.execute(sa.select(LEASE.c.name).where(LEASE.c.pid == final.pid)).first() is not None
 
         _wait(settled, 180, 0.5)
         _wait(registered, 30, 0.1)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        final.send_signal(signal.SIGTERM)
+        assert final.wait(timeout=15) == 0
     finally:
         sink.stop()
     assert kills >= 15
     with engine.connect() as conn:
         messages = conn.execute(sa.select(sa.func.count()).select_from(MESSAGE)).scalar_one()
         copies = conn.execute(sa.select(sa.func.count()).select_from(RAW_COPY)).scalar_one()
-        states = dict(conn.execute(sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)).all())
+        states: dict[str, int] = dict(conn.execute(sa.select(MESSAGE.c.state, sa.func.count()).group_by(MESSAGE.c.state)).all())
         links = conn.execute(sa.select(CASE_MESSAGE.c.message_pk, sa.func.count())
                              .group_by(CASE_MESSAGE.c.message_pk)).all()
         cutoffs = conn.execute(sa.select(BATCH.c.cutoff_at)).scalars().all()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, MovingClock, ny
-from helpers import ImapAccount, config, make_mail, write_config
+from helpers import ImapAccount, body_text, config, make_mail, write_config
 from servers.smtp import SmtpSink
 
 from mailcase.domain.db import open_engine
@@ -91,7 +91,7 @@ def test_end_to_end_acks_notices_threading_and_envelope(imap: ImapAccount, sink:
     acks = {str(r.message["In-Reply-To"]): r.message for r in sink.to("alice@acme.example")}
     assert set(acks) == {a1, a2}
     msg = acks[a1]
-    text = msg.get_body(("plain",)).get_content()
+    text = body_text(msg)
     assert msg["Subject"].startswith("[Case #000001]") and "[Case #000002]" in text
     assert acks[a2]["Subject"].startswith("[Case #000002]")
     assert msg["In-Reply-To"] == a1 and a1 in msg["References"]

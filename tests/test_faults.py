@@ -65,6 +65,7 @@ def test_imap_cut_mid_idle_reconnects(imap: ImapAccount, proxy: Proxy, sqlite_ur
                        daemon={"reconnect_max_seconds": 1.0})
     proc = subprocess.Popen([sys.executable, "-m", "mailcase", "-vv", "--config", str(cfg), "run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
     engine = open_engine(sqlite_url)
     try:
         tail = LogTail(proc.stderr)

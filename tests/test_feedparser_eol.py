@@ -21,6 +21,11 @@ from mailcase.mail.feedparser_eol import PROBES, LineBreakAtEnd, incompatibility
 STOCK = r"(\r\n|\r|\n)\Z"
 
 
+def nlcre_eol() -> object:
+    """``email.feedparser.NLCRE_eol`` now: a module global typeshed does not declare."""
+    return vars(feedparser)["NLCRE_eol"]
+
+
 @pytest.fixture
 def stock(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh stock pattern in ``email.feedparser`` (restored afterwards), and install() asked anew."""
@@ -60,10 +65,10 @@ def test_install_replaces_the_pattern_and_the_probes_parse_the_same(stock: Any) 
     before = [tree_shape(feedparser, raw) for raw in PROBES]
     assert incompatibility() is None
     assert install() is True
-    assert isinstance(feedparser.NLCRE_eol, LineBreakAtEnd)
+    assert isinstance(nlcre_eol(), LineBreakAtEnd)
     assert [tree_shape(feedparser, raw) for raw in PROBES] == before
     assert install() is True  # once is enough
-    assert isinstance(feedparser.NLCRE_eol, LineBreakAtEnd)
+    assert isinstance(nlcre_eol(), LineBreakAtEnd)
 
 
 def test_the_probes_cover_every_line_end_and_the_boundary_cases() -> None:
@@ -87,7 +92,7 @@ def test_a_different_pattern_keeps_the_stock_parser_and_says_so_once(
     with caplog.at_level(logging.WARNING, logger="mailcase.mail.feedparser_eol"):
         assert install() is False
         assert install() is False
-    assert feedparser.NLCRE_eol is other
+    assert nlcre_eol() is other
     logged = [r for r in caplog.records if r.name == "mailcase.mail.feedparser_eol"]
     assert len(logged) == 1 and "feedparser-speedup-off" in logged[0].getMessage()
 
@@ -110,7 +115,7 @@ def test_the_same_pattern_text_that_behaves_otherwise_is_refused_by_the_probes(
     reason = incompatibility()
     assert reason is not None and "probe message" in reason
     assert install() is False
-    assert feedparser.NLCRE_eol is odd
+    assert nlcre_eol() is odd
 
 
 def test_a_replacement_that_answers_wrongly_is_refused(stock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +128,7 @@ def test_a_replacement_that_answers_wrongly_is_refused(stock: Any, monkeypatch: 
 
     monkeypatch.setattr(LineBreakAtEnd, "search", wrong)
     assert install() is False
-    assert feedparser.NLCRE_eol is stock
+    assert nlcre_eol() is stock
 
 
 def test_a_failing_trial_keeps_the_stock_parser(stock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,4 +139,4 @@ def test_a_failing_trial_keeps_the_stock_parser(stock: Any, monkeypatch: pytest.
     reason = incompatibility()
     assert reason is not None and "ImportError" in reason
     assert install() is False
-    assert feedparser.NLCRE_eol is stock
+    assert nlcre_eol() is stock

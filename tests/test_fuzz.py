@@ -398,21 +398,23 @@ def _tree(raw: bytes) -> list[Any]:
     from email.policy import compat32
 
     msg = email.message_from_bytes(raw, policy=compat32)
+    # _payload: as parsed, undecoded (a private attribute typeshed does not declare)
     return [(part.get_content_type(), part.preamble, part.epilogue, [type(d).__name__ for d in part.defects],
-             part._payload if not part.is_multipart() else None) for part in msg.walk()]  # as parsed, undecoded
+             vars(part)["_payload"] if not part.is_multipart() else None) for part in msg.walk()]
 
 
 def _trees_agree(raw: bytes) -> None:
     import email.feedparser as feedparser
 
-    saved = feedparser.NLCRE_eol
+    module_globals = vars(feedparser)  # NLCRE_eol is a module global typeshed does not declare
+    saved = module_globals["NLCRE_eol"]
     try:
-        feedparser.NLCRE_eol = LineBreakAtEnd()  # type: ignore[assignment]  # as install() puts it
+        module_globals["NLCRE_eol"] = LineBreakAtEnd()  # as install() puts it
         ours = _tree(raw)
-        feedparser.NLCRE_eol = re.compile(EOL_PATTERN)
+        module_globals["NLCRE_eol"] = re.compile(EOL_PATTERN)
         assert _tree(raw) == ours
     finally:
-        feedparser.NLCRE_eol = saved
+        module_globals["NLCRE_eol"] = saved
 
 
 def test_line_break_at_end_builds_the_same_trees_from_the_seed_mails() -> None:

@@ -26,6 +26,8 @@ import mailcase.cutoff.compose as compose_module
 import mailcase.cutoff.judge as judge_module
 import mailcase.cutoff.make as make_module
 import mailcase.ingest.stages as stages_module
+import mailcase.outbound.render as render_module
+import mailcase.rules.chain as chain_module
 import mailcase.rules.classify as classify_module
 import mailcase.rules.record as record_module
 from mailcase.config.loader import parse_config
@@ -133,7 +135,7 @@ def test_a_unit_that_cannot_be_rendered_is_quarantined_and_the_rest_made(
     desk.directory()
     alice = desk.mail(ny(2026, 11, 23, 8, 0), subject="Invoices do not print")
     bob = desk.mail(ny(2026, 11, 23, 8, 5), sender="bob@globex.example", subject="Export fails")
-    real = compose_module.render
+    real = render_module.render  # what compose_module calls
 
     def render(folder: Any, kind: str, variables: dict[str, Any]) -> Any:  # the injected fault
         if variables.get("requester") == "bob@globex.example":
@@ -187,7 +189,7 @@ def test_a_rule_that_raises_at_the_cutoff_quarantines_that_mail(
     good = desk.mail(ny(2026, 11, 23, 8, 0), subject="Invoices do not print")
     bad = desk.mail(ny(2026, 11, 23, 8, 1), sender="bob@globex.example", subject="POISON")
     desk.process(ny(2026, 11, 23, 9, 0))  # classified at ingest, before the fault
-    real = judge_module.run_chain
+    real = chain_module.run_chain  # what judge_module calls
 
     def run_chain(mail: Any, ctx: Any, **kw: Any) -> Any:
         if mail.subject == "POISON":
@@ -210,7 +212,7 @@ def test_classify_poison_and_a_refused_write(db_url: str, tmp_path: Path, monkey
     for i in range(5):
         desk.mail(ny(2026, 11, 23, 8, i), subject="POISON" if i == 1 else f"Request {i}")
     desk.mail(ny(2026, 11, 23, 8, 6), subject="REFUSED")
-    real_chain = classify_module.run_chain
+    real_chain = chain_module.run_chain  # what classify_module calls
 
     def run_chain(mail: Any, ctx: Any, **kw: Any) -> Any:
         if mail.subject == "POISON":

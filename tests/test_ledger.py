@@ -142,11 +142,12 @@ def test_header_failure_quarantines_keeps_bytes_and_retries(
 
 def test_parse_failure_quarantines_and_retry_all(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import mailcase.mail.parse_worker as stages
+    from mailcase.mail.parse.message import parse_email
 
     engine = open_engine(sqlite_url)
     with transaction(engine) as conn:
         store(conn, [incoming(make_mail(i), f"k{i}") for i in range(3)], NOW)
-    real = stages.parse_email
+    real = parse_email  # what parse_worker calls
 
     def flaky(raw: bytes, info: object = None, identity: bool = True) -> object:
         if b"request 1." in raw:

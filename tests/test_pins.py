@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
-from helpers import run_cli, write_config
+from helpers import body_text, run_cli, write_config
 
 from mailcase.domain.tables import BLOB, CASE, MESSAGE, PARSED_MAIL
 from mailcase.mail.pins import REDACTED, find_pins, pin_hmac, redact
@@ -64,7 +64,7 @@ def test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything(db_url: s
     [ack] = desk.outbox()
     assert b"4321" not in ack.raw and "4321" not in ack.subject
     msg = email.message_from_bytes(ack.raw, policy=default)
-    assert "4321" not in msg["Subject"] and "4321" not in msg.get_body(("plain",)).get_content()
+    assert "4321" not in msg["Subject"] and "4321" not in body_text(msg)
     # the raw mail keeps its bytes (the README says so)
     assert b"4321" in desk.scalar(sa.select(BLOB.c.data))
     cfg = write_config(tmp_path / "c.toml", db_url, [])
@@ -91,5 +91,5 @@ def test_a_wrong_pin_in_a_sentence_gets_the_notice_every_time(db_url: str, tmp_p
     kinds = [r.kind for r in desk.outbox()]
     assert kinds == ["notice/pin", "notice/pin", "ack"]
     assert desk.case_of(fixed) == 1
-    texts = [email.message_from_bytes(r.raw, policy=default).get_body(("plain",)).get_content() for r in desk.outbox()]
+    texts = [body_text(email.message_from_bytes(r.raw, policy=default)) for r in desk.outbox()]
     assert "a PIN that does not match" in texts[0] and all("1234" not in t and "1243" not in t for t in texts)

@@ -102,7 +102,7 @@ def test_a_follow_up_links_the_case_it_follows() -> None:
     ([{"out_of_scope": True}, {}], "out-of-scope", 7),
     ([{"out_of_scope": True}, {"hold": True}], "held", 7),
 ])
-def test_held_and_out_of_scope(outcomes: list[dict[str, object]], status: str, priority: int) -> None:
+def test_held_and_out_of_scope(outcomes: list[dict[str, Any]], status: str, priority: int) -> None:
     group = [request(mail(i, "Export fails"), **o) for i, o in enumerate(outcomes, 1)]
     case = only_case(plan(group, CTX))
     assert case.status.value == status and case.priority == priority
@@ -133,7 +133,7 @@ def test_flags_merge_in_order_and_late_mail_is_flagged() -> None:
 
 
 def test_no_auto_reply_only_when_every_mail_says_so() -> None:
-    auto = {"marks": frozenset({Mark.NO_AUTO_REPLY})}
+    auto: dict[str, Any] = {"marks": frozenset({Mark.NO_AUTO_REPLY})}  # Outcome fields, as request() takes them
     assert only_case(plan([request(mail(1, "Disk full"), **auto), request(mail(2, "Disk full"), **auto)],
                           CTX)).no_auto_reply
     mixed = only_case(plan([request(mail(3, "Disk full"), **auto), request(mail(4, "Disk full"))], CTX))

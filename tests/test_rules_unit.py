@@ -263,8 +263,10 @@ def test_dsn_fields_in_utf8_are_read() -> None:
     # compat32 returns 8-bit header bytes as Header objects: this used to raise
     verdict = bounce(mail_from_bytes(DSN_8BIT), ctx(), Outcome())
     assert verdict is not None and verdict.disposition is Disposition.SUPPRESSED
-    assert verdict.effects[0].recipient == "jürgen@müller.example"
-    assert verdict.effects[0].original_message_id == "<ä@x>"
+    effect = verdict.effects[0]
+    assert isinstance(effect, RecordBounce)
+    assert effect.recipient == "jürgen@müller.example"
+    assert effect.original_message_id == "<ä@x>"
 
 
 @pytest.mark.parametrize("sender, return_path, subject, is_bounce", [

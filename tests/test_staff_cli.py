@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import json
+from datetime import datetime
 from email.policy import default
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
-from helpers import write_config
+from helpers import body_text, write_config
 
 from mailcase.cli.app import main
 from mailcase.domain.tables import CASE, OUTBOX
@@ -27,8 +28,8 @@ class Cli:
         assert exit_.value.code == code, f"{args}: exit {exit_.value.code}\n{out}\n{err}"
         return out if code == 0 else err + out
 
-    def at(self, when: object) -> None:
-        self.clock.write_text(f"{when.isoformat()}\n")  # type: ignore[attr-defined]
+    def at(self, when: datetime) -> None:
+        self.clock.write_text(f"{when.isoformat()}\n")
 
 
 @pytest.fixture
@@ -77,8 +78,8 @@ def test_work_a_case_end_to_end(desk_cli: tuple[Desk, Cli]) -> None:
     msg = email.message_from_bytes(replies[0].raw, policy=default)
     assert msg["In-Reply-To"] and msg["Subject"].startswith("[Case #000001]")
     assert "Auto-Submitted" not in msg  # a person wrote it
-    assert "{{ 7*7 }}" in msg.get_body(("plain",)).get_content()
-    assert "&lt;b&gt;Not bold&lt;/b&gt;" in msg.get_body(("html",)).get_content()
+    assert "{{ 7*7 }}" in body_text(msg)
+    assert "&lt;b&gt;Not bold&lt;/b&gt;" in body_text(msg, "html")
     assert first in msg["References"]
     cli("case", "resolve", "1", "--note", "Cleared the stuck queue")
     cli("case", "close", "1")

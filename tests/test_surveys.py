@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import email
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.policy import default
 from pathlib import Path
 
@@ -17,9 +17,9 @@ from mailcase.outbound.surveys import resolve, stats
 from mailcase.outbound.transport import transport_for
 
 
-def _resolve(desk: Desk, number: int, at: object, note: str = "Fixed the printer profile.") -> str | None:
+def _resolve(desk: Desk, number: int, at: datetime, note: str = "Fixed the printer profile.") -> str | None:
     with transaction(desk.engine) as conn:
-        _, why = resolve(conn, desk.config, number, note, at, "sam")  # type: ignore[arg-type]
+        _, why = resolve(conn, desk.config, number, note, at, "sam")
     return why
 
 

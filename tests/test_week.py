@@ -59,7 +59,9 @@ class Mail:
 
 
 def _mails() -> list[Mail]:
-    wed = lambda h, m=0: ny(2026, 11, 25, h, m)  # noqa: E731
+    def wed(h: int, m: int = 0) -> datetime:
+        return ny(2026, 11, 25, h, m)
+
     out = [
         Mail("c-print", wed(8, 0), "alice@acme.example", "Invoices do not print", cutoff=WED_0930),
         Mail("c-export", wed(8, 10), "bob@globex.example", "Export fails for the October claims", cutoff=WED_0930),
@@ -172,6 +174,7 @@ def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) 
                             stdout=subprocess.DEVNULL, stderr=log)
     engine = open_engine(sqlite_url)
     appended: list[str] = []
+    now = ny(2026, 11, 25, 7, 0)  # the test clock, as at() moves it
 
     def count(q: Any) -> int:
         with engine.connect() as conn:
@@ -195,8 +198,6 @@ def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) 
         if cutoff is not None:
             _wait(lambda: closed(cutoff), 60, 0.2)
         _wait(settled, 60, 0.2)
-
-    now = ny(2026, 11, 25, 7, 0)
 
     def deliver(batch: list[Mail]) -> None:
         for m in batch:

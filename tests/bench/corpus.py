@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email import charset as email_charset
 from email.charset import QP, Charset
 from email.header import Header
+from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
@@ -47,6 +48,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from typing import cast
 
 #: bump when the generator changes: old caches are then ignored
 VERSION = 3
@@ -230,7 +232,7 @@ def _parent(seed: int, i: int) -> int | None:
 
 def _thread(seed: int, i: int) -> list[int]:
     """Ancestors of mail i, root first (References), bounded."""
-    chain = []
+    chain: list[int] = []
     j = _parent(seed, i)
     while j is not None and len(chain) < 12:
         chain.append(j)
@@ -347,7 +349,7 @@ def _text_part(text: str, subtype: str, charset: str, r: random.Random) -> MIMET
         text.encode(charset)
     except UnicodeEncodeError:
         charset = "utf-8"
-    return MIMEText(text, subtype, _charset(charset, r))  # type: ignore[arg-type]
+    return MIMEText(text, subtype, _charset(charset, r))  # type: ignore[arg-type]  # a Charset works; typeshed says str
 
 
 def _attachment(r: random.Random, k: int) -> MIMEBase:
@@ -423,7 +425,7 @@ def build(seed: int, i: int) -> bytes:
     b = _base(seed, i)
     r = random.Random(f"{seed}:{i}:build")
     name, addr, domain, provider = str(b["name"]), str(b["addr"]), str(b["domain"]), str(b["provider"])
-    date: datetime = b["date"]  # type: ignore[assignment]
+    date = cast(datetime, b["date"])
     tz = timezone(timedelta(hours=r.choice([-8, -7, -6, -5, -5, -5, -4, 0, 1, 2, 5.5, 8, 9])))
     local_date = date.astimezone(tz)
     company = domain.split(".")[0].replace("-", " ").title()
@@ -439,7 +441,7 @@ def build(seed: int, i: int) -> bytes:
         ptext, _ = _body_text(seed, chain[-1], str(pb["name"]), company)
         if r.random() < 0.8:
             quoted = "\n".join(("> " + line) if line else ">" for line in ptext.split("\n"))
-            header = f"On {format_datetime(pb['date'])}, {pb['name']} <{pb['addr']}> wrote:"  # type: ignore[arg-type]
+            header = f"On {format_datetime(cast(datetime, pb['date']))}, {pb['name']} <{pb['addr']}> wrote:"
             quoted = header + "\n" + quoted
             if charset in ("us-ascii",) and any(ord(c) > 127 for c in quoted):
                 charset = "utf-8"
@@ -480,8 +482,8 @@ def build(seed: int, i: int) -> bytes:
     if r.random() < 0.15:
         msg: MIMEBase = MIMEMultipart("mixed", boundary=_boundary(r))
         msg.attach(body)
-        for k in range(1, r.choices([1, 2, 3], weights=[80, 15, 5])[0] + 1):
-            msg.attach(_attachment(r, k))
+        for n in range(1, r.choices([1, 2, 3], weights=[80, 15, 5])[0] + 1):
+            msg.attach(_attachment(r, n))
     else:
         msg = body
 
@@ -506,7 +508,7 @@ def build(seed: int, i: int) -> bytes:
     from_value: str
     enc_name = _encoded(name, bool(b["name_latin1"]), r)
     if isinstance(enc_name, Header):
-        from_value = formataddr((name, addr), charset=str(enc_name._chunks[0][1]))  # type: ignore[attr-defined]
+        from_value = formataddr((name, addr), charset=str(vars(enc_name)["_chunks"][0][1]))  # the charset Header chose
     else:
         from_value = formataddr((name, addr))
     headers.append(("From", from_value))
@@ -550,8 +552,10 @@ def build(seed: int, i: int) -> bytes:
     mime_headers = list(msg.items())
     for k in list(msg.keys()):
         del msg[k]
+    # compat32 keeps a Header value as is and encodes it when writing; typeshed's MIMEBase takes only str
+    with_headers = cast("Message[str, str | Header]", msg)
     for k, v in headers:
-        msg[k] = v
+        with_headers[k] = v
     msg["MIME-Version"] = "1.0"
     for k, v in mime_headers:
         if k != "MIME-Version":
@@ -609,7 +613,7 @@ def iter_batches(paths: list[Path], max_count: int = 200, max_bytes: int = 16 * 
 
 def mail_date(seed: int, i: int) -> datetime:
     """When mail i arrived (its INTERNALDATE): its Date plus a few seconds."""
-    d: datetime = _base(seed, i)["date"]  # type: ignore[assignment]
+    d = cast(datetime, _base(seed, i)["date"])
     return d + timedelta(seconds=random.Random(f"{seed}:{i}:arrive").randrange(2, 90))
 
 

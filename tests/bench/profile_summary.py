@@ -61,7 +61,7 @@ def main() -> None:
             line = line.rstrip("\n")
             if not line:
                 continue
-            body, _, count = line.rpartition(" ")
+            body, _, count_text = line.rpartition(" ")
             # a command line may hold ";" (python -c "...; ..."): glue it back to its process frame
             frames = re.sub(r'(process \d+:"[^"]*)"', lambda m: m.group(0).replace(";", ","), body).split(";")
             procs = [x for x in frames if x.startswith("process ")]
@@ -69,7 +69,7 @@ def main() -> None:
             pid = proc.split(":", 1)[0]
             thread = next((x for x in frames if x.startswith("thread (")), "thread ?")
             fn = [_fn(x) for x in frames if not x.startswith(("process ", "thread ("))]
-            rows.append((pid, proc, thread, fn, int(count)))
+            rows.append((pid, proc, thread, fn, int(count_text)))
             joined = ";".join(fn)
             for mark in ("child_main (ingest.py", "_process_worker (concurrent/futures/process.py",
                          "multiprocessing/forkserver.py", "resource_tracker.py"):

@@ -45,8 +45,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from mailcase.core.states import MailKind
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
@@ -392,7 +396,7 @@ def phase_batch(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     with engine.connect() as conn:
         left = _pending_count(conn, t["cutoff"])
         states = _states(conn)
-        outbox = dict(conn.execute(sa.select(OUTBOX.c.kind, sa.func.count()).group_by(OUTBOX.c.kind)).all())
+        outbox: dict[str, int] = dict(conn.execute(sa.select(OUTBOX.c.kind, sa.func.count()).group_by(OUTBOX.c.kind)).all())
         cases = int(conn.execute(sa.select(sa.func.count()).select_from(CASE)).scalar_one())
         links = int(conn.execute(sa.select(sa.func.count()).select_from(CASE_MESSAGE)).scalar_one())
     engine.dispose()
@@ -441,7 +445,8 @@ def phase_outbox_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
             for k in range(extra):
                 to, case_id = targets[k % len(targets)]
                 enqueue(conn, OutgoingMail(
-                    key=f"bench:reply:{k}", kind="reply", notice_kind=None, to_addr=to, to_name="",
+                    # the plain string OutgoingMail takes (a --rev before MailKind takes only that)
+                    key=f"bench:reply:{k}", kind=cast("MailKind", "reply"), notice_kind=None, to_addr=to, to_name="",
                     rendered=Rendered(f"Re: your request ({k})", text, html), case_id=case_id,
                 ), cfg, key, t["batch_at"])
         return {"queued_by_batch": queued, "added": extra}
@@ -507,7 +512,7 @@ def phase_outbox(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
     out = timed(run)
     with engine.connect() as conn:
-        statuses = dict(conn.execute(sa.select(OUTBOX.c.status, sa.func.count()).group_by(OUTBOX.c.status)).all())
+        statuses: dict[str, int] = dict(conn.execute(sa.select(OUTBOX.c.status, sa.func.count()).group_by(OUTBOX.c.status)).all())
     ok = out["sent"] == queued and out["failed"] == out["retried"] == 0
     return {**out, "count": out["sent"], "queued": queued, "bytes": nbytes, "ok": ok,
             "check": f"{out['sent']} sent of {queued} queued in {out['calls']} deliver_due calls"
@@ -537,6 +542,12 @@ def _rm_db(path: str) -> None:
         Path(path + suffix).unlink(missing_ok=True)
 
 
+def _fresh_copy(src: str, dst: str) -> None:
+    """``dst`` becomes a copy of the SQLite database ``src`` (and nothing of an older ``dst`` is left)."""
+    _rm_db(dst)
+    _copy_db(src, dst)
+
+
 class Runner:
     """Runs the batch and outbox phases in children, with ingest.py's quiet-machine
     wait, CPU accounting and reruns when disturbed."""
@@ -544,7 +555,7 @@ class Runner:
     def __init__(self, args: Any, src: Path, work: Path, server: Any = None) -> None:
         self.args, self.src, self.work, self.server = args, src, work, server
 
-    def phase(self, spec: dict[str, Any], setup: Any = None, label: str = "") -> dict[str, Any]:
+    def phase(self, spec: dict[str, Any], setup: Callable[[], None] | None = None, label: str = "") -> dict[str, Any]:
         args = self.args
         best: dict[str, Any] | None = None
         for attempt in range(1, args.retries + 2):
@@ -569,7 +580,11 @@ class Runner:
         print(f"   {label or spec['phase']}: running...", flush=True)
         before = ib.wait_for_quiet(args.quiet, args.max_wait) if args.max_wait > 0 and not spec.get("no_wait") \
             else float("nan")
-        dove = (lambda: ib.tree_cpu_seconds(self.server.proc.pid)) if self.server and self.server.proc else (lambda: 0.0)
+        proc = self.server.proc if self.server else None
+
+        def dove() -> float:  # Dovecot's CPU time so far
+            return ib.tree_cpu_seconds(proc.pid) if proc else 0.0
+
         busy0, t0, dove0, me0 = ib.cpu_busy_seconds(), time.perf_counter(), dove(), time.process_time()
         res, wait4_mb, child_cpu = ib.run_child(spec, args.timeout, args.py_spy, self.src, script=SCRIPT)
         busy1, t1, dove1, me1 = ib.cpu_busy_seconds(), time.perf_counter(), dove(), time.process_time()
@@ -640,10 +655,10 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
             out["prep"] = None
         db = str(work / "batch.db")
         floor = runner.phase({**base, "phase": "batch-floor", "db": db},
-                             setup=lambda: (_rm_db(db), _copy_db(src_db, db)),
+                             setup=lambda: _fresh_copy(src_db, db),
                              label="floor: one SQLAlchemy Core transaction")
         out["batch_floor"] = floor
-        mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: (_rm_db(db), _copy_db(src_db, db)),
+        mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: _fresh_copy(src_db, db),
                           label="mailcase.cutoff.batch.run_due")
         out["batch"] = mc
         if args.skip_outbox:
@@ -670,8 +685,12 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
         sink_check(ofloor)
         out["outbox_floor"] = ofloor
         odb = str(work / "outbox.db")
-        omc = runner.phase({**base, "phase": "outbox", "db": odb},
-                           setup=lambda: (_rm_db(odb), _copy_db(ready, odb), sink.received.clear()),
+
+        def outbox_setup() -> None:
+            _fresh_copy(ready, odb)
+            sink.received.clear()
+
+        omc = runner.phase({**base, "phase": "outbox", "db": odb}, setup=outbox_setup,
                            label="mailcase.outbound.deliver.deliver_due (smtp)")
         sink_check(omc)
         out["outbox"] = omc

@@ -71,29 +71,35 @@ class TokenServer:
 
     def _token(self, h: Any, form: dict[str, str]) -> None:
         if form.get("client_id") != self.client_id:
-            return h._json(401, {"error": "invalid_client", "error_description": "unknown client"})
+            h._json(401, {"error": "invalid_client", "error_description": "unknown client"})
+            return
         grant = form.get("grant_type")
         rotated = None
         if self.fail_refresh:
-            return h._json(400, {"error": "invalid_grant", "error_description": "refresh refused for the test"})
+            h._json(400, {"error": "invalid_grant", "error_description": "refresh refused for the test"})
+            return
         if grant == "client_credentials":
             if form.get("client_secret") != self.client_secret:
-                return h._json(401, {"error": "invalid_client", "error_description": "bad secret"})
+                h._json(401, {"error": "invalid_client", "error_description": "bad secret"})
+                return
         elif grant == "refresh_token":
             token = form.get("refresh_token", "")
             if token not in self.refresh_tokens:
-                return h._json(400, {"error": "invalid_grant", "error_description": "refresh token unknown or used"})
+                h._json(400, {"error": "invalid_grant", "error_description": "refresh token unknown or used"})
+                return
             self.refresh_tokens.discard(token)  # rotated: each refresh token works once
             rotated = self.new_refresh_token()
         else:
-            return h._json(400, {"error": "unsupported_grant_type"})
+            h._json(400, {"error": "unsupported_grant_type"})
+            return
         access = "at-" + secrets.token_hex(12)
         self.access_tokens[access] = self.username
         self.issued += 1
         data: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.expires_in}
         if rotated:
             data["refresh_token"] = rotated
-        return h._json(200, data)
+        h._json(200, data)
+        return
 
     def stop(self) -> None:
         if self._server is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import email
 import threading
 from dataclasses import dataclass, field
-from email.message import Message
+from email.message import EmailMessage
 from email.policy import default
 from typing import Any
 
@@ -27,7 +27,7 @@ class Received:
     data: bytes
 
     @property
-    def message(self) -> Message:
+    def message(self) -> EmailMessage:
         return email.message_from_bytes(self.data, policy=default)
 
 
