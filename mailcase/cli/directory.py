@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
+from mailcase.cli.output import as_data, echo_json, json_option
 from mailcase.core.errors import UsageError
 from mailcase.core.states import Standing, Tier
 from mailcase.domain.cases import add_specialist, deactivate_specialist, list_specialists, release_held
@@ -54,11 +55,16 @@ def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None)
 
 @accounts.command("list")
 @click.argument("code", required=False)
+@json_option
 @pass_ctx
-def accounts_list(c: Ctx, code: str | None) -> None:
+def accounts_list(c: Ctx, code: str | None, as_json: bool) -> None:
     """Accounts with their standing and people (or one account)."""
     with c.engine.connect() as conn:
         rows = list_accounts(conn, c.clock.now(), code)
+    if as_json:
+        echo_json([{**as_data(a), "people": [{"address": p[0], "name": p[1], "role": p[2]} for p in a.people]}
+                   for a in rows], ensure_ascii=False)
+        return
     if not rows:
         click.echo("no accounts (mailcase accounts import FILE)")
     for a in rows:
@@ -112,11 +118,16 @@ def specialists_add(c: Ctx, name: str, address: str | None, tier: str) -> None:
 
 
 @specialists.command("list")
+@json_option
 @pass_ctx
-def specialists_list(c: Ctx) -> None:
+def specialists_list(c: Ctx, as_json: bool) -> None:
     """Specialists with their open cases."""
     with c.engine.connect() as conn:
         rows = list_specialists(conn)
+    if as_json:
+        echo_json([{"name": n, "address": a, "tier": t, "active": act, "open_cases": k}
+                   for n, a, t, act, k in rows], ensure_ascii=False)
+        return
     if not rows:
         click.echo("no specialists (mailcase specialists add NAME)")
     for name, address, tier, active, n in rows:

@@ -1,12 +1,16 @@
-"""Stored mail: ``mailcase messages list`` and ``mailcase message show``."""
+"""Stored mail: ``mailcase messages list``, ``mailcase message show|raw|attachments``."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
-from mailcase.cli.output import echo_json, fmt_time, short
+from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
 from mailcase.core.states import MessageState
+from mailcase.ops.attachments import attachments, raw_mail, save_attachments
 from mailcase.ops.messages import list_messages, message_detail
 
 
@@ -19,11 +23,15 @@ def messages() -> None:
 @click.option("--state", type=click.Choice([s.value for s in MessageState]), help="Only this state.")
 @click.option("--mailbox", help="Only mail from this mailbox.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@json_option
 @pass_ctx
-def messages_list(c: Ctx, state: str | None, mailbox: str | None, limit: int) -> None:
+def messages_list(c: Ctx, state: str | None, mailbox: str | None, limit: int, as_json: bool) -> None:
     """The most recent stored mails."""
     with c.engine.connect() as conn:
         rows = list_messages(conn, state, limit, mailbox)
+    if as_json:
+        echo_json(as_data(rows), ensure_ascii=False)
+        return
     for r in rows:
         click.echo(
             f"#{r.id:<6} {r.state:<12} {'hist' if r.historical else '    '} "
@@ -100,6 +108,49 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
             click.echo(f"verdicts ({phase}):")
         disp = f" -> {v['disposition']}" if v["disposition"] else ""
         click.echo(f"  {v['rule']}: {v['name']}{disp}: {v['reason']}")
+
+
+@message.command("raw")
+@click.argument("message_id", type=int)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write to this file (default: standard output).")
+@pass_ctx
+def message_raw(c: Ctx, message_id: int, output: Path | None) -> None:
+    """The original mail, byte for byte (PINs included: it is what the sender wrote)."""
+    with c.engine.connect() as conn:
+        data = raw_mail(conn, message_id)
+    if output is None:
+        sys.stdout.flush()  # binary-safe: the bytes as they are, past any text encoding
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    output.write_bytes(data)
+    click.echo(f"message #{message_id}: {len(data):,} bytes written to {output}", err=True)
+
+
+@message.command("attachments")
+@click.argument("message_id", type=int)
+@click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write them into this directory (safe names, never overwriting a file).")
+@json_option
+@pass_ctx
+def message_attachments(c: Ctx, message_id: int, save_dir: Path | None, as_json: bool) -> None:
+    """A mail's attachments (name, type, size); with --save, written out."""
+    with c.engine.connect() as conn:
+        items = attachments(conn, message_id)
+    saved = save_attachments(items, save_dir) if save_dir is not None else [(a, None) for a in items]
+    if as_json:
+        echo_json([{"name": a.name, "content_type": a.content_type, "size": a.size,
+                    **({"saved_as": str(save_dir / f) if f else None} if save_dir is not None else {})}
+                   for a, f in saved], ensure_ascii=False)
+        return
+    if not items:
+        click.echo(f"message #{message_id} has no attachments")
+    for a, f in saved:
+        where = ""
+        if save_dir is not None:
+            where = f"  -> {save_dir / f}" if f else "  (not saved: its bytes were not read into memory)"
+        click.echo(f"{a.name}  ({a.content_type}, {a.size:,} bytes){where}")
 
 
 COMMANDS: list[click.Command] = [messages, message]

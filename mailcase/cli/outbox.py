@@ -7,7 +7,7 @@ import sys
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import fmt_time, short
+from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
 from mailcase.core.errors import UsageError
 from mailcase.core.states import OutboxStatus
 from mailcase.domain.db import transaction
@@ -25,11 +25,15 @@ def outbox() -> None:
 @outbox.command("list")
 @click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@json_option
 @pass_ctx
-def outbox_list(c: Ctx, status: str | None, limit: int) -> None:
+def outbox_list(c: Ctx, status: str | None, limit: int, as_json: bool) -> None:
     """Outbox rows, newest last."""
     with c.engine.connect() as conn:
         rows = list_outbox(conn, status, limit)
+    if as_json:
+        echo_json(as_data(rows), ensure_ascii=False)
+        return
     if not rows:
         click.echo("outbox is empty")
     for r in rows:
@@ -40,11 +44,15 @@ def outbox_list(c: Ctx, status: str | None, limit: int) -> None:
 @outbox.command("show")
 @click.argument("row_id", type=int)
 @click.option("--raw", is_flag=True, help="Print the exact bytes queued.")
+@json_option
 @pass_ctx
-def outbox_show(c: Ctx, row_id: int, raw: bool) -> None:
+def outbox_show(c: Ctx, row_id: int, raw: bool, as_json: bool) -> None:
     """One outbox row."""
     with c.engine.connect() as conn:
         r = get_row(conn, row_id)
+    if as_json:  # the bytes only with --raw (as text)
+        echo_json(as_data(r) | ({"raw": r.raw.decode("utf-8", "replace")} if raw else {}), ensure_ascii=False)
+        return
     if raw:
         click.echo(r.raw.decode("utf-8", "replace"))
         return
@@ -95,11 +103,15 @@ def suppress() -> None:
 
 
 @suppress.command("list")
+@json_option
 @pass_ctx
-def suppress_list(c: Ctx) -> None:
+def suppress_list(c: Ctx, as_json: bool) -> None:
     """Suppressed addresses with why and since when."""
     with c.engine.connect() as conn:
         rows = suppressed(conn)
+    if as_json:
+        echo_json(as_data(list(rows)), ensure_ascii=False)
+        return
     if not rows:
         click.echo("no address is suppressed")
     for r in rows:

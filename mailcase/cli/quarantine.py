@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
-from mailcase.cli.output import fmt_time, short
+from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
 from mailcase.core.errors import UsageError
 from mailcase.domain.db import transaction
 from mailcase.ingest.quarantine import get_entry, open_entries, retry, retry_all
@@ -17,11 +17,15 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
+@json_option
 @pass_ctx
-def quarantine_list(c: Ctx) -> None:
+def quarantine_list(c: Ctx, as_json: bool) -> None:
     """Open quarantine entries."""
     with c.engine.connect() as conn:
         entries = open_entries(conn)
+    if as_json:
+        echo_json(as_data(list(entries)), ensure_ascii=False)
+        return
     if not entries:
         click.echo("quarantine is empty")
         return
@@ -34,11 +38,15 @@ def quarantine_list(c: Ctx) -> None:
 
 @quarantine.command("show")
 @click.argument("entry_id", type=int)
+@json_option
 @pass_ctx
-def quarantine_show(c: Ctx, entry_id: int) -> None:
+def quarantine_show(c: Ctx, entry_id: int, as_json: bool) -> None:
     """One entry with its error and traceback."""
     with c.engine.connect() as conn:
         e = get_entry(conn, entry_id)
+    if as_json:
+        echo_json(as_data(e), ensure_ascii=False)
+        return
     click.echo(f"entry:     {e.id}")
     click.echo(f"message:   #{e.message_pk}  from {e.from_addr or '-'}  subject {short(e.subject, 60)!r}")
     click.echo(f"stage:     {e.stage}")

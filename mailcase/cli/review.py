@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import fmt_time, short
+from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
 from mailcase.domain.db import transaction
 from mailcase.rules.review import discard, held, release
 
@@ -16,11 +16,15 @@ def review() -> None:
 
 
 @review.command("list")
+@json_option
 @pass_ctx
-def review_list(c: Ctx) -> None:
+def review_list(c: Ctx, as_json: bool) -> None:
     """Mail held for review, oldest first."""
     with c.engine.connect() as conn:
         rows = held(conn)
+    if as_json:
+        echo_json(as_data(list(rows)), ensure_ascii=False)
+        return
     if not rows:
         click.echo("nothing is held for review")
     for r in rows:

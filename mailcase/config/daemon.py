@@ -20,6 +20,9 @@ class RetentionConfig(Frozen):
     raw_days: int = Field(default=0, ge=0)
     #: days the parsed text is kept (0 = forever); same rule
     text_days: int = Field(default=0, ge=0)
+    #: a resolved case the customer has not written to for this many days
+    #: closes itself (an event; retention counts from then); 0 = never
+    close_resolved_after_days: int = Field(default=7, ge=0)
 
 
 class DaemonConfig(Frozen):

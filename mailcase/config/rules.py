@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from mailcase.config.base import ConfigPath, Frozen, tuples
+from mailcase.core.states import Tier
 
 #: phrases an operator adds to the concept rules (scope_concepts.py); none by
 #: default -- a bare phrase like "cpt code" fires on "the CPT code field is empty"
@@ -73,15 +75,53 @@ class RulesConfig(Frozen):
         return self
 
 
+#: a plain mail address (local@domain, no spaces, no display name)
+_ADDRESS = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
+#: the support tiers, in escalation order (core.states.Tier)
+STAFF_TIERS: tuple[str, ...] = tuple(t.value for t in Tier)
+
+
 class StaffConfig(Frozen):
     #: staff are never customers: their mail on a case is a staff note
     addresses: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
+    #: mail the owner of a case about it (assigned, the customer wrote again,
+    #: reopened, due soon / overdue / breached); escalation mails the new tier
+    notify: bool = False
+    #: staff mail whose subject starts with this, or with a line of only this,
+    #: is a reply to the customer (the line is removed); otherwise a private note
+    reply_marker: str = Field(default="#reply", min_length=1)
+    #: staff mail sent To/Cc this address is a reply to the customer (RT's
+    #: correspond address; mail to any other address is a comment)
+    reply_address: str | None = None
+    #: the address each tier is mailed at when a case is escalated to it (SSI, SSII, SSIII, DEV)
+    tier_addresses: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _lists(cls, data: Any) -> Any:
-        return tuples(data, ("addresses", "domains"))
+        data = tuples(data, ("addresses", "domains"))
+        if isinstance(data, dict) and isinstance(data.get("tier_addresses"), dict):
+            data = {**data, "tier_addresses": {str(k).upper(): v for k, v in data["tier_addresses"].items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> StaffConfig:
+        for tier, address in self.tier_addresses.items():
+            if tier not in STAFF_TIERS:
+                raise ValueError(f"tier_addresses: unknown tier {tier!r} (use {', '.join(STAFF_TIERS)})")
+            if not _ADDRESS.match(address):
+                raise ValueError(f"tier_addresses: {tier} = {address!r} is not a mail address")
+        if self.reply_address is not None and not _ADDRESS.match(self.reply_address):
+            raise ValueError(f"reply_address: {self.reply_address!r} is not a mail address")
+        if not self.reply_marker.strip():
+            raise ValueError("reply_marker: must not be blank")
+        return self
+
+    def tier_address(self, tier: str) -> str | None:
+        """The address of ``tier`` (any case), or None."""
+        address = self.tier_addresses.get(tier.upper())
+        return address.lower() if address else None
 
 
 class DirectoryConfig(Frozen):

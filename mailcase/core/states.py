@@ -185,12 +185,17 @@ class CaseEventKind(StrEnum):
     RELEASED = "released"                    # that cutoff released it
     REOPENED = "reopened"
     REPLY = "reply"                          # staff queued a reply
+    FOLLOW_UP = "follow-up"                  # the customer wrote again on the case
     RECEIPT_SENT = "receipt-sent"            # the first answer (ack, hold or out-of-scope notice) went out
     FIRST_RESPONSE = "first-response"        # the first human answer went out (what the promise measures)
     SURVEY_QUEUED = "survey-queued"
     SURVEY_SKIPPED = "survey-skipped"
     SURVEY_CANCELLED = "survey-cancelled"
     SURVEY_SCORE = "survey-score"
+    CC = "cc"                                # who the case copies, and the Cc addresses dropped with why
+    NOTE = "note"                            # a staff note on the case (never sent)
+    SEVERITY = "severity"                    # staff corrected the severity
+    MERGED = "merged"                        # merged into another case, or another merged into it
 
 
 #: what a case event may be named
@@ -206,6 +211,7 @@ class MailKind(StrEnum):
     REPLY = "reply"            # a staff member's answer
     RESOLUTION = "resolution"  # the case is resolved
     SURVEY = "survey"          # the satisfaction survey after a resolution
+    STAFF = "staff"            # news of a case for its owner or a tier (never to a customer)
 
 
 #: how the outbox kind of a notice starts (``kind LIKE 'notice/%'`` finds every notice)
@@ -217,8 +223,9 @@ def notice_kind(notice: str) -> str:
     return f"{NOTICE_KIND_PREFIX}{notice}"
 
 
-#: kinds never capped: an eligible requester always gets the receipt of their cases, and staff's replies
-UNCAPPED_MAIL_KINDS: tuple[str, ...] = (MailKind.ACK.value, MailKind.REPLY.value)
+#: kinds never capped: an eligible requester always gets the receipt of their cases, and staff's replies;
+#: staff hear of every case (each news of a case is queued once, under its own key)
+UNCAPPED_MAIL_KINDS: tuple[str, ...] = (MailKind.ACK.value, MailKind.REPLY.value, MailKind.STAFF.value)
 #: mail that is a person's answer to the customer: what the agreement's promise measures
 HUMAN_RESPONSE_KINDS: tuple[str, ...] = (MailKind.REPLY.value, MailKind.RESOLUTION.value)
 

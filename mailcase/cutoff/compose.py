@@ -20,6 +20,7 @@ from mailcase.cutoff.make import Batch, NumberedCase
 from mailcase.cutoff.plan import requester_of
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.outbound.compose import OutgoingMail
+from mailcase.outbound.copies import with_copies
 from mailcase.outbound.render import find_templates, render
 from mailcase.rules.base import Mail, Notice, Outcome
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
@@ -102,7 +103,8 @@ class Composer:
         """A requester's mail about their new cases: a notice for each held or
         out-of-scope case (to a sender who may have one), and an acknowledgement
         for each other case -- its own, with its token in the subject, answering
-        the case's first mail, so that a reply to it lands in exactly that case."""
+        the case's first mail, so that a reply to it lands in exactly that case --
+        and a copy of it for each colleague the case copies."""
         out: list[OutgoingMail] = []
         acked: list[NumberedCase] = []
         for case in cases:
@@ -118,8 +120,8 @@ class Composer:
             acked.append(case)
         views = {case.number: case_view(case) for case in acked}
         for case in acked:
-            out.append(self._ack(requester, case, [views[c.number] for c in acked if c is not case],
-                                 views[case.number]))
+            out += with_copies(self._ack(requester, case, [views[c.number] for c in acked if c is not case],
+                                         views[case.number]), case.planned.cc.kept)
         return out
 
     def _ack(self, requester: str, case: NumberedCase, others: list[dict[str, Any]],

@@ -3,7 +3,8 @@
 The cases are planned (:mod:`mailcase.cutoff.plan`), numbered and their mail
 composed before anything is written; then a chunk of units goes in a
 handful of statements -- cases, their ``created`` and ``linked`` events,
-the mail -> case links, the states, the outbox rows -- not five per case.
+the colleagues they copy (``cc`` events), the mail -> case links, the
+states, the outbox rows -- not five per case.
 A row the database refuses is found unit by unit and only that unit fails.
 """
 
@@ -118,6 +119,7 @@ class NumberedCase:
             "subject": case.subject, "severity": case.severity, "priority": case.priority, "tier": "SSI",
             "status": case.status.value, "out_of_scope": case.out_of_scope, "held": case.held,
             "no_auto_reply": case.no_auto_reply, "flags": list(case.flags), "linked_case_id": case.linked_case_id,
+            "cc": list(case.cc.kept),
             "batch_id": batch.id, "released_at": None, "received_at": case.received_at,
             "processed_at": case.promise.processed_at,
             "ack_due_at": case.promise.due, "ack_breach_at": case.promise.breach,
@@ -141,10 +143,12 @@ class QueuedMail:
 
     row: dict[str, Any]
     numbers: tuple[int, ...]
+    #: a colleague's copy (not counted as another acknowledgement)
+    copy: bool = False
 
     @classmethod
     def of(cls, row: dict[str, Any], mail: OutgoingMail) -> QueuedMail:
-        return cls(row, (mail.case_number,) if mail.case_number is not None else ())
+        return cls(row, (mail.case_number,) if mail.case_number is not None else (), mail.is_copy)
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,9 @@ def insert_cases(conn: Connection, cases: Sequence[NumberedCase], batch: Batch,
         if planned.linked_case_id:
             linked.append({"case_id": case_id, "at": batch.now, "actor": "batch", "kind": CaseEventKind.LINKED.value,
                            "detail": f"follows up closed case id {planned.linked_case_id}"})
+        if planned.cc:
+            linked.append({"case_id": case_id, "at": batch.now, "actor": "batch", "kind": CaseEventKind.CC.value,
+                           "detail": planned.cc.detail()})
     insert_ignore(conn, CASE_MESSAGE, links, ["message_pk"])
     mark_batched(conn, [link["message_pk"] for link in links], batch.now)
     if links:
@@ -249,6 +256,8 @@ class Writer:
             for mail in unit.mail:
                 case_ids = [ids[n] for n in mail.numbers]
                 self.outbox.put({**mail.row, "case_id": case_ids[0] if case_ids else None, "case_ids": case_ids})
+                if mail.copy:
+                    continue
                 if mail.row["kind"] == MailKind.ACK:
                     written.acknowledgements += 1
                 else:

@@ -5,7 +5,8 @@ outcome) the plan groups each requester's mail into cases -- mails of one
 thread, or with the same normalised subject unless it is generic -- and
 says what each case is: requester, subject, severity (the most severe of
 its mails), status (held, out of scope or new), flags, the closed case it
-follows up, the promise it carries.  What the planner needs besides the
+follows up, the promise it carries, the colleagues it copies
+(:mod:`mailcase.cutoff.cc`).  What the planner needs besides the
 requests comes in one :class:`PlanContext` value; the numbers, owners,
 rows and mail come later (:mod:`mailcase.cutoff.make`).
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from mailcase.core.states import CaseStatus
+from mailcase.cutoff.cc import CcChoice, CcLookup, choose
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import priority_for
 from mailcase.mail.subjects import normalise_subject
@@ -72,6 +74,8 @@ class PlanContext:
     previous: datetime | None = None
     #: normalised subjects that never join two mails into one case ("help", "question")
     generic_subjects: frozenset[str] = frozenset()
+    #: what is known of the addresses in the requests' To and Cc (None: copy no one)
+    cc: CcLookup | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class PlannedCase:
     received_at: datetime
     promise: Promise
     suggestions: tuple[Suggestion, ...] = field(default=())
+    #: the requester's colleagues copied on its mail, and the addresses dropped
+    cc: CcChoice = field(default=CcChoice())
 
     @property
     def first(self) -> Request:
@@ -223,4 +229,6 @@ def plan_case(group: Sequence[Request], ctx: PlanContext) -> PlannedCase:
         linked_case_id=next((e.case_id for r in group for e in r.outcome.effects if isinstance(e, LinkCase)), None),
         received_at=min(r.mail.received_at for r in group),
         promise=ctx.promise,
+        cc=choose([(r.mail, r.outcome) for r in group], first.requester, first.account_id, ctx.cc)
+        if ctx.cc is not None else CcChoice(),
     )

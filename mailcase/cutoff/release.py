@@ -15,6 +15,7 @@ from mailcase.cutoff.make import Batch, is_transient
 from mailcase.domain.cases import event
 from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, PERSON
 from mailcase.outbound.compose import OutgoingMail
+from mailcase.outbound.copies import colleagues, with_copies
 from mailcase.outbound.outbox import OutboxQueue
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def release_held(conn: Connection, batch: Batch, composer: Composer, outbox: Out
             with conn.begin_nested():
                 _release(conn, batch, row)
                 if not row.no_auto_reply:
-                    outbox.add(_ack(conn, composer, row))
+                    for mail in with_copies(_ack(conn, composer, row), colleagues(conn, row, batch.cutoff)):
+                        outbox.add(mail)
                     outbox.flush()
         except Exception as exc:
             if is_transient(exc):

@@ -2,7 +2,8 @@
 
 Phases, each small: open the batch row; claim the pending mail; judge every
 mail again (the directory as of the cutoff); plan the cases (pure:
-:mod:`mailcase.cutoff.plan`); look up their suggestions; number them and
+:mod:`mailcase.cutoff.plan`), with the colleagues each copies
+(:mod:`mailcase.cutoff.cc`); look up their suggestions; number them and
 compose their mail; write them in bulk; release held cases; record the
 counts.  A failure of one item quarantines that item only (stage
 ``batch``); a database that went away rolls the whole cutoff back.
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection
 from mailcase.config.settings import Config
 from mailcase.core.log import kv
 from mailcase.core.states import Stage
+from mailcase.cutoff.cc import lookup as cc_lookup
 from mailcase.cutoff.compose import Composer
 from mailcase.cutoff.judge import Judge
 from mailcase.cutoff.make import (
@@ -38,13 +40,15 @@ from mailcase.cutoff.make import (
 from mailcase.cutoff.plan import PlanContext, PlannedCase, Request, Unit, plan
 from mailcase.cutoff.release import release_held
 from mailcase.domain.calendar import BusinessCalendar
-from mailcase.domain.cases import CaseAllocator
+from mailcase.domain.cases import CaseAllocator, staff_addresses
+from mailcase.domain.directory import DbDirectory
 from mailcase.domain.tables import BATCH
 from mailcase.ingest.quarantine import quarantine
 from mailcase.outbound.kb import Suggestion
 from mailcase.outbound.kb import count as kb_count
 from mailcase.outbound.kb import suggest as kb_suggest
 from mailcase.outbound.outbox import OutboxQueue
+from mailcase.outbound.staffnews import notify_batch_assigned
 from mailcase.rules.base import Disposition, Mail
 
 log = logging.getLogger(__name__)
@@ -117,12 +121,13 @@ class Cutoff:
         self.result.batch_id = batch.id
         composer = Composer.for_batch(self.config, self.cal, batch)
         requests = self._judge(batch, composer, self._claim(batch))
-        units = self._suggest(plan(requests, self._plan_context(batch)))
+        units = self._suggest(plan(requests, self._plan_context(batch, requests)))
         # numbers and owners from the cases as they are now (judging may have reopened some)
         allocator = CaseAllocator(self.conn, self.job.now)
         self._write(batch, allocator, self._compose(composer, allocator, units))
         self.result.released = release_held(self.conn, batch, composer, self.outbox)
         self.outbox.flush()
+        notify_batch_assigned(self.conn, self.config, batch.id, self.job.now)
         self._close(batch)
         return self.result
 
@@ -186,9 +191,12 @@ class Cutoff:
         elif outcome.notice is not None:
             self.result.notices_withheld += 1
 
-    def _plan_context(self, batch: Batch) -> PlanContext:
+    def _plan_context(self, batch: Batch, requests: Sequence[Request]) -> PlanContext:
+        directory = DbDirectory(self.conn, batch.cutoff, self.config.staff, staff_addresses(self.conn))
+        cc = cc_lookup(self.conn, self.config, directory, [r.mail for r in requests],
+                       {r.account_id for r in requests if r.account_id is not None})
         return PlanContext(batch.promise, batch.previous,
-                           frozenset(s.lower() for s in self.config.batch.generic_subjects))
+                           frozenset(s.lower() for s in self.config.batch.generic_subjects), cc)
 
     def _suggest(self, units: list[Unit]) -> list[Unit]:
         """Knowledge-base suggestions for each case, from its first mail."""

@@ -230,7 +230,12 @@ def list_cases(
                     CASE.c.status.not_in(NOT_DUE_CASE_STATUSES)),
             CASE.c.first_response_at > CASE.c.ack_breach_at,
         ))
-    rows = conn.execute(q.order_by(CASE.c.priority, CASE.c.number).limit(limit)).all()
+    # open cases first, then by when the answer is due (none last), then queue order
+    rows = conn.execute(q.order_by(
+        sa.case((CASE.c.status.in_(OPEN_CASE_STATUSES), 0), else_=1),
+        CASE.c.ack_due_at.is_(None), CASE.c.ack_due_at, CASE.c.ack_breach_at.is_(None), CASE.c.ack_breach_at,
+        CASE.c.priority, CASE.c.number,
+    ).limit(limit)).all()
     return [_view(r) for r in rows]
 
 

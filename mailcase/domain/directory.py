@@ -107,6 +107,8 @@ class DbDirectory:
         address = address.lower()
         if address in {a.lower() for a in self.staff.addresses} or address in self.extra_staff:
             return True
+        if address in {a.lower() for a in self.staff.tier_addresses.values()}:
+            return True
         domain = domain_of(address)
         return any(domain == d.lower().lstrip("@") for d in self.staff.domains)
 

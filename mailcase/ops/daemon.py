@@ -39,6 +39,7 @@ from mailcase.ingest.fetch import SyncResult, sync_mailbox
 from mailcase.ingest.mailbox_state import record_failure
 from mailcase.ingest.quarantine import auto_retry
 from mailcase.ingest.stages import BackgroundParser, StageResult, run_headers_stage
+from mailcase.ops.closing import close_quiet_cases
 from mailcase.ops.metrics import Metrics
 from mailcase.ops.promise import watch
 from mailcase.ops.retention import apply_retention
@@ -164,6 +165,7 @@ def run_pass(
     if result.batches.waiting:
         log.info("event=cutoff-waiting %s", kv(result.batches.waiting))
     result.delivery = deliver_due(engine, transport_for(config, engine, clock), clock.now(), config)
+    close_quiet_cases(engine, config, clock.now())
     return result
 
 
@@ -272,9 +274,10 @@ class Daemon:
             n = auto_retry(conn, self.clock.now(), self.config.daemon.quarantine_retries)
         if n:
             log.info("event=quarantine-retried entries=%d", n)
+        close_quiet_cases(self.engine, self.config, self.clock.now())
         apply_retention(self.engine, self.config, self.clock.now())
         with transaction(self.engine) as conn:
-            watch(conn, self.clock.now())
+            watch(conn, self.clock.now(), self.config)
 
     # -- supervision ---------------------------------------------------------------------------
 

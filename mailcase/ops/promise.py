@@ -5,7 +5,8 @@ breached after two (batch.py); what counts is the first human response to
 the customer (deliver.py records it).  The service looks every minute: a
 case that comes within four hours of its due time, passes it, or passes
 its breach time without a human answer gets an event of that name (once)
-and a warning in the log; the report and the metrics count them.
+and a warning in the log (and its owner a mail, staffnews.py); the report
+and the metrics count them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailcase.config.settings import Config
 from mailcase.core.log import kv
 from mailcase.core.states import NOT_DUE_CASE_STATUSES, PromiseState
 from mailcase.domain.cases import event
 from mailcase.domain.tables import CASE, CASE_EVENT
 from mailcase.ops.report import DUE_SOON, promise_state
+from mailcase.outbound.staffnews import News, notify_staff
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,9 @@ log = logging.getLogger(__name__)
 STATES: tuple[PromiseState, ...] = tuple(PromiseState)
 
 
-def watch(conn: Connection, now: datetime) -> list[tuple[int, PromiseState]]:
-    """Record (once) the promise state each open, unanswered case has reached; the new ones."""
+def watch(conn: Connection, now: datetime, config: Config | None = None) -> list[tuple[int, PromiseState]]:
+    """Record (once) the promise state each open, unanswered case has reached; the new ones.
+    With ``config``, the case's owner is mailed of each state (once: staffnews.py)."""
     rows = conn.execute(sa.select(CASE).where(
         CASE.c.first_response_at.is_(None), CASE.c.ack_due_at.is_not(None),
         CASE.c.ack_due_at <= now + DUE_SOON,
@@ -50,6 +54,8 @@ def watch(conn: Connection, now: datetime) -> list[tuple[int, PromiseState]]:
               f"no human answer yet; {'breach' if state is PromiseState.BREACHED else 'due'} {when:%Y-%m-%d %H:%M} UTC")
         log.warning("event=promise case=%s state=%s due=%s breach=%s", row.number, state,
                     kv(f"{row.ack_due_at:%Y-%m-%dT%H:%MZ}"), kv(f"{row.ack_breach_at:%Y-%m-%dT%H:%MZ}"))
+        if config is not None:
+            notify_staff(conn, config, row.id, News(state.value), now, cause=f"case:{row.id}")
         new.append((row.number, state))
     return new
 

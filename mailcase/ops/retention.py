@@ -6,13 +6,14 @@ was closed before that date: retention is never shorter than the life of the
 case.  Mail still on its way (pending, held, quarantined) is never purged.
 
 Erasing a person (``erase --address``) removes their mail's bytes and text,
-their address and name from messages, classifications, cases, the outbox,
-bounces, suppressions and the directory, and keeps every row, so reports
-still count what happened.
+their address and name from messages, classifications, cases (the requester,
+and the colleagues a case copies), the outbox, bounces, suppressions and the
+directory, and keeps every row, so reports still count what happened.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,6 +129,16 @@ class EraseResult:
                 f"{self.people} directory entries")
 
 
+def _drop_copies(conn: Connection, address: str) -> None:
+    """The address is no longer a colleague any case copies."""
+    rows = conn.execute(sa.select(CASE.c.id, CASE.c.cc).where(
+        sa.cast(CASE.c.cc, sa.Text).like(f"%{json.dumps(address)}%"))).all()  # the list as stored, on both databases
+    for case_id, cc in rows:
+        kept = [a for a in (cc or []) if a != address]
+        if kept != list(cc or []):
+            conn.execute(sa.update(CASE).where(CASE.c.id == case_id).values(cc=kept))
+
+
 def erase(conn: Connection, address: str, now: datetime) -> EraseResult:
     address = address.strip().lower()
     result = EraseResult()
@@ -145,6 +156,7 @@ def erase(conn: Connection, address: str, now: datetime) -> EraseResult:
     conn.execute(sa.update(CLASSIFICATION).where(CLASSIFICATION.c.sender == address).values(sender=ERASED))
     result.cases = int(conn.execute(sa.update(CASE).where(CASE.c.requester == address).values(
         requester=ERASED, subject=ERASED)).rowcount)
+    _drop_copies(conn, address)
     result.outbox = int(conn.execute(sa.update(OUTBOX).where(OUTBOX.c.to_addr == address).values(
         to_addr=ERASED, raw=b"", subject=ERASED)).rowcount)
     conn.execute(sa.update(BOUNCE).where(BOUNCE.c.recipient == address).values(recipient=ERASED))

@@ -5,11 +5,14 @@ case: msgid.py), In-Reply-To/References to the mail it answers (RFC 5322
 §3.6.4), the case token in the subject, ``Auto-Submitted: auto-replied`` on
 acknowledgements and notices (RFC 3834 §5), ``X-Auto-Response-Suppress: All``
 so Exchange does not answer with out-of-office replies.  Mail goes to the
-matched From address, never to a differing Reply-To.
+matched From address, never to a differing Reply-To; a mail copied to the
+requester's colleagues names them in ``Cc`` and goes to each as a row of its
+own with the same headers (outbound/copies.py).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from collections.abc import Sequence
@@ -18,7 +21,7 @@ from datetime import datetime
 from email import quoprimime
 from email.header import Header
 from email.policy import compat32
-from email.utils import format_datetime
+from email.utils import encode_rfc2231, format_datetime
 from typing import Any, cast
 
 from mailcase.config.settings import Config
@@ -38,7 +41,17 @@ AUTO_SUBMITTED: dict[MailKind, str | None] = {
     MailKind.RESOLUTION: "auto-generated",
     MailKind.SURVEY: "auto-generated",
     MailKind.REPLY: None,  # a staff member wrote it
+    MailKind.STAFF: "auto-generated",  # news of a case for staff
 }
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    """A file sent with a mail (a staff reply's ``--attach``)."""
+
+    name: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -56,9 +69,21 @@ class OutgoingMail:
     batch_id: int | None = None
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
+    attachments: tuple[OutgoingAttachment, ...] = ()
+    #: the colleagues copied (the Cc header); every copy shows the same headers
+    cc: tuple[str, ...] = ()
+    #: a colleague's copy: the To header's address (the requester); ``to_addr`` is the colleague
+    header_to: str | None = None
+    #: the unique part of the Message-ID, shared by the requester's mail and its copies
+    msgid_unique: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MailKind(self.kind))  # a plain "reply" too; an unknown kind raises
+
+    @property
+    def is_copy(self) -> bool:
+        """A colleague's copy of the requester's mail."""
+        return self.header_to is not None
 
     @property
     def full_kind(self) -> str:
@@ -107,14 +132,16 @@ def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tu
     """
     out = config.outgoing
     kind = mail.kind.value if mail.kind is not MailKind.NOTICE else f"n-{mail.notice_kind or 'x'}"[:20]
-    message_id = make_message_id(key, out.domain, kind, mail.case_number)
+    message_id = make_message_id(key, out.domain, kind, mail.case_number, mail.msgid_unique)
     fields: list[tuple[str, str | Header]] = [
         ("From", _address(out.from_name, out.from_address)),
-        ("To", _address(mail.to_name, mail.to_addr)),
+        ("To", _address(mail.to_name, mail.header_to or mail.to_addr)),
         ("Subject", _header(with_token(mail.rendered.subject, mail.case_number))),
         ("Date", format_datetime(now)),
         ("Message-ID", message_id),
     ]
+    if mail.cc:
+        fields.insert(2, ("Cc", ",\r\n ".join(_address("", a) for a in mail.cc)))  # folded between addresses
     parent = mail.in_reply_to if mail.in_reply_to and _MSG_ID.fullmatch(mail.in_reply_to) else None
     if parent:
         # only well-formed ASCII ids: a sender's odd Message-ID must not make
@@ -127,7 +154,7 @@ def compose(mail: OutgoingMail, config: Config, key: bytes, now: datetime) -> tu
         fields.append(("Auto-Submitted", auto))
     fields.append(("X-Auto-Response-Suppress", "All"))
     fields.append(("X-Mailcase-Kind", mail.full_kind))
-    return message_id, _alternative(fields, mail.rendered.text, mail.rendered.html)
+    return message_id, _alternative(fields, mail.rendered.text, mail.rendered.html, mail.attachments)
 
 
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,990}>")
@@ -140,7 +167,7 @@ _ADDRESS_FIELDS = ("From", "To", "Cc")
 def _field(name: str, value: str | Header) -> str:
     """One header line, folded (RFC 5322 §2.2.3) when long or encoded."""
     if isinstance(value, str) and (len(name) + len(value) < 76 or name in _ADDRESS_FIELDS):
-        if len(name) + len(value) > 996:
+        if len(name) + max(len(line) for line in value.split("\r\n")) > 996:
             raise ComposeError(f"{name} is longer than a header line may be")
         return f"{name}: {value}\r\n"
     return _SMTP.fold(name, cast(Any, value))  # compat32 folds Header objects too (typeshed says str)
@@ -153,7 +180,25 @@ def _qp_part(subtype: str, text: str) -> str:
             f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{encoded}\r\n")
 
 
-def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: str) -> bytes:
+def _attachment_part(att: OutgoingAttachment) -> str:
+    """A file as a base64 part; its name RFC 2231-encoded when not plain ASCII (never a path)."""
+    name = re.sub(r"[\x00-\x1f\x7f\"\\/]", "_", att.name.replace("\\", "/").rsplit("/", 1)[-1])[:200] or "attachment"
+    ctype = att.content_type if _CTYPE.fullmatch(att.content_type) else "application/octet-stream"
+    try:
+        name.encode("ascii")
+        param = f'filename="{name}"'
+    except UnicodeEncodeError:
+        param = f"filename*={encode_rfc2231(name[:60], 'utf-8')}"  # a header line stays under 998
+    body = base64.encodebytes(att.data).decode("ascii").replace("\n", "\r\n")
+    return (f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-Disposition: attachment; {param}\r\n\r\n{body}")
+
+
+_CTYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: str,
+                 attachments: Sequence[OutgoingAttachment] = ()) -> bytes:
     """multipart/alternative of a text and an HTML part, CRLF line ends.
 
     Written directly rather than through email.generator (a fifth of the
@@ -164,9 +209,16 @@ def _alternative(fields: Sequence[tuple[str, str | Header]], text: str, html: st
     """
     boundary = f"=_mailcase_{secrets.token_hex(12)}"
     head = "".join(_field(n, v) for n, v in fields)
+    alternative = (
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\n{_qp_part('plain', text)}--{boundary}\r\n{_qp_part('html', html)}--{boundary}--\r\n"
+    )
+    if attachments:  # multipart/mixed: the text first, then each file (base64: no line starts "--=_")
+        mixed = f"=_mailcase_{secrets.token_hex(12)}"
+        alternative = (
+            f'Content-Type: multipart/mixed; boundary="{mixed}"\r\n\r\n--{mixed}\r\n{alternative}'
+            + "".join(f"--{mixed}\r\n{_attachment_part(a)}" for a in attachments) + f"--{mixed}--\r\n"
+        )
     # ASCII but for an internationalised address (RFC 6532: UTF-8 in the
     # header, sent only with SMTPUTF8)
-    return (
-        f'{head}MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-        f"--{boundary}\r\n{_qp_part('plain', text)}--{boundary}\r\n{_qp_part('html', html)}--{boundary}--\r\n"
-    ).encode("utf-8")
+    return f"{head}MIME-Version: 1.0\r\n{alternative}".encode("utf-8")

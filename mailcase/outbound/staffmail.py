@@ -1,6 +1,7 @@
 """Mail staff cause on a case: replies (and previews of any template).
 
-A staff reply goes to the case's requester in the case's thread
+A staff reply goes to the case's requester (and a copy to each colleague
+the case copies: outbound/copies.py) in the case's thread
 (In-Reply-To the newest mail of the case, References the thread), with the
 case token in the subject.  Its idempotency key includes a hash of the text,
 so re-running the same command queues nothing twice.
@@ -9,6 +10,7 @@ so re-running the same command queues nothing twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
-from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseEventKind, CaseStatus, MailKind
+from mailcase.core.states import LIVE_OUTBOX_STATUSES, CaseEventKind, CaseMessageRole, CaseStatus, MailKind
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import event, get_case
 from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, OUTBOX, PERSON, SPECIALIST
-from mailcase.outbound.compose import OutgoingMail, with_token
-from mailcase.outbound.outbox import enqueue
+from mailcase.outbound.compose import OutgoingAttachment, OutgoingMail, with_token
+from mailcase.outbound.copies import colleagues, enqueue_copied
 from mailcase.outbound.render import Rendered, find_templates, render
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
@@ -33,18 +35,20 @@ def case_view(row: Any) -> dict[str, Any]:
 
 
 def thread(conn: Connection, case_id: int) -> tuple[str | None, tuple[str, ...]]:
-    """(newest Message-ID of the case, the thread's Message-IDs oldest first): ours and theirs."""
+    """(newest Message-ID of the case, the thread's Message-IDs oldest first): ours and theirs,
+    as the customer saw them (staff notes and our mail to staff are not theirs to see)."""
     theirs = conn.execute(
         sa.select(MESSAGE.c.message_id, MESSAGE.c.received_at)
         .join(CASE_MESSAGE, CASE_MESSAGE.c.message_pk == MESSAGE.c.id)
-        .where(CASE_MESSAGE.c.case_id == case_id)
+        .where(CASE_MESSAGE.c.case_id == case_id, CASE_MESSAGE.c.role != CaseMessageRole.STAFF_NOTE.value)
     ).all()
     ours = conn.execute(
         sa.select(OUTBOX.c.message_id, OUTBOX.c.created_at).where(
-            sa.or_(OUTBOX.c.case_id == case_id), OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES))
+            sa.or_(OUTBOX.c.case_id == case_id), OUTBOX.c.status.in_(LIVE_OUTBOX_STATUSES),
+            OUTBOX.c.kind != MailKind.STAFF.value)
     ).all()
     ordered = sorted(((at, mid) for mid, at in list(theirs) + list(ours) if at is not None), key=lambda t: t[0])
-    ids = tuple(mid for _, mid in ordered)
+    ids = tuple(dict.fromkeys(mid for _, mid in ordered))  # a mail and its colleagues' copies share one id
     return (ids[-1] if ids else None), ids
 
 
@@ -60,7 +64,8 @@ def requester_name(conn: Connection, row: Any) -> str:
 
 
 def queue_reply(
-    conn: Connection, config: Config, number: int, body: str, staff: str | None, now: datetime, actor: str
+    conn: Connection, config: Config, number: int, body: str, staff: str | None, now: datetime, actor: str,
+    attachments: Sequence[OutgoingAttachment] = (),
 ) -> str:
     row = get_case(conn, number)
     staff_name = staff or conn.execute(
@@ -69,11 +74,15 @@ def queue_reply(
     rendered = render(find_templates(config.outgoing.templates_dir), "reply", {
         **_base(config), "cases": [case_view(row)], "body": body.strip(), "staff_name": staff_name,
     })
-    key = f"reply:case:{row.id}:{hashlib.sha256(body.strip().encode()).hexdigest()[:16]}"
-    queued = enqueue(conn, OutgoingMail(
+    digest = hashlib.sha256(body.strip().encode())
+    for a in attachments:  # the same text with other files is another mail; the same files, the same
+        digest.update(b"\0" + a.name.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(a.data).digest())
+    key = f"reply:case:{row.id}:{digest.hexdigest()[:16]}"
+    queued = enqueue_copied(conn, OutgoingMail(
         key=key, kind=MailKind.REPLY, notice_kind=None, to_addr=row.requester, to_name="", rendered=rendered,
         case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
-    ), config, config.hmac_key(), now)
+        attachments=tuple(attachments),
+    ), colleagues(conn, row, now), config, config.hmac_key(), now)
     if queued:
         values: dict[str, Any] = {}
         if row.first_staff_action_at is None:
@@ -82,7 +91,8 @@ def queue_reply(
             values["status"] = CaseStatus.IN_PROGRESS.value
         if values:
             conn.execute(sa.update(CASE).where(CASE.c.id == row.id).values(**values))
-        event(conn, row.id, now, actor, CaseEventKind.REPLY, f"by {staff_name}")
+        files = f", attached {', '.join(a.name for a in attachments)}" if attachments else ""
+        event(conn, row.id, now, actor, CaseEventKind.REPLY, f"by {staff_name}{files}")
     return key
 
 

@@ -26,6 +26,7 @@ from mailcase.domain.cases import event, get_case, set_status
 from mailcase.domain.people import REPRESENTATIVE_ROLES
 from mailcase.domain.tables import CASE, OUTBOX, PERSON, SURVEY_RESPONSE
 from mailcase.outbound.compose import OutgoingMail
+from mailcase.outbound.copies import colleagues, enqueue_copied
 from mailcase.outbound.outbox import enqueue, is_suppressed
 from mailcase.outbound.render import find_templates, render
 from mailcase.outbound.staffmail import case_view, requester_name, thread
@@ -74,16 +75,17 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     key = config.hmac_key()
     templates = find_templates(config.outgoing.templates_dir)
     parent, refs = thread(conn, row.id)
-    n = conn.execute(sa.select(sa.func.count()).where(
-        OUTBOX.c.case_id == row.id, OUTBOX.c.kind == MailKind.RESOLUTION.value)).scalar_one()
+    n = conn.execute(sa.select(sa.func.count()).where(  # the requester's, not the colleagues' copies
+        OUTBOX.c.case_id == row.id, OUTBOX.c.kind == MailKind.RESOLUTION.value,
+        OUTBOX.c.to_addr == row.requester)).scalar_one()
     resolution_key = f"resolution:case:{row.id}:{int(n) + 1}"
     rendered = render(templates, "resolution", _vars(conn, config, row) | {
         "note": note.strip(), "reopen_days": config.rules.reopen_window_days})
-    if not row.no_auto_reply:
-        enqueue(conn, OutgoingMail(
+    if not row.no_auto_reply:  # to the requester and a copy to each colleague; the survey is theirs alone
+        enqueue_copied(conn, OutgoingMail(
             key=resolution_key, kind=MailKind.RESOLUTION, notice_kind=None, to_addr=row.requester, to_name="",
             rendered=rendered, case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
-        ), config, key, now)
+        ), colleagues(conn, row, now), config, key, now)
     blocker = survey_blocker(conn, config, row, now)
     if blocker is not None:
         event(conn, row.id, now, "mailcase", CaseEventKind.SURVEY_SKIPPED, blocker)

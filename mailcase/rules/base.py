@@ -22,7 +22,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal, Protocol, TypeAlias
 
-from mailcase.config.rules import SEVERITY_LEVELS, RulesConfig
+from mailcase.config.rules import SEVERITY_LEVELS, RulesConfig, StaffConfig
 from mailcase.config.settings import Config
 from mailcase.domain.people import Account, Person
 from mailcase.mail.fingerprints import fingerprint, loose_fingerprint
@@ -231,10 +231,12 @@ class RuleSettings:
     rules: RulesConfig
     #: the addresses we send from: mail from them is our own coming back
     our_addresses: tuple[str, ...] = ()
+    #: the ``[staff]`` table: how staff mail is told apart as a reply to the customer
+    staff: StaffConfig = field(default_factory=StaffConfig)
 
     @classmethod
     def from_config(cls, config: Config) -> RuleSettings:
-        return cls(config.rules, (config.outgoing.from_address.lower(),))
+        return cls(config.rules, (config.outgoing.from_address.lower(),), config.staff)
 
     @property
     def authserv_id(self) -> str | None:

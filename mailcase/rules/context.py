@@ -24,6 +24,7 @@ from mailcase.core.states import (
     CaseMessageRole,
     MailKind,
 )
+from mailcase.domain.casework import surviving_case
 from mailcase.domain.directory import DbDirectory
 from mailcase.domain.tables import (
     BATCH,
@@ -231,7 +232,7 @@ class DbContext:
             return None
         if all(mid in self.cache.threads for mid in ids):
             rows = [self.cache.threads[mid] for mid in ids if self.cache.threads[mid] is not None]
-            return _case_ref(max(rows, key=lambda r: r.id)) if rows else None
+            return _case_ref(surviving_case(self.conn, max(rows, key=lambda r: r.id))) if rows else None
         row = self.conn.execute(
             sa.select(CASE)
             .join(CASE_MESSAGE, CASE_MESSAGE.c.case_id == CASE.c.id)
@@ -240,11 +241,12 @@ class DbContext:
             .order_by(CASE.c.id.desc())
             .limit(1)
         ).first()
-        return _case_ref(row) if row else None
+        return _case_ref(surviving_case(self.conn, row)) if row else None
 
     def case_by_number(self, number: int) -> CaseRef | None:
+        """The case of that number or, merged, the case it was merged into."""
         row = self.conn.execute(sa.select(CASE).where(CASE.c.number == number)).first()
-        return _case_ref(row) if row else None
+        return _case_ref(surviving_case(self.conn, row)) if row else None
 
     def survey_for(self, ids: Sequence[str], token_case: int | None, sender: str) -> tuple[CaseRef, int] | None:
         for mid in ids:

@@ -4,7 +4,8 @@ Rules stay pure: they return these values and the classify stage applies them
 in the mail's transaction, dispatching on the value's type through an
 :data:`EffectHandlers` table.  The handlers for the rules' own tables and the
 domain's are :data:`mailcase.rules.record.BASE_EFFECTS`; the outbound stage adds
-the ones for bounces and survey scores (:data:`mailcase.outbound.effects.EFFECTS`).
+the ones for bounces, survey scores and mail to and from staff
+(:data:`mailcase.outbound.effects.EFFECTS`).
 """
 
 from __future__ import annotations
@@ -69,4 +70,24 @@ class Alert:
     what: str
 
 
-Effect = LinkCase | ReopenCase | RecordBounce | RecordSurvey | LockPin | Alert
+@dataclass(frozen=True)
+class CustomerWrote:
+    """The customer wrote again on a case (a follow-up, or a reply that reopens it): its owner hears."""
+
+    kind: ClassVar[str] = "customer-wrote"
+    case_id: int
+    reopened: bool = False
+
+
+@dataclass(frozen=True)
+class StaffReply:
+    """Staff answered the customer by mail (marked as a reply): queue it to the customer in the case's thread."""
+
+    kind: ClassVar[str] = "staff-reply"
+    case_id: int
+    number: int
+    text: str
+    staff: str  # the staff address that wrote it
+
+
+Effect = LinkCase | ReopenCase | RecordBounce | RecordSurvey | LockPin | Alert | CustomerWrote | StaffReply

@@ -10,7 +10,10 @@ passed DMARC aligned with its From domain: a stranger cannot inject mail
 into a case by writing its number, nor by also writing a customer's
 address in From (case numbers are sequential, addresses are public).  A
 reply to a closed case within the reopen window reopens it; after that it
-is a new request linked to the old one.
+is a new request linked to the old one.  A follow-up or a reopening tells
+the case's owner (:class:`CustomerWrote`).
+Mail of a merged case (our Message-IDs naming it, its token) lands in the
+case it was merged into: the context follows ``merged_into_id``.
 Staff mail is left to the staff rule.
 """
 
@@ -22,7 +25,7 @@ from mailcase.core.states import CLOSED_CASE_STATUSES
 from mailcase.mail.subjects import case_label, case_number
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import CaseRef, Context, Disposition, Mail, Outcome, Verdict
-from mailcase.rules.effects import LinkCase, ReopenCase
+from mailcase.rules.effects import CustomerWrote, LinkCase, ReopenCase
 
 RULE = "threading"
 
@@ -89,7 +92,7 @@ def attach(mail: Mail, ctx: Context, case: CaseRef, how: str, rule: str = RULE) 
             rule, "reopen", f"replies to {case.status} case {case_label(case.number)} within "
             f"{ctx.settings.rules.reopen_window_days} days ({how}): reopened",
             Disposition.FOLLOW_UP, case=case,
-            effects=(ReopenCase(case.id),),
+            effects=(ReopenCase(case.id), CustomerWrote(case.id, reopened=True)),
         )
     return Verdict(rule, "follow-up", f"follow-up of case {case_label(case.number)} ({how})",
-                   Disposition.FOLLOW_UP, case=case)
+                   Disposition.FOLLOW_UP, case=case, effects=(CustomerWrote(case.id),))

@@ -42,6 +42,9 @@ class Walk:
     defects: list[str] = field(default_factory=list)
     counter: int = 0
     thinned: Thinned | None = None
+    #: with a list here, each listed attachment's bytes are kept in it too (None: a part the
+    #: thinning of a large mail left out, not in memory): to write attachments out
+    files: list[bytes | None] | None = None
 
     def add(
         self, name: str | None, ctype: str, data: bytes, contents: tuple[str, ...] = (),
@@ -54,6 +57,8 @@ class Walk:
                 self.attachments.append(
                     Attachment("(more not listed)", "application/octet-stream", 0, "")
                 )
+                if self.files is not None:
+                    self.files.append(None)
             return
         shown = clean_name(name, self.counter) if name else default_name(self.counter, ctype)
         self.attachments.append(
@@ -65,6 +70,8 @@ class Walk:
                 contents=contents[:limits.MAX_CONTENTS],
             )
         )
+        if self.files is not None:
+            self.files.append(None if elision else data)
 
 
 #: a piece of body text: ("plain" | "html", text)

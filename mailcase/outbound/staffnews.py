@@ -1,0 +1,193 @@
+"""News of a case mailed to staff: its owner, or the tier it was escalated to.
+
+The owner hears when a case is assigned (at the cutoff and by ``case
+assign``), when the customer writes again, when the case reopens, and when
+it nears, passes and breaches its due time; ``case escalate`` mails the new
+tier's address (``[staff] tier_addresses``).  Each mail carries the case
+token, what happened, the customer's new text (quoted history trimmed, PINs
+redacted: the parse worker's reply text) and the attachment names.
+
+It goes only to a staff address (configured staff, a specialist's, a tier's):
+any other recipient is refused.  It is ``Auto-Submitted: auto-generated``,
+kind ``staff`` (never a response to the customer, never capped), queued
+once under a key naming the case, the news and what caused it, so re-running
+sends nothing twice.  Mail staff send back is a note or a reply
+(rules/staff.py), never news: nothing here answers itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailcase.config.settings import Config
+from mailcase.core.log import kv
+from mailcase.core.states import CaseEventKind, CaseMessageRole, MailKind
+from mailcase.domain.calendar import BusinessCalendar
+from mailcase.domain.cases import event, staff_addresses
+from mailcase.domain.tables import ACCOUNT, CASE, CASE_MESSAGE, PARSED_MAIL, SPECIALIST
+from mailcase.mail.addresses import domain_of
+from mailcase.mail.quoting import latest_reply
+from mailcase.outbound.compose import OutgoingMail
+from mailcase.outbound.outbox import enqueue
+from mailcase.outbound.render import find_templates, render
+from mailcase.rules.severity import NAMES as SEVERITY_NAMES
+
+log = logging.getLogger(__name__)
+
+#: the most of the customer's text a notification quotes
+TEXT_LIMIT = 8000
+
+
+class News(StrEnum):
+    """What a notification tells (the outbox key and the subject name it)."""
+
+    ASSIGNED = "assigned"
+    FOLLOW_UP = "follow-up"
+    REOPENED = "reopened"
+    DUE_SOON = "due-soon"
+    OVERDUE = "overdue"
+    BREACHED = "breached"
+    ESCALATED = "escalated"
+
+
+HEADLINES: dict[News, str] = {
+    News.ASSIGNED: "Assigned to you",
+    News.FOLLOW_UP: "Customer wrote again",
+    News.REOPENED: "Reopened by the customer",
+    News.DUE_SOON: "Due soon",
+    News.OVERDUE: "Overdue",
+    News.BREACHED: "Breached",
+    News.ESCALATED: "Escalated",
+}
+
+WHAT: dict[News, str] = {
+    News.ASSIGNED: "The case was assigned to you.",
+    News.FOLLOW_UP: "The customer wrote again on the case.",
+    News.REOPENED: "The customer replied to the resolved case: it is open again.",
+    News.DUE_SOON: "The case nears its due time without a human answer.",
+    News.OVERDUE: "The case passed its due time without a human answer.",
+    News.BREACHED: "The case passed its breach time without a human answer.",
+    News.ESCALATED: "The case was escalated to your tier.",
+}
+
+
+def is_staff_recipient(conn: Connection, config: Config, address: str) -> bool:
+    """May news of a case go to ``address``: configured staff, a specialist's or a tier's address."""
+    address = address.lower()
+    staff = config.staff
+    if address in {a.lower() for a in staff.addresses} or address in staff_addresses(conn):
+        return True
+    if address in {a.lower() for a in staff.tier_addresses.values()}:
+        return True
+    return any(domain_of(address) == d.lower().lstrip("@") for d in staff.domains)
+
+
+def _customer_text(conn: Connection, message_pk: int | None) -> tuple[str, list[str]]:
+    """The newest part of a mail's text (PINs redacted) and its attachments' names."""
+    if message_pk is None:
+        return "", []
+    row = conn.execute(sa.select(PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_body, PARSED_MAIL.c.attachments)
+                       .where(PARSED_MAIL.c.message_pk == message_pk)).first()
+    if row is None:
+        return "", []
+    text = row.reply_text if row.reply_text is not None else latest_reply(row.text_body or "")
+    text = text.strip()
+    if len(text) > TEXT_LIMIT:
+        text = text[:TEXT_LIMIT] + "\n[...]"
+    names = [str(a.get("name") or a.get("filename") or "(unnamed)") for a in (row.attachments or [])
+             if isinstance(a, dict)]
+    return text, names
+
+
+def notify_staff(
+    conn: Connection, config: Config, case_id: int, news: News, now: datetime, *, cause: str,
+    message_pk: int | None = None, to: str | None = None, detail: str = "",
+) -> bool:
+    """Queue ``news`` of the case for its owner (or ``to``); False if nothing was queued.
+
+    ``cause`` makes the key: the same news of the same cause is queued once.
+    """
+    if not config.staff.notify:
+        return False
+    case = conn.execute(
+        sa.select(CASE, ACCOUNT.c.code.label("account_code"), SPECIALIST.c.address.label("owner_address"))
+        .outerjoin(ACCOUNT, ACCOUNT.c.id == CASE.c.account_id)
+        .outerjoin(SPECIALIST, SPECIALIST.c.id == CASE.c.owner_id)
+        .where(CASE.c.id == case_id)).first()
+    if case is None:
+        return False
+    recipient = (to or case.owner_address or "").strip().lower()
+    if not recipient:
+        return False
+    if not is_staff_recipient(conn, config, recipient) or recipient == (case.requester or "").lower():
+        log.warning("event=staff-news-refused case=%s news=%s to=%s reason=%s", case.number, news,
+                    kv(recipient), kv("not a staff, specialist or tier address"))
+        return False
+    text, attachments = _customer_text(conn, message_pk)
+    zone = BusinessCalendar(config.calendar).zone
+    promise = news in (News.DUE_SOON, News.OVERDUE, News.BREACHED)
+    headline = HEADLINES[news] + (f" to {case.tier}" if news is News.ESCALATED else "")
+    variables: dict[str, Any] = {
+        "headline": headline, "what": WHAT[news] + (f" {detail}" if detail else ""),
+        "case": {"number": case.number, "subject": case.subject, "requester": case.requester,
+                 "account": case.account_code or "", "tier": case.tier, "status": case.status,
+                 "severity_name": SEVERITY_NAMES.get(case.severity, str(case.severity))},
+        "due": case.ack_due_at.astimezone(zone) if promise and case.ack_due_at else None,
+        "breach": case.ack_breach_at.astimezone(zone) if promise and case.ack_breach_at else None,
+        "text": text, "attachments": attachments,
+        "marker": config.staff.reply_marker, "reply_address": config.staff.reply_address or "",
+    }
+    rendered = render(find_templates(config.outgoing.templates_dir), MailKind.STAFF.value, variables)
+    return enqueue(conn, OutgoingMail(
+        key=f"staff:{news.value}:case:{case.id}:{cause}", kind=MailKind.STAFF, notice_kind=None,
+        to_addr=recipient, to_name="", rendered=rendered, case_id=case.id, case_number=case.number,
+        message_pk=message_pk,
+    ), config, config.hmac_key(), now)
+
+
+def customer_wrote(conn: Connection, config: Config, case_id: int, message_pk: int, sender: str,
+                   now: datetime, reopened: bool) -> bool:
+    """The customer wrote again: an event (a reopening has its own), and the owner hears.
+
+    The status stays (states.py): an open case is still acknowledged, in progress
+    or escalated -- a customer's mail is no staff work; a resolved one reopens
+    (record.py).
+    """
+    if not reopened:
+        event(conn, case_id, now, "mailcase", CaseEventKind.FOLLOW_UP, f"from {sender} (mail #{message_pk})")
+    news = News.REOPENED if reopened else News.FOLLOW_UP
+    return notify_staff(conn, config, case_id, news, now, cause=f"mail:{message_pk}", message_pk=message_pk)
+
+
+def notify_assigned(conn: Connection, config: Config, case_id: int, now: datetime) -> bool:
+    """The case's owner hears it is theirs (once per case and owner)."""
+    owner = conn.execute(sa.select(CASE.c.owner_id).where(CASE.c.id == case_id)).scalar()
+    if owner is None:
+        return False
+    first = conn.execute(sa.select(sa.func.min(CASE_MESSAGE.c.message_pk)).where(
+        CASE_MESSAGE.c.case_id == case_id, CASE_MESSAGE.c.role == CaseMessageRole.REQUEST.value)).scalar()
+    return notify_staff(conn, config, case_id, News.ASSIGNED, now, cause=f"owner:{owner}", message_pk=first)
+
+
+def notify_batch_assigned(conn: Connection, config: Config, batch_id: int, now: datetime) -> int:
+    """The owners of a cutoff's new cases hear of them; how many were queued."""
+    if not config.staff.notify:
+        return 0
+    ids = conn.execute(sa.select(CASE.c.id).where(CASE.c.batch_id == batch_id, CASE.c.owner_id.is_not(None))
+                       .order_by(CASE.c.id)).scalars().all()
+    return sum(notify_assigned(conn, config, case_id, now) for case_id in ids)
+
+
+def notify_escalated(conn: Connection, config: Config, number: int, tier: str, now: datetime) -> bool:
+    """The tier a case was escalated to hears of it at its configured address."""
+    address = config.staff.tier_address(tier)
+    case_id = conn.execute(sa.select(CASE.c.id).where(CASE.c.number == number)).scalar()
+    if address is None or case_id is None:
+        return False
+    return notify_staff(conn, config, case_id, News.ESCALATED, now, cause=f"tier:{tier.upper()}", to=address)
