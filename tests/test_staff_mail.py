@@ -291,7 +291,7 @@ def test_the_owner_hears_answers_and_hears_again(db_url: str, tmp_path: Path) ->
 
 
 def test_without_notify_staff_hear_nothing(db_url: str, tmp_path: Path) -> None:
-    desk = Desk(db_url, tmp_path, staff={"domains": ["staff.example"]})
+    desk = Desk(db_url, tmp_path, staff={"notify": False, "domains": ["staff.example"]})
     desk.directory()
     with transaction(desk.engine) as conn:
         add_specialist(conn, "olga", OWNER, "SSI", datetime(2025, 1, 1, tzinfo=UTC))

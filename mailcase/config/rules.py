@@ -87,7 +87,7 @@ class StaffConfig(Frozen):
     domains: tuple[str, ...] = ()
     #: mail the owner of a case about it (assigned, the customer wrote again,
     #: reopened, due soon / overdue / breached); escalation mails the new tier
-    notify: bool = False
+    notify: bool = True
     #: staff mail whose subject starts with this, or with a line of only this,
     #: is a reply to the customer (the line is removed); otherwise a private note
     reply_marker: str = Field(default="#reply", min_length=1)
