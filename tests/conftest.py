@@ -5,13 +5,16 @@ Tests that need a server fail, not skip, when $CI is set.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from helpers import ImapAccount
+from batching import Desk
+from helpers import Cli, ImapAccount, write_config
 from servers import postgres
 from servers.dovecot import Dovecot, dovecot_binary
 
@@ -127,3 +130,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = getattr(item, "originalname", item.name)
         if fixtures & SERVER_FIXTURES or on_postgres or module in SLOW_MODULES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def desk_cli(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+             monkeypatch: pytest.MonkeyPatch) -> tuple[Desk, Cli]:
+    """A desk with its directory, and the CLI on the same database (file transport, test clock, no stdin)."""
+    desk = Desk(db_url, tmp_path)
+    desk.directory()
+    cfg = write_config(tmp_path / "c.toml", db_url, [], rules=desk.config.rules.model_dump(exclude_none=True),
+                       outgoing={"from_address": "support@support.example", "file_dir": str(tmp_path / "outbox")})
+    clock = tmp_path / "clock"
+    monkeypatch.setenv("MAILCASE_TEST_CLOCK", str(clock))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    return desk, Cli(cfg, clock, capsys)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import imapclient
+import pytest
 from servers.dovecot import Dovecot
 
+from mailcase.cli.app import main
 from mailcase.config.loader import parse_config
 from mailcase.config.settings import Config
 
@@ -225,3 +227,20 @@ class LogTail:
         self._reader.join(timeout)
         with self._changed:
             return "".join(self.lines)
+
+
+class Cli:
+    """The ``mailcase`` command run in-process through its real entry point, on one config and test clock."""
+
+    def __init__(self, cfg: Path, clock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.cfg, self.clock, self.capsys = cfg, clock, capsys
+
+    def __call__(self, *args: str, code: int = 0) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--config", str(self.cfg), *args])
+        out, err = self.capsys.readouterr()
+        assert exit_.value.code == code, f"{args}: exit {exit_.value.code}\n{out}\n{err}"
+        return out if code == 0 else err + out
+
+    def at(self, when: datetime) -> None:
+        self.clock.write_text(f"{when.isoformat()}\n")

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from batching import AUTH, Desk, ny
-from helpers import body_text, write_config
-from test_staff_cli import Cli
+from helpers import Cli, body_text
 
 from mailcase.cli import cases as cases_cli
 from mailcase.core.states import ReceivedSource
@@ -26,19 +25,6 @@ from mailcase.domain.db import transaction
 from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX
 from mailcase.ingest.ledger import Incoming, store
 from mailcase.ops.attachments import MAX_NAME_BYTES, safe_name
-
-
-@pytest.fixture
-def desk_cli(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-             monkeypatch: pytest.MonkeyPatch) -> tuple[Desk, Cli]:
-    desk = Desk(db_url, tmp_path)
-    desk.directory()
-    cfg = write_config(tmp_path / "c.toml", db_url, [], rules=desk.config.rules.model_dump(exclude_none=True),
-                       outgoing={"from_address": "support@support.example", "file_dir": str(tmp_path / "outbox")})
-    clock = tmp_path / "clock"
-    monkeypatch.setenv("MAILCASE_TEST_CLOCK", str(clock))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    return desk, Cli(cfg, clock, capsys)
 
 
 def _store(desk: Desk, raw: bytes, at: datetime) -> None:

@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import email
 import json
-from datetime import datetime
 from email.policy import default
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
-from helpers import body_text, write_config
+from helpers import Cli, body_text
 
-from mailcase.cli.app import main
 from mailcase.domain.tables import CASE, OUTBOX
-
-
-class Cli:
-    def __init__(self, cfg: Path, clock: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.cfg, self.clock, self.capsys = cfg, clock, capsys
-
-    def __call__(self, *args: str, code: int = 0) -> str:
-        with pytest.raises(SystemExit) as exit_:
-            main(["--config", str(self.cfg), *args])
-        out, err = self.capsys.readouterr()
-        assert exit_.value.code == code, f"{args}: exit {exit_.value.code}\n{out}\n{err}"
-        return out if code == 0 else err + out
-
-    def at(self, when: datetime) -> None:
-        self.clock.write_text(f"{when.isoformat()}\n")
-
-
-@pytest.fixture
-def desk_cli(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-             monkeypatch: pytest.MonkeyPatch) -> tuple[Desk, Cli]:
-    desk = Desk(db_url, tmp_path)
-    desk.directory()
-    cfg = write_config(tmp_path / "c.toml", db_url, [], rules=desk.config.rules.model_dump(exclude_none=True),
-                       outgoing={"from_address": "support@support.example", "file_dir": str(tmp_path / "outbox")})
-    clock = tmp_path / "clock"
-    monkeypatch.setenv("MAILCASE_TEST_CLOCK", str(clock))
-    cli = Cli(cfg, clock, capsys)
-    return desk, cli
 
 
 def test_work_a_case_end_to_end(desk_cli: tuple[Desk, Cli]) -> None:
