@@ -50,6 +50,17 @@ def _mail_with_files(at: datetime, names: list[str], subject: str = "Logs attach
     return "".join(parts).encode("ascii")
 
 
+def test_a_senders_control_characters_never_reach_the_terminal(desk_cli: tuple[Desk, Cli]) -> None:
+    desk, cli = desk_cli
+    desk.mail(ny(2026, 11, 23, 8, 0), subject="Export \x1b[31mbroken\u202e",
+              body="hello \x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07 world\n")
+    desk.process(ny(2026, 11, 23, 9, 31))
+    cli.at(ny(2026, 11, 23, 10, 0))
+    for shown in (cli("cases", "show", "1"), cli("cases", "list"), cli("message", "show", "1")):
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert "hello \ufffd[2J" in cli("cases", "show", "1")
+
+
 def test_cases_show_prints_the_conversation(desk_cli: tuple[Desk, Cli]) -> None:
     desk, cli = desk_cli
     body = ("The export still fails, PIN 4821.\n\nOn Mon, Nov 23, 2026 at 8:00 AM Support "

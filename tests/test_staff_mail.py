@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, Desk, ny
-from helpers import ImapAccount, body_text, make_mail, run_cli, write_config
+from helpers import ROOT, ImapAccount, body_text, make_mail, run_cli, write_config
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
 from servers.notify import NotifyListener
 from servers.smtp import SmtpSink
@@ -115,6 +116,23 @@ def test_the_marker_elsewhere_is_not_a_reply() -> None:
     m = staff_mail("Do not send #reply yet.\n", subject="Re: [Case #000123] about #reply")
     verdict = staff(m, ctx(), Outcome())
     assert verdict is not None and verdict.name == "staff-note"
+
+
+@pytest.mark.parametrize(("body", "subject"), [
+    ("Hi Alice,\n#reply\nTry again.\n", "Re: [Case #000123] Printer"),   # the marker is not the first line
+    ("Will do.\n", "Re: #replying later [Case #000123] Printer"),       # not the marker as a whole word
+    ("Will do.\n", "Re: [Case #000123] #reply"),                        # not at the start of the subject
+])
+def test_the_marker_counts_only_as_a_whole_word_at_the_start(body: str, subject: str) -> None:
+    verdict = staff(staff_mail(body, subject=subject), ctx(), Outcome())
+    assert verdict is not None and verdict.name == "staff-note" and verdict.effects == ()
+
+
+def test_with_authentication_off_a_marked_staff_mail_sends_nothing() -> None:
+    c = replace(ctx(), settings=settings(authserv_id=None))  # sender_authentication = "insecure-off"
+    verdict = staff(staff_mail("#reply\nPlease pay invoice at http://evil.example\n", auth="none"), c, Outcome())
+    assert verdict is not None and verdict.name == "staff-note" and verdict.effects == ()
+    assert "authentication is off" in verdict.reason
 
 
 def test_mail_to_the_reply_address_is_a_reply_other_addresses_a_note() -> None:
@@ -288,6 +306,22 @@ def test_the_owner_hears_answers_and_hears_again(db_url: str, tmp_path: Path) ->
     desk.process(ny(2026, 11, 25, 15, 31))
     assert len(desk.outbox()) == 5
     assert [k for k, _ in _kinds(desk)].count(MailKind.STAFF.value) == 3
+
+
+def test_a_notification_that_cannot_be_written_stops_nothing(db_url: str, tmp_path: Path) -> None:
+    # an operator's own template folder from before staff mail existed: no staff.txt.j2
+    own = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", own, ignore=shutil.ignore_patterns("staff.*"))
+    desk = Desk(db_url, tmp_path, staff=STAFF, outgoing={"from_address": "support@support.example",
+                                                         "templates_dir": str(own),
+                                                         "file_dir": str(tmp_path / "outbox")})
+    desk.directory()
+    with transaction(desk.engine) as conn:
+        add_specialist(conn, "olga", OWNER, "SSI", datetime(2025, 1, 1, tzinfo=UTC))
+    desk.mail(ny(2026, 11, 25, 8, 0), subject="Invoices do not print")
+    desk.process(ny(2026, 11, 25, 9, 31))
+    # the case is made and acknowledged; only the owner's notification is missing (and logged)
+    assert _kinds(desk) == [("ack", "alice@acme.example")]
 
 
 def test_without_notify_staff_hear_nothing(db_url: str, tmp_path: Path) -> None:

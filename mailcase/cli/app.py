@@ -35,6 +35,7 @@ from mailcase.cli import (
     service,
 )
 from mailcase.cli.context import Ctx
+from mailcase.cli.output import echo
 from mailcase.core import log as logsetup
 from mailcase.core.errors import MailcaseError
 
@@ -73,7 +74,7 @@ for _group in GROUPS:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"mailcase: {message}", err=True)
+    echo(f"mailcase: {message}", err=True)
     sys.exit(code)
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="mailcase", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
     except click.UsageError as exc:
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import echo_json, fmt_time, json_option, short
+from mailcase.cli.output import echo, echo_json, fmt_time, json_option, printable, short
 from mailcase.core.errors import UsageError
 from mailcase.core.states import CaseEventKind, CaseStatus, Tier
 from mailcase.domain.cases import assign, escalate, get_case, list_cases, reopen, set_status
@@ -50,9 +50,9 @@ def cases_list(c: Ctx, status: str | None, account: str | None, owner: str | Non
         echo_json([{**case_dict(r), "waiting": r.id in waiting} for r in rows], ensure_ascii=False)
         return
     if not rows:
-        click.echo("no cases")
+        echo("no cases")
     for r in rows:
-        click.echo(f"{case_label(r.number)} {r.status:<13} {'WAIT' if r.id in waiting else '    '} S{r.severity} "
+        echo(f"{case_label(r.number)} {r.status:<13} {'WAIT' if r.id in waiting else '    '} S{r.severity} "
                    f"{r.tier:<5} due {fmt_time(r.ack_due_at):<21} {short(r.account or '-', 10):<10} "
                    f"{short(r.owner or '-', 12):<12} {short(r.requester, 28):<28} {short(r.subject, 40)}"
                    + (f"  [{', '.join(r.flags)}]" if r.flags else ""))
@@ -74,47 +74,47 @@ def cases_show(c: Ctx, number: int, full: bool, as_json: bool) -> None:
                    "conversation": d["conversation"], "events": d["events"]}, ensure_ascii=False)
         return
     v = d["case"]
-    click.echo(f"case {case_label(v.number)}  {v.status}  severity {v.severity}  priority {v.priority}  tier {v.tier}")
-    click.echo(f"  subject:    {v.subject}")
-    click.echo(f"  requester:  {v.requester}  account {v.account or '-'}  owner {v.owner or '-'}")
+    echo(f"case {case_label(v.number)}  {v.status}  severity {v.severity}  priority {v.priority}  tier {v.tier}")
+    echo(f"  subject:    {v.subject}")
+    echo(f"  requester:  {v.requester}  account {v.account or '-'}  owner {v.owner or '-'}")
     if v.flags:
-        click.echo(f"  flags:      {', '.join(v.flags)}")
+        echo(f"  flags:      {', '.join(v.flags)}")
     for label, value in (("received", v.received_at), ("processed", v.processed_at), ("answer due", v.ack_due_at),
                          ("answer by", v.ack_breach_at), ("ack sent", v.receipt_sent_at),
                          ("answered", v.first_response_at), ("first staff", v.first_staff_action_at),
                          ("resolved", v.resolved_at), ("closed", v.closed_at)):
-        click.echo(f"  {label + ':':<12}{fmt_time(value)}")
+        echo(f"  {label + ':':<12}{fmt_time(value)}")
     if waiting:
-        click.echo("  waiting:    for a human reply")
+        echo("  waiting:    for a human reply")
     if d["merged_into"] is not None:
-        click.echo(f"  merged:     into {case_label(d['merged_into'])} (its mail and replies are there)")
-    click.echo("conversation:")
+        echo(f"  merged:     into {case_label(d['merged_into'])} (its mail and replies are there)")
+    echo("conversation:")
     for item in d["conversation"]:
         _echo_item(item)
-    click.echo("events:")
+    echo("events:")
     for e in d["events"]:
         detail = short(e["detail"], 100) if e["kind"] == CaseEventKind.NOTE else e["detail"]
-        click.echo(f"  {fmt_time(e['at'])}  {e['actor']:<12} {e['kind']}{': ' + detail if detail else ''}")
+        echo(f"  {fmt_time(e['at'])}  {e['actor']:<12} {e['kind']}{': ' + detail if detail else ''}")
 
 
 def _echo_text(text: str) -> None:
-    for line in (text or "(no text)").splitlines() or [""]:
-        click.echo(f"    | {line}")
+    for line in printable(text or "(no text)").splitlines() or [""]:
+        echo(f"    | {line}")
 
 
 def _echo_item(item: dict[str, Any]) -> None:
     at = fmt_time(item["at"])
     if item["type"] == "mail":
-        click.echo(f"  {at}  mail #{item['message']} ({item['role']}) from {item['from'] or '-'}: "
+        echo(f"  {at}  mail #{item['message']} ({item['role']}) from {item['from'] or '-'}: "
                    f"{short(item['subject'], 60)}" + ("  [quoted history trimmed: --full]" if item["trimmed"] else ""))
         _echo_text(item["text"])
         for a in item["attachments"]:
-            click.echo(f"    attachment {a['name']} ({a['content_type']}, {a['size']:,} bytes)")
+            echo(f"    attachment {printable(a['name'])} ({printable(a['content_type'])}, {a['size']:,} bytes)")
     elif item["type"] == "note":
-        click.echo(f"  {at}  note by {item['by']}")
+        echo(f"  {at}  note by {item['by']}")
         _echo_text(item["text"])
     else:
-        click.echo(f"  {at}  sent #{item['outbox']} {item['kind']} to {item['to']}: {item['status']}: "
+        echo(f"  {at}  sent #{item['outbox']} {item['kind']} to {item['to']}: {item['status']}: "
                    f"{short(item['subject'], 60)}")
         _echo_text(item["text"])
 
@@ -133,7 +133,7 @@ def case_assign(c: Ctx, number: int, specialist: str) -> None:
     with transaction(c.engine) as conn:
         assign(conn, number, specialist, c.clock.now(), actor())
         notify_assigned(conn, c.config, get_case(conn, number).id, c.clock.now())
-    click.echo(f"case {case_label(number)}: owner {specialist}")
+    echo(f"case {case_label(number)}: owner {specialist}")
 
 
 @case.command("escalate")
@@ -147,7 +147,7 @@ def case_escalate(c: Ctx, number: int, tier: str, note: str) -> None:
     with transaction(c.engine) as conn:
         before = escalate(conn, number, tier, c.clock.now(), actor(), note)
         notify_escalated(conn, c.config, number, tier, c.clock.now())
-    click.echo(f"case {case_label(number)}: {before} -> {tier.upper()}, owner unchanged")
+    echo(f"case {case_label(number)}: {before} -> {tier.upper()}, owner unchanged")
 
 
 @case.command("progress")
@@ -157,7 +157,7 @@ def case_progress(c: Ctx, number: int) -> None:
     """Mark the case in progress."""
     with transaction(c.engine) as conn:
         set_status(conn, number, CaseStatus.IN_PROGRESS, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: in-progress")
+    echo(f"case {case_label(number)}: in-progress")
 
 
 @case.command("resolve")
@@ -168,7 +168,7 @@ def case_resolve(c: Ctx, number: int, note: str) -> None:
     """Resolve the case: queue the resolution mail, and the survey after its delay."""
     with transaction(c.engine) as conn:
         _, no_survey = resolve(conn, c.config, number, note, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: resolved, resolution mail queued; "
+    echo(f"case {case_label(number)}: resolved, resolution mail queued; "
                + (f"no survey: {no_survey}" if no_survey else
                   f"survey follows in {c.config.surveys.delay_hours:g} h"))
 
@@ -180,7 +180,7 @@ def case_close(c: Ctx, number: int) -> None:
     """Close the case (its solution is verified)."""
     with transaction(c.engine) as conn:
         set_status(conn, number, CaseStatus.CLOSED, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: closed")
+    echo(f"case {case_label(number)}: closed")
 
 
 @case.command("reopen")
@@ -190,7 +190,7 @@ def case_reopen(c: Ctx, number: int) -> None:
     """Reopen a resolved or closed case."""
     with transaction(c.engine) as conn:
         reopen(conn, number, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: reopened (in-progress)")
+    echo(f"case {case_label(number)}: reopened (in-progress)")
 
 
 #: what one reply may attach, in all (a mail of more is refused by many servers)
@@ -242,7 +242,7 @@ def case_reply(c: Ctx, number: int, text: str | None, file_: Any, attach: tuple[
     files = read_attachments(attach)
     with transaction(c.engine) as conn:
         row_key = queue_reply(conn, c.config, number, body, staff, c.clock.now(), actor(), files)
-    click.echo(f"case {case_label(number)}: reply queued ({row_key})"
+    echo(f"case {case_label(number)}: reply queued ({row_key})"
                + (f" with {len(files)} attachment(s)" if files else ""))
 
 
@@ -256,7 +256,7 @@ def case_note(c: Ctx, number: int, text: str | None, file_: Any) -> None:
     body = text_from_user(text, file_, "note")
     with transaction(c.engine) as conn:
         add_note(conn, number, body, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: note recorded")
+    echo(f"case {case_label(number)}: note recorded")
 
 
 @case.command("severity")
@@ -268,7 +268,7 @@ def case_severity(c: Ctx, number: int, severity: int) -> None:
     depend on severity (one and two business days after processing)."""
     with transaction(c.engine) as conn:
         before, after = set_severity(conn, number, severity, c.clock.now(), actor())
-    click.echo(f"case {case_label(number)}: severity " + (f"S{before} -> S{after}" if before != after
+    echo(f"case {case_label(number)}: severity " + (f"S{before} -> S{after}" if before != after
                                                           else f"S{after} (unchanged)"))
 
 
@@ -281,7 +281,7 @@ def case_merge(c: Ctx, into: int, other: int) -> None:
     replies to its mail land in INTO."""
     with transaction(c.engine) as conn:
         moved = merge_cases(conn, into, other, c.clock.now(), actor())
-    click.echo(f"case {case_label(other)} merged into {case_label(into)}: {moved} mails moved, "
+    echo(f"case {case_label(other)} merged into {case_label(into)}: {moved} mails moved, "
                f"{case_label(other)} closed")
 
 

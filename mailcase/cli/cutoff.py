@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import click
 
 from mailcase.cli.context import Ctx, parse_date, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.core.errors import UsageError
 from mailcase.cutoff.batch import run_due
 from mailcase.domain.calendar import BusinessCalendar
@@ -29,9 +30,9 @@ def calendar_cmd(c: Ctx, from_date: date | None, count: int) -> None:
         start = datetime(from_date.year, from_date.month, from_date.day, tzinfo=cal.zone)
         start = start.astimezone(UTC) - timedelta(microseconds=1)
     cfg = cal.config
-    click.echo(f"zone {cfg.zone}; cutoffs {', '.join(cfg.cutoffs)}; holidays {cfg.holidays or 'none'}")
+    echo(f"zone {cfg.zone}; cutoffs {', '.join(cfg.cutoffs)}; holidays {cfg.holidays or 'none'}")
     for local, at in cal.upcoming(start, count):
-        click.echo(f"{local:%a %Y-%m-%d %H:%M %Z (UTC%z)}   {at:%Y-%m-%d %H:%M} UTC")
+        echo(f"{local:%a %Y-%m-%d %H:%M %Z (UTC%z)}   {at:%Y-%m-%d %H:%M} UTC")
 
 
 @click.command()
@@ -44,14 +45,14 @@ def batch(c: Ctx, dry_run: bool, now_: bool) -> None:
         raise UsageError("give --dry-run or --now")
     run = run_due(c.engine, c.config, c.clock, dry_run=dry_run)
     for r in run.results:
-        click.echo(("dry run: " if dry_run else "") + r.summary())
+        echo(("dry run: " if dry_run else "") + r.summary())
         if dry_run and r.cases:
-            click.echo(f"  would create cases {case_label(r.cases[0])}..{case_label(r.cases[-1])}")
+            echo(f"  would create cases {case_label(r.cases[0])}..{case_label(r.cases[-1])}")
     if run.waiting:
-        click.echo(run.waiting)
+        echo(run.waiting)
     elif not run.results:
         nxt = run.next_cutoff
-        click.echo("no cutoff is due" + (f"; next at {nxt:%Y-%m-%d %H:%M} UTC" if nxt else ""))
+        echo("no cutoff is due" + (f"; next at {nxt:%Y-%m-%d %H:%M} UTC" if nxt else ""))
 
 
 COMMANDS: list[click.Command] = [calendar_cmd, batch]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.domain.db import current_revision, head_revision, make_engine
 from mailcase.domain.db import upgrade as db_upgrade
 
@@ -21,9 +22,9 @@ def db_upgrade_cmd(c: Ctx) -> None:
     engine = make_engine(c.config.database_url, c.config.database.busy_timeout_seconds)
     before, after = db_upgrade(engine)
     if before == after:
-        click.echo(f"database already at {after}")
+        echo(f"database already at {after}")
     else:
-        click.echo(f"database upgraded from {before or 'empty'} to {after}")
+        echo(f"database upgraded from {before or 'empty'} to {after}")
 
 
 @db.command("status")
@@ -31,9 +32,9 @@ def db_upgrade_cmd(c: Ctx) -> None:
 def db_status(c: Ctx) -> None:
     """Show the database URL, its schema version and the version this code needs."""
     engine = make_engine(c.config.database_url, c.config.database.busy_timeout_seconds)
-    click.echo(f"url:      {engine.url.render_as_string(hide_password=True)}")
-    click.echo(f"schema:   {current_revision(engine) or 'empty'}")
-    click.echo(f"needs:    {head_revision()}")
+    echo(f"url:      {engine.url.render_as_string(hide_password=True)}")
+    echo(f"schema:   {current_revision(engine) or 'empty'}")
+    echo(f"needs:    {head_revision()}")
 
 
 COMMANDS: list[click.Command] = [db]

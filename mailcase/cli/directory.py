@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import as_data, echo_json, json_option
+from mailcase.cli.output import as_data, echo, echo_json, json_option
 from mailcase.core.errors import UsageError
 from mailcase.core.states import Standing, Tier
 from mailcase.domain.cases import add_specialist, deactivate_specialist, list_specialists, release_held
@@ -47,8 +47,8 @@ def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None)
         report = import_csv(conn, Path(csv_file), at, key, replace=replace, actor=f"import by {actor()}")
         released = sum(release_held(conn, account_id, c.clock.now(), actor()) for account_id in report.restored)
     for bad in report.bad_rows:
-        click.echo(f"{csv_file}: {bad}", err=True)
-    click.echo(report.summary() + (f"; {released} held cases join the next cutoff" if released else ""))
+        echo(f"{csv_file}: {bad}", err=True)
+    echo(report.summary() + (f"; {released} held cases join the next cutoff" if released else ""))
     if report.bad_rows:
         sys.exit(1)
 
@@ -66,12 +66,12 @@ def accounts_list(c: Ctx, code: str | None, as_json: bool) -> None:
                    for a in rows], ensure_ascii=False)
         return
     if not rows:
-        click.echo("no accounts (mailcase accounts import FILE)")
+        echo("no accounts (mailcase accounts import FILE)")
     for a in rows:
         pin = " PIN required" + (" (LOCKED)" if a.pin_locked else "") if a.pin_required else ""
-        click.echo(f"{a.code:<12} {a.name}  [{a.standing}]{pin}")
+        echo(f"{a.code:<12} {a.name}  [{a.standing}]{pin}")
         for address, name, role in a.people:
-            click.echo(f"    {role:<15} {address}  {name}")
+            echo(f"    {role:<15} {address}  {name}")
 
 
 @accounts.command("standing")
@@ -86,7 +86,7 @@ def accounts_standing(c: Ctx, code: str, standing: str) -> None:
         released = 0
         if standing == Standing.GOOD:
             released = release_held(conn, int(get_account(conn, code).id), now, actor())
-    click.echo(f"{code}: standing {standing}" + ("" if changed else " (unchanged)")
+    echo(f"{code}: standing {standing}" + ("" if changed else " (unchanged)")
                + (f"; {released} held cases join the next cutoff" if released else ""))
 
 
@@ -97,7 +97,7 @@ def accounts_pin_unlock(c: Ctx, code: str) -> None:
     """Accept PINs again for an account locked after repeated failures."""
     with transaction(c.engine) as conn:
         done = unlock_pin(conn, code)
-    click.echo(f"{code}: PIN acceptance unlocked" if done else f"{code}: was not locked")
+    echo(f"{code}: PIN acceptance unlocked" if done else f"{code}: was not locked")
 
 
 @click.group()
@@ -114,7 +114,7 @@ def specialists_add(c: Ctx, name: str, address: str | None, tier: str) -> None:
     """Add (or reactivate) a specialist; new cases go to active SSI specialists."""
     with transaction(c.engine) as conn:
         add_specialist(conn, name, address.lower() if address else None, tier, c.clock.now())
-    click.echo(f"specialist {name} ({tier}) active")
+    echo(f"specialist {name} ({tier}) active")
 
 
 @specialists.command("list")
@@ -129,9 +129,9 @@ def specialists_list(c: Ctx, as_json: bool) -> None:
                    for n, a, t, act, k in rows], ensure_ascii=False)
         return
     if not rows:
-        click.echo("no specialists (mailcase specialists add NAME)")
+        echo("no specialists (mailcase specialists add NAME)")
     for name, address, tier, active, n in rows:
-        click.echo(f"{name:<20} {tier:<5} {'active' if active else 'inactive':<8} {n:>4} open  {address or ''}")
+        echo(f"{name:<20} {tier:<5} {'active' if active else 'inactive':<8} {n:>4} open  {address or ''}")
 
 
 @specialists.command("deactivate")
@@ -141,7 +141,7 @@ def specialists_deactivate(c: Ctx, name: str) -> None:
     """Stop assigning new cases to a specialist (their cases stay theirs)."""
     with transaction(c.engine) as conn:
         deactivate_specialist(conn, name)
-    click.echo(f"specialist {name} deactivated")
+    echo(f"specialist {name} deactivated")
 
 
 COMMANDS: list[click.Command] = [accounts, specialists]

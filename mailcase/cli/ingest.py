@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from mailcase.cli.context import Ctx, parse_date, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.core.errors import MailcaseError, UsageError
 from mailcase.ingest.fetch import sync_mailbox
 from mailcase.ingest.mailbox_state import record_failure
@@ -48,10 +49,10 @@ def fetch(c: Ctx, mailboxes: tuple[str, ...]) -> None:
             record_failure(c.engine, cfg.name, str(exc), now)
             if len(mailboxes) == 1 or len(c.config.mailboxes) == 1:
                 raise
-            click.echo(f"{cfg.name}: failed: {exc}", err=True)
+            echo(f"{cfg.name}: failed: {exc}", err=True)
             failed = exc
             continue
-        click.echo(result.summary())
+        echo(result.summary())
     if failed is not None:
         raise failed
 
@@ -68,7 +69,7 @@ def parse(c: Ctx, workers: int | None) -> None:
             result = parser.drain()
     else:
         result = run_parse_stage(c.engine, c.clock.now(), c.config.hmac_key())
-    click.echo(
+    echo(
         f"parsed {result.done}, quarantined {result.quarantined + headers.quarantined}"
         + (f", headers re-read {headers.done}" if headers.done else "")
     )
@@ -116,7 +117,7 @@ def reprocess(
         if bar is not None:
             bar.__exit__(None, None, None)
     prefix = "dry run, nothing stored: " if dry_run else ""
-    click.echo(f"{prefix}{what}: {tally.summary()}")
+    echo(f"{prefix}{what}: {tally.summary()}")
 
 
 COMMANDS: list[click.Command] = [fetch, parse, reprocess]

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.core.errors import UsageError
 from mailcase.domain.db import transaction
 from mailcase.outbound.kb import load_articles, reindex, suggest
@@ -28,7 +29,7 @@ def kb_reindex(c: Ctx, path: str | None) -> None:
     articles = load_articles(Path(source))
     with transaction(c.engine) as conn:
         n = reindex(conn, articles)
-    click.echo(f"indexed {n} articles from {source}")
+    echo(f"indexed {n} articles from {source}")
 
 
 @kb.command("search")
@@ -39,9 +40,9 @@ def kb_search(c: Ctx, text: tuple[str, ...]) -> None:
     with c.engine.connect() as conn:
         found = suggest(conn, " ".join(text), c.config.kb.suggestions or 3, c.config.kb.min_score)
     if not found:
-        click.echo("no article matches")
+        echo("no article matches")
     for s in found:
-        click.echo(f"{s.score:.2f}  {s.title}  {s.url}")
+        echo(f"{s.score:.2f}  {s.title}  {s.url}")
 
 
 COMMANDS: list[click.Command] = [kb]

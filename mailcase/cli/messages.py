@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
-from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
+from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, printable, short
 from mailcase.core.states import MessageState
 from mailcase.ops.attachments import attachments, raw_mail, save_attachments
 from mailcase.ops.messages import list_messages, message_detail
@@ -33,12 +33,12 @@ def messages_list(c: Ctx, state: str | None, mailbox: str | None, limit: int, as
         echo_json(as_data(rows), ensure_ascii=False)
         return
     for r in rows:
-        click.echo(
+        echo(
             f"#{r.id:<6} {r.state:<12} {'hist' if r.historical else '    '} "
             f"{fmt_time(r.received_at):<21} {short(r.from_addr, 30):<30} {short(r.subject, 50)}"
         )
     if not rows:
-        click.echo("no messages")
+        echo("no messages")
 
 
 @click.group()
@@ -58,31 +58,31 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
         echo_json(d, ensure_ascii=False)
         return
     m = d["message"]
-    click.echo(f"message #{m['id']}  state {m['state']}{'  (historical)' if m['historical'] else ''}")
-    click.echo(f"  Message-ID: {m['message_id']}{' (derived)' if m['message_id_derived'] else ''}")
-    click.echo(f"  From:       {m['from_addr'] or '-'}{'' if m['from_strict'] else '  (not a single well-formed mailbox: never trusted)'}")
-    click.echo(f"  Subject:    {m['subject'] or ''}")
-    click.echo(f"  Date:       {fmt_time(m['date_at'])}")
-    click.echo(f"  Received:   {fmt_time(m['received_at'])} (from {m['received_source']})")
+    echo(f"message #{m['id']}  state {m['state']}{'  (historical)' if m['historical'] else ''}")
+    echo(f"  Message-ID: {printable(m['message_id'])}{' (derived)' if m['message_id_derived'] else ''}")
+    echo(f"  From:       {printable(m['from_addr']) or '-'}{'' if m['from_strict'] else '  (not a single well-formed mailbox: never trusted)'}")
+    echo(f"  Subject:    {printable(m['subject'])}")
+    echo(f"  Date:       {fmt_time(m['date_at'])}")
+    echo(f"  Received:   {fmt_time(m['received_at'])} (from {m['received_source']})")
     if m["in_reply_to"]:
-        click.echo(f"  In-Reply-To: {m['in_reply_to']}")
-    click.echo("copies:")
+        echo(f"  In-Reply-To: {printable(m['in_reply_to'])}")
+    echo("copies:")
     for cp in d["copies"]:
         post = ""
         if cp["post_action"]:
             post = f", post-action {cp['post_action']} " + ("done" if cp["post_action_done_at"] else "owed")
         trunc = f", headers only (server size {cp['truncated_from']})" if cp["truncated_from"] else ""
-        click.echo(f"  {cp['source']} {cp['source_key']}: {cp['size']} bytes{trunc}{post}")
+        echo(f"  {cp['source']} {cp['source_key']}: {cp['size']} bytes{trunc}{post}")
     p = d["parsed"]
     if p:
-        click.echo(f"parsed by {p['parser']}: {len(p['text_body'])} characters"
+        echo(f"parsed by {p['parser']}: {len(p['text_body'])} characters"
                    f"{' (from HTML)' if p['body_from_html'] else ''}, {len(p['attachments'])} attachments")
         for a in p["attachments"]:
-            click.echo(f"  attachment {a['name']} ({a['content_type']}, {a['size']} bytes)")
+            echo(f"  attachment {printable(a['name'])} ({printable(a['content_type'])}, {a['size']} bytes)")
         if p["defects"]:
-            click.echo(f"  defects: {'; '.join(p['defects'])}")
+            echo(f"  defects: {'; '.join(p['defects'])}")
     for q in d["quarantine"]:
-        click.echo(f"quarantine {q['id']}: {q['stage']}: {q['error_type']}: {short(q['error'], 80)}"
+        echo(f"quarantine {q['id']}: {q['stage']}: {q['error_type']}: {short(q['error'], 80)}"
                    f"{' (retried)' if q['resolved_at'] else ''}")
     cls = d["classification"]
     if cls:
@@ -97,17 +97,17 @@ def message_show(c: Ctx, message_id: int, as_json: bool) -> None:
         extra.append(f"severity {cls['severity']}")
         if cls["flags"]:
             extra.append("flags " + ", ".join(cls["flags"]))
-        click.echo(f"disposition: {cls['disposition']} ({cls['phase']}): " + "; ".join(extra))
+        echo(f"disposition: {cls['disposition']} ({cls['phase']}): " + "; ".join(extra))
     for o in d["outgoing"]:
-        click.echo(f"outgoing #{o['id']}: {o['kind']} to {o['to_addr']}: {o['status']}"
+        echo(f"outgoing #{o['id']}: {o['kind']} to {o['to_addr']}: {o['status']}"
                    + (f" ({o['status_reason']})" if o["status_reason"] else ""))
     phase = None
     for v in d["verdicts"]:
         if v["phase"] != phase:
             phase = v["phase"]
-            click.echo(f"verdicts ({phase}):")
+            echo(f"verdicts ({phase}):")
         disp = f" -> {v['disposition']}" if v["disposition"] else ""
-        click.echo(f"  {v['rule']}: {v['name']}{disp}: {v['reason']}")
+        echo(f"  {v['rule']}: {v['name']}{disp}: {printable(v['reason'])}")
 
 
 @message.command("raw")
@@ -125,7 +125,7 @@ def message_raw(c: Ctx, message_id: int, output: Path | None) -> None:
         sys.stdout.buffer.flush()
         return
     output.write_bytes(data)
-    click.echo(f"message #{message_id}: {len(data):,} bytes written to {output}", err=True)
+    echo(f"message #{message_id}: {len(data):,} bytes written to {output}", err=True)
 
 
 @message.command("attachments")
@@ -145,12 +145,12 @@ def message_attachments(c: Ctx, message_id: int, save_dir: Path | None, as_json:
                    for a, f in saved], ensure_ascii=False)
         return
     if not items:
-        click.echo(f"message #{message_id} has no attachments")
+        echo(f"message #{message_id} has no attachments")
     for a, f in saved:
         where = ""
         if save_dir is not None:
             where = f"  -> {save_dir / f}" if f else "  (not saved: its bytes were not read into memory)"
-        click.echo(f"{a.name}  ({a.content_type}, {a.size:,} bytes){where}")
+        echo(f"{printable(a.name)}  ({printable(a.content_type)}, {a.size:,} bytes){where}")
 
 
 COMMANDS: list[click.Command] = [messages, message]

@@ -7,7 +7,7 @@ import sys
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
+from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, short
 from mailcase.core.errors import UsageError
 from mailcase.core.states import OutboxStatus
 from mailcase.domain.db import transaction
@@ -35,9 +35,9 @@ def outbox_list(c: Ctx, status: str | None, limit: int, as_json: bool) -> None:
         echo_json(as_data(rows), ensure_ascii=False)
         return
     if not rows:
-        click.echo("outbox is empty")
+        echo("outbox is empty")
     for r in rows:
-        click.echo(f"{r.id:>6} {r.status:<9} {r.kind:<24} {short(r.to_addr, 30):<30} {short(r.subject, 40)}"
+        echo(f"{r.id:>6} {r.status:<9} {r.kind:<24} {short(r.to_addr, 30):<30} {short(r.subject, 40)}"
                    + (f"  ({short(r.last_error, 50)})" if r.last_error else ""))
 
 
@@ -54,14 +54,14 @@ def outbox_show(c: Ctx, row_id: int, raw: bool, as_json: bool) -> None:
         echo_json(as_data(r) | ({"raw": r.raw.decode("utf-8", "replace")} if raw else {}), ensure_ascii=False)
         return
     if raw:
-        click.echo(r.raw.decode("utf-8", "replace"))
+        echo(r.raw.decode("utf-8", "replace"))
         return
     for label, value in (("key", r.key), ("kind", r.kind), ("status", r.status), ("to", r.to_addr),
                          ("envelope", r.envelope_from), ("message-id", r.message_id), ("subject", r.subject),
                          ("attempts", r.attempts), ("next attempt", fmt_time(r.next_attempt_at)),
                          ("created", fmt_time(r.created_at)), ("sent", fmt_time(r.sent_at)),
                          ("reason", r.status_reason or "-"), ("last error", r.last_error or "-")):
-        click.echo(f"{label + ':':<14}{value}")
+        echo(f"{label + ':':<14}{value}")
 
 
 @outbox.command("retry")
@@ -74,7 +74,7 @@ def outbox_retry(c: Ctx, row_ids: tuple[int, ...], all_failed: bool) -> None:
         raise UsageError("give ROW_IDS or --failed")
     with transaction(c.engine) as conn:
         n = retry_rows(conn, None if all_failed else list(row_ids), c.clock.now())
-    click.echo(f"{n} rows queued again")
+    echo(f"{n} rows queued again")
 
 
 @outbox.command("cancel")
@@ -84,7 +84,7 @@ def outbox_cancel(c: Ctx, row_ids: tuple[int, ...]) -> None:
     """Never send these rows (queued, failed or capped ones)."""
     with transaction(c.engine) as conn:
         n = cancel_rows(conn, list(row_ids), actor())
-    click.echo(f"{n} rows cancelled")
+    echo(f"{n} rows cancelled")
 
 
 @outbox.command("deliver")
@@ -92,7 +92,7 @@ def outbox_cancel(c: Ctx, row_ids: tuple[int, ...]) -> None:
 def outbox_deliver(c: Ctx) -> None:
     """Send what is due now through the configured transport (the service does this on its own)."""
     r = deliver_due(c.engine, transport_for(c.config, c.engine, c.clock), c.clock.now(), c.config)
-    click.echo(f"sent {r.sent}, deferred {r.retried}, failed {r.failed}, capped {r.capped}, suppressed {r.suppressed}")
+    echo(f"sent {r.sent}, deferred {r.retried}, failed {r.failed}, capped {r.capped}, suppressed {r.suppressed}")
     if r.failed:
         sys.exit(1)
 
@@ -113,9 +113,9 @@ def suppress_list(c: Ctx, as_json: bool) -> None:
         echo_json(as_data(list(rows)), ensure_ascii=False)
         return
     if not rows:
-        click.echo("no address is suppressed")
+        echo("no address is suppressed")
     for r in rows:
-        click.echo(f"{r.address:<40} since {fmt_time(r.since_at)}  {r.reason}")
+        echo(f"{r.address:<40} since {fmt_time(r.since_at)}  {r.reason}")
 
 
 @suppress.command("clear")
@@ -127,7 +127,7 @@ def suppress_clear(c: Ctx, address: str) -> None:
         done = clear(conn, address, actor(), c.clock.now())
     if not done:
         raise UsageError(f"{address} is not suppressed")
-    click.echo(f"{address}: no longer suppressed")
+    echo(f"{address}: no longer suppressed")
 
 
 COMMANDS: list[click.Command] = [outbox, suppress]

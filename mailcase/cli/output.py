@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,24 @@ def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+#: what a sender's text must not send to a terminal: C0 and C1 controls but tab and
+#: line ends (escape sequences clear screens and write clipboards), DEL, the line and
+#: paragraph separators and the bidirectional overrides (text that reads backwards)
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str | None) -> str:
+    """A sender's text made safe for a terminal: every control character shown as U+FFFD."""
+    return _UNPRINTABLE.sub("\ufffd", text or "")
+
+
+def echo(message: Any = "", **kwargs: Any) -> None:
+    """``click.echo`` for every line a command prints: a sender's text in it cannot drive the terminal."""
+    click.echo(printable(message) if isinstance(message, str) else message, **kwargs)
+
+
 def short(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
+    text = " ".join(printable(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
-from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
+from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, short
 from mailcase.core.errors import UsageError
 from mailcase.domain.db import transaction
 from mailcase.ingest.quarantine import get_entry, open_entries, retry, retry_all
@@ -27,10 +27,10 @@ def quarantine_list(c: Ctx, as_json: bool) -> None:
         echo_json(as_data(list(entries)), ensure_ascii=False)
         return
     if not entries:
-        click.echo("quarantine is empty")
+        echo("quarantine is empty")
         return
     for e in entries:
-        click.echo(
+        echo(
             f"{e.id:>5}  message #{e.message_pk:<6} {e.stage:<8} {fmt_time(e.created_at)}  "
             f"{short(e.error_type + ': ' + e.error, 70)}"
         )
@@ -47,15 +47,15 @@ def quarantine_show(c: Ctx, entry_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(as_data(e), ensure_ascii=False)
         return
-    click.echo(f"entry:     {e.id}")
-    click.echo(f"message:   #{e.message_pk}  from {e.from_addr or '-'}  subject {short(e.subject, 60)!r}")
-    click.echo(f"stage:     {e.stage}")
-    click.echo(f"error:     {e.error_type}: {e.error}")
-    click.echo(f"at:        {fmt_time(e.created_at)} (attempt {e.attempts})")
-    click.echo(f"resolved:  {fmt_time(e.resolved_at)}")
+    echo(f"entry:     {e.id}")
+    echo(f"message:   #{e.message_pk}  from {e.from_addr or '-'}  subject {short(e.subject, 60)!r}")
+    echo(f"stage:     {e.stage}")
+    echo(f"error:     {e.error_type}: {e.error}")
+    echo(f"at:        {fmt_time(e.created_at)} (attempt {e.attempts})")
+    echo(f"resolved:  {fmt_time(e.resolved_at)}")
     if e.traceback:
-        click.echo("traceback:")
-        click.echo(e.traceback.rstrip())
+        echo("traceback:")
+        echo(e.traceback.rstrip())
 
 
 @quarantine.command("retry")
@@ -68,11 +68,11 @@ def quarantine_retry(c: Ctx, entry_id: int | None, all_: bool) -> None:
         raise UsageError("give an ENTRY_ID or --all")
     with transaction(c.engine) as conn:
         if all_:
-            click.echo(f"{retry_all(conn, c.clock.now())} entries put back for retry")
+            echo(f"{retry_all(conn, c.clock.now())} entries put back for retry")
         else:
             assert entry_id is not None
             state = retry(conn, entry_id, c.clock.now())
-            click.echo(f"entry {entry_id}: message back in state {state}")
+            echo(f"entry {entry_id}: message back in state {state}")
 
 
 COMMANDS: list[click.Command] = [quarantine]

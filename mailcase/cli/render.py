@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.core.states import MailKind
 from mailcase.outbound.staffmail import preview
 
@@ -20,9 +21,9 @@ def render(c: Ctx, kind: str, number: int, notice_kind: str, html: bool) -> None
     """Preview a mail for a case from the templates (nothing is queued)."""
     with c.engine.connect() as conn:
         rendered = preview(conn, c.config, MailKind(kind), number, notice_kind, c.clock.now())
-    click.echo(f"Subject: {rendered.subject}")
-    click.echo("")
-    click.echo(rendered.html if html else rendered.text)
+    echo(f"Subject: {rendered.subject}")
+    echo("")
+    echo(rendered.html if html else rendered.text)
 
 
 COMMANDS: list[click.Command] = [render]

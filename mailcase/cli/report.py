@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import click
 
 from mailcase.cli.context import Ctx, parse_date, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.ops import report as reports
 
 
@@ -19,7 +20,7 @@ def report(c: Ctx, since: date | None, fmt: str) -> None:
     start = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
     with c.engine.connect() as conn:
         r = reports.build(conn, c.clock.now(), start)
-    click.echo({"text": reports.as_text, "csv": reports.as_csv, "json": reports.as_json}[fmt](r))
+    echo({"text": reports.as_text, "csv": reports.as_csv, "json": reports.as_json}[fmt](r))
 
 
 COMMANDS: list[click.Command] = [report]

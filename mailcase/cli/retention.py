@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import click
 
 from mailcase.cli.context import Ctx, parse_date, pass_ctx
+from mailcase.cli.output import echo
 from mailcase.domain.db import WRITE, transaction
 from mailcase.ops.retention import erase as do_erase
 from mailcase.ops.retention import purge as do_purge
@@ -26,11 +27,11 @@ def purge(c: Ctx, before: date, dry_run: bool, raw: bool, text: bool) -> None:
     when = datetime(before.year, before.month, before.day, tzinfo=UTC)
     if dry_run:
         with c.engine.connect() as conn:
-            click.echo(f"dry run: {len(purgeable(conn, when))} mails received before {before} could be purged")
+            echo(f"dry run: {len(purgeable(conn, when))} mails received before {before} could be purged")
         return
     with transaction(c.engine) as conn:
         r = do_purge(conn, when, raw=raw, text=text)
-    click.echo(f"purged {r.summary()}")
+    echo(f"purged {r.summary()}")
 
 
 @click.command()
@@ -46,13 +47,13 @@ def erase(c: Ctx, address: str, dry_run: bool, yes: bool) -> None:
             trans = conn.begin()
             r = do_erase(conn, address, c.clock.now())
             trans.rollback()
-        click.echo(f"dry run: would erase {r.summary()} of {address}")
+        echo(f"dry run: would erase {r.summary()} of {address}")
         return
     if not yes and sys.stdin.isatty() and not click.confirm(f"erase everything about {address}?"):
         raise click.Abort()
     with transaction(c.engine) as conn:
         r = do_erase(conn, address, c.clock.now())
-    click.echo(f"erased {r.summary()} of {address}")
+    echo(f"erased {r.summary()} of {address}")
 
 
 COMMANDS: list[click.Command] = [purge, erase]

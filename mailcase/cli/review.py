@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.cli.context import Ctx, actor, pass_ctx
-from mailcase.cli.output import as_data, echo_json, fmt_time, json_option, short
+from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, short
 from mailcase.domain.db import transaction
 from mailcase.rules.review import discard, held, release
 
@@ -26,9 +26,9 @@ def review_list(c: Ctx, as_json: bool) -> None:
         echo_json(as_data(list(rows)), ensure_ascii=False)
         return
     if not rows:
-        click.echo("nothing is held for review")
+        echo("nothing is held for review")
     for r in rows:
-        click.echo(f"#{r.id:<6} {fmt_time(r.received_at)}  {short(r.from_addr, 30):<30} "
+        echo(f"#{r.id:<6} {fmt_time(r.received_at)}  {short(r.from_addr, 30):<30} "
                    f"{short(r.subject, 40):<40} {short(r.reason, 60)}")
 
 
@@ -40,7 +40,7 @@ def review_release(c: Ctx, message_ids: tuple[int, ...]) -> None:
     with transaction(c.engine) as conn:
         for pk in message_ids:
             release(conn, pk, c.clock.now(), actor())
-    click.echo(f"released {len(message_ids)}")
+    echo(f"released {len(message_ids)}")
 
 
 @review.command("discard")
@@ -51,7 +51,7 @@ def review_discard(c: Ctx, message_ids: tuple[int, ...]) -> None:
     with transaction(c.engine) as conn:
         for pk in message_ids:
             discard(conn, pk, c.clock.now(), actor())
-    click.echo(f"discarded {len(message_ids)}")
+    echo(f"discarded {len(message_ids)}")
 
 
 COMMANDS: list[click.Command] = [review]

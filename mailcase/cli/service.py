@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mailcase.cli.context import Ctx, pass_ctx
-from mailcase.cli.output import echo_json, fmt_time, short
+from mailcase.cli.output import echo, echo_json, fmt_time, short
 from mailcase.core import log as logsetup
 from mailcase.core.clock import is_test_clock
 from mailcase.core.errors import DatabaseUnavailable, MailcaseError
@@ -34,7 +34,7 @@ def run(c: Ctx, once: bool) -> None:
     """
     config = c.config
     if config.source is None:
-        click.echo(
+        echo(
             f"no configuration file: using embedded defaults (database {config.database_url}, "
             "sample mailbox)", err=True,
         )
@@ -45,12 +45,12 @@ def run(c: Ctx, once: bool) -> None:
     if once:
         result = run_pass(c.engine, config, c.clock)
         for sync in result.syncs:
-            click.echo(sync.summary())
+            echo(sync.summary())
         for name, error in result.failures.items():
-            click.echo(f"{name}: failed: {error}", err=True)
-        click.echo(f"parse stage: parsed {result.parsed.done}, quarantined {result.parsed.quarantined}")
-        click.echo(f"rules: classified {result.classified.done}, quarantined {result.classified.quarantined}")
-        click.echo("")
+            echo(f"{name}: failed: {error}", err=True)
+        echo(f"parse stage: parsed {result.parsed.done}, quarantined {result.parsed.quarantined}")
+        echo(f"rules: classified {result.classified.done}, quarantined {result.classified.quarantined}")
+        echo("")
         _print_ledger(c)
         if result.failures:
             sys.exit(1)
@@ -65,22 +65,22 @@ def _print_ledger(c: Ctx) -> None:
         case_rows = list_cases(conn, limit=20)
         out_rows = list_outbox(conn, limit=20)
     total = sum(counts.values())
-    click.echo(f"stored: {total} mails (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    echo(f"stored: {total} mails (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
     for r in rows:
-        click.echo(
+        echo(
             f"  #{r.id:<5} {r.state:<12} {'hist' if r.historical else '    '} "
             f"{fmt_time(r.received_at):<21} {short(r.from_addr, 28):<28} {short(r.subject, 40)}"
         )
     if total > len(rows):
-        click.echo(f"  ... ({total - len(rows)} more: mailcase messages list --limit N)")
-    click.echo(f"cases: {len(case_rows)}")
+        echo(f"  ... ({total - len(rows)} more: mailcase messages list --limit N)")
+    echo(f"cases: {len(case_rows)}")
     for cv in case_rows:
-        click.echo(f"  {case_label(cv.number)} {cv.status:<13} S{cv.severity} {short(cv.account or '-', 9):<9} "
+        echo(f"  {case_label(cv.number)} {cv.status:<13} S{cv.severity} {short(cv.account or '-', 9):<9} "
                    f"{short(cv.requester, 28):<28} {short(cv.subject, 40)}")
     where = c.config.outgoing.file_dir or f"{c.config.data_dir}/outbox"
-    click.echo(f"outgoing mail: {len(out_rows)}" + (f" (file transport: {where})" if out_rows else ""))
+    echo(f"outgoing mail: {len(out_rows)}" + (f" (file transport: {where})" if out_rows else ""))
     for o in out_rows:
-        click.echo(f"  {o.status:<6} {o.kind:<24} to {short(o.to_addr, 30):<30} {short(o.subject, 40)}")
+        echo(f"  {o.status:<6} {o.kind:<24} to {short(o.to_addr, 30):<30} {short(o.subject, 40)}")
 
 
 @click.command()
@@ -94,7 +94,7 @@ def status(c: Ctx, as_json: bool) -> None:
         if as_json:
             echo_json({"database": f"unreachable: {exc}", "health": "unknown", "exit_code": EXIT_DATABASE})
         else:
-            click.echo(f"database: unreachable: {exc}")
+            echo(f"database: unreachable: {exc}")
         sys.exit(EXIT_DATABASE)
     if as_json:
         echo_json(asdict(st))
@@ -104,35 +104,35 @@ def status(c: Ctx, as_json: bool) -> None:
 
 
 def _print_status(st: Any) -> None:
-    click.echo(f"health: {st.health}" + "".join(f"\n  - {p}" for p in st.problems))
+    echo(f"health: {st.health}" + "".join(f"\n  - {p}" for p in st.problems))
     for d in st.daemons:
-        click.echo(f"service: {d.holder} ({'alive' if d.alive else 'gone'}, registered until "
+        echo(f"service: {d.holder} ({'alive' if d.alive else 'gone'}, registered until "
                    f"{d.expires_at:%H:%M:%S} UTC)")
     if st.test_clock:
-        click.echo(f"TEST CLOCK in effect: now is {st.now:%Y-%m-%d %H:%M} UTC")
-    click.echo(f"sender authentication: {st.sender_authentication}")
+        echo(f"TEST CLOCK in effect: now is {st.now:%Y-%m-%d %H:%M} UTC")
+    echo(f"sender authentication: {st.sender_authentication}")
     for m in st.mailboxes:
         state = m.state or "never run"
         since = f" since {fmt_time(m.state_since)}" if m.state_since else ""
         beat = "never" if m.heartbeat_age_seconds is None else f"{m.heartbeat_age_seconds:.0f} s ago"
-        click.echo(f"mailbox {m.name} ({m.kind}{', disabled' if not m.enabled else ''}): {state}{since}, "
+        echo(f"mailbox {m.name} ({m.kind}{', disabled' if not m.enabled else ''}): {state}{since}, "
                    f"{m.mode or '-'}; last sync {fmt_time(m.last_sync_ok_at)}; heartbeat {beat}"
                    f"{' (STALE)' if m.stale else ''}; {m.pending} pending"
                    + (f"; worker {m.worker}" if m.worker else ""))
         if m.last_error:
-            click.echo(f"    last error ({fmt_time(m.last_error_at)}): {m.last_error}")
+            echo(f"    last error ({fmt_time(m.last_error_at)}): {m.last_error}")
         if m.token is not None:
-            click.echo(f"    token: {'ok' if m.token.ok else 'WARNING'}: {m.token.detail}")
-    click.echo(f"mail: {st.pending_mail} pending for the next cutoff, {st.unclassified_mail} not yet classified, "
+            echo(f"    token: {'ok' if m.token.ok else 'WARNING'}: {m.token.detail}")
+    echo(f"mail: {st.pending_mail} pending for the next cutoff, {st.unclassified_mail} not yet classified, "
                f"{st.held_for_review} held for review, {st.quarantined} quarantined")
     if st.due_cutoff:
-        click.echo(f"cutoff {fmt_time(st.due_cutoff)} is due" +
+        echo(f"cutoff {fmt_time(st.due_cutoff)} is due" +
                    (f" but blocked: {st.cutoff_blocked}" if st.cutoff_blocked else ""))
-    click.echo(f"next cutoff: {fmt_time(st.next_cutoff)}")
-    click.echo(f"outbox: {st.outbox_queued} queued ({st.outbox_deferred} deferred), {st.outbox_failed} failed, "
+    echo(f"next cutoff: {fmt_time(st.next_cutoff)}")
+    echo(f"outbox: {st.outbox_queued} queued ({st.outbox_deferred} deferred), {st.outbox_failed} failed, "
                f"{st.outbox_capped} capped, {st.outbox_suppressed} suppressed; {st.open_cases} open cases")
     for note in st.notes:
-        click.echo(f"note: {note}")
+        echo(f"note: {note}")
 
 
 @click.command()
@@ -147,7 +147,7 @@ def check(c: Ctx) -> None:
     failed = 0
     for ch in run_checks(c.config, engine, c.clock):
         mark = "ok  " if ch.ok else "FAIL"
-        click.echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
+        echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
         failed += not ch.ok
     if failed:
         sys.exit(1)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from mailcase.config.settings import Config
 from mailcase.core.states import CaseEventKind
 from mailcase.domain.cases import event
-from mailcase.domain.tables import PERSON
+from mailcase.domain.tables import CASE_EVENT, PERSON
 from mailcase.outbound.compose import OutgoingMail
 from mailcase.outbound.outbox import OutboxQueue
 
@@ -54,9 +54,11 @@ def colleagues(conn: Connection, row: Any, now: datetime) -> tuple[str, ...]:
         PERSON.c.account_id == row.account_id, PERSON.c.address.in_(cc), PERSON.c.added_at <= now,
         sa.or_(PERSON.c.removed_at.is_(None), PERSON.c.removed_at > now))).scalars()) if row.account_id else set()
     gone = [a for a in cc if a not in live]
-    if gone:
-        event(conn, row.id, now, "mailcase", CaseEventKind.CC,
-              f"not copied: {', '.join(gone)} (no longer a user of the account)")
+    detail = f"not copied: {', '.join(gone)} (no longer a user of the account)"
+    if gone and conn.execute(sa.select(CASE_EVENT.c.id).where(  # said once, however often it is asked
+            CASE_EVENT.c.case_id == row.id, CASE_EVENT.c.kind == CaseEventKind.CC.value,
+            CASE_EVENT.c.detail == detail)).first() is None:
+        event(conn, row.id, now, "mailcase", CaseEventKind.CC, detail)
     return tuple(a for a in cc if a in live)
 
 

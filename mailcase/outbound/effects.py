@@ -35,7 +35,7 @@ def _staff_reply(applying: Applying, effect: StaffReply) -> None:
     name = conn.execute(sa.select(SPECIALIST.c.name).where(sa.func.lower(SPECIALIST.c.address) == effect.staff.lower())
                         .order_by(SPECIALIST.c.id).limit(1)).scalar()
     queue_reply(conn, applying.config, effect.number, effect.text, name or effect.staff, applying.now,
-                f"mail from {effect.staff} (mail #{applying.mail.pk})")
+                f"mail from {effect.staff} (mail #{applying.mail.pk})", source=f"mail:{applying.mail.pk}")
 
 
 EFFECTS: EffectHandlers = {

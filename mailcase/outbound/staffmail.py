@@ -65,8 +65,11 @@ def requester_name(conn: Connection, row: Any) -> str:
 
 def queue_reply(
     conn: Connection, config: Config, number: int, body: str, staff: str | None, now: datetime, actor: str,
-    attachments: Sequence[OutgoingAttachment] = (),
+    attachments: Sequence[OutgoingAttachment] = (), source: str = "",
 ) -> str:
+    """Queue a staff reply to the customer; its key is the text, the files and ``source`` (the
+    staff mail it came from, if any): the same command run twice queues once, while two
+    mails from staff that happen to say the same thing are two replies."""
     row = get_case(conn, number)
     staff_name = staff or conn.execute(
         sa.select(SPECIALIST.c.name).where(SPECIALIST.c.id == row.owner_id)).scalar() or actor
@@ -74,7 +77,7 @@ def queue_reply(
     rendered = render(find_templates(config.outgoing.templates_dir), "reply", {
         **_base(config), "cases": [case_view(row)], "body": body.strip(), "staff_name": staff_name,
     })
-    digest = hashlib.sha256(body.strip().encode())
+    digest = hashlib.sha256(body.strip().encode() + (b"\0" + source.encode() if source else b""))
     for a in attachments:  # the same text with other files is another mail; the same files, the same
         digest.update(b"\0" + a.name.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(a.data).digest())
     key = f"reply:case:{row.id}:{digest.hexdigest()[:16]}"

@@ -30,6 +30,7 @@ from mailcase.core.log import kv
 from mailcase.core.states import CaseEventKind, CaseMessageRole, MailKind
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.cases import event, staff_addresses
+from mailcase.domain.db import is_outage
 from mailcase.domain.tables import ACCOUNT, CASE, CASE_MESSAGE, PARSED_MAIL, SPECIALIST
 from mailcase.mail.addresses import domain_of
 from mailcase.mail.quoting import latest_reply
@@ -129,6 +130,10 @@ def notify_staff(
         log.warning("event=staff-news-refused case=%s news=%s to=%s reason=%s", case.number, news,
                     kv(recipient), kv("not a staff, specialist or tier address"))
         return False
+    if message_pk is None:  # news of the case itself (escalated, due): the customer's latest mail
+        message_pk = conn.execute(sa.select(sa.func.max(CASE_MESSAGE.c.message_pk)).where(
+            CASE_MESSAGE.c.case_id == case.id,
+            CASE_MESSAGE.c.role.in_([CaseMessageRole.REQUEST.value, CaseMessageRole.FOLLOW_UP.value]))).scalar()
     text, attachments = _customer_text(conn, message_pk)
     zone = BusinessCalendar(config.calendar).zone
     promise = news in (News.DUE_SOON, News.OVERDUE, News.BREACHED)
@@ -143,12 +148,23 @@ def notify_staff(
         "text": text, "attachments": attachments,
         "marker": config.staff.reply_marker, "reply_address": config.staff.reply_address or "",
     }
-    rendered = render(find_templates(config.outgoing.templates_dir), MailKind.STAFF.value, variables)
-    return enqueue(conn, OutgoingMail(
-        key=f"staff:{news.value}:case:{case.id}:{cause}", kind=MailKind.STAFF, notice_kind=None,
-        to_addr=recipient, to_name="", rendered=rendered, case_id=case.id, case_number=case.number,
-        message_pk=message_pk,
-    ), config, config.hmac_key(), now)
+    # a notification is a courtesy to staff: one that cannot be rendered or queued
+    # (a template folder without staff.txt.j2, an address the outbox refuses) is
+    # logged and never stops the cutoff, the classify stage or the command behind it
+    try:
+        with conn.begin_nested():
+            rendered = render(find_templates(config.outgoing.templates_dir), MailKind.STAFF.value, variables)
+            return enqueue(conn, OutgoingMail(
+                key=f"staff:{news.value}:case:{case.id}:{cause}", kind=MailKind.STAFF, notice_kind=None,
+                to_addr=recipient, to_name="", rendered=rendered, case_id=case.id, case_number=case.number,
+                message_pk=message_pk,
+            ), config, config.hmac_key(), now)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        log.error("event=staff-news-failed case=%s news=%s to=%s error=%s", case.number, news.value,
+                  kv(recipient), kv(f"{type(exc).__name__}: {exc}"))
+        return False
 
 
 def customer_wrote(conn: Connection, config: Config, case_id: int, message_pk: int, sender: str,

@@ -18,9 +18,7 @@ never tells staff of itself (no :class:`CustomerWrote`): nothing loops.
 
 from __future__ import annotations
 
-import re
-
-from mailcase.mail.subjects import case_label
+from mailcase.mail.subjects import case_label, strip_prefixes
 from mailcase.rules.authentication import evaluate
 from mailcase.rules.base import Context, Disposition, Mail, Outcome, Verdict
 from mailcase.rules.effects import StaffReply
@@ -28,26 +26,32 @@ from mailcase.rules.threading import find_thread
 
 RULE = "staff"
 
-#: reply and forward prefixes a mail client puts before the subject
-_PREFIXES = re.compile(r"^(?:\s*(?:re|aw|sv|fw|fwd|wg)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+def _marked(text: str, mark: str) -> str | None:
+    """``text`` without the marker when it starts with the marker as a whole word; None when it does not."""
+    if not mark:
+        return None
+    head = text.lstrip()
+    if head.lower().startswith(mark) and (len(head) == len(mark) or head[len(mark)] in " \t:\r\n"):
+        return head[len(mark):].lstrip(" \t:")
+    return None
 
 
 def reply_intent(mail: Mail, marker: str, reply_address: str | None) -> tuple[str | None, str]:
-    """(the text for the customer, how the mail was marked) when staff mail is a reply; (None, why not) else."""
+    """(the text for the customer, how the mail was marked) when staff mail is a reply; (None, why not) else.
+
+    The marker counts only as a whole word at the start of the first line the
+    sender wrote, or of the subject after the reply prefixes: a customer's
+    subject or quoted text that merely contains it marks nothing."""
     mark = marker.strip().lower()
-    lines = mail.reply_text.splitlines()
-    kept = [line for line in lines if line.strip().lower() != mark]
-    subject = mail.subject.strip()
-    how: str | None = None
-    if len(kept) != len(lines):
-        how = f"a line {marker!r}"
-    elif subject.lower().startswith(mark) or _PREFIXES.sub("", subject).lower().startswith(mark):
-        how = f"the subject starts with {marker!r}"
-    elif reply_address and reply_address.lower() in {a.lower() for a in mail.to + mail.cc}:
-        how = f"sent to {reply_address}"
-    if how is None:
-        return None, "no reply marker and not sent to the reply address"
-    return "\n".join(kept).strip(), how
+    text = mail.reply_text.strip()
+    rest = _marked(text, mark)
+    if rest is not None:
+        return rest.strip(), f"a first line {marker!r}"
+    if _marked(strip_prefixes(mail.subject), mark) is not None:
+        return text, f"the subject starts with {marker!r}"
+    if reply_address and reply_address.lower() in {a.lower() for a in mail.to + mail.cc}:
+        return text, f"sent to {reply_address}"
+    return None, "no reply marker and not sent to the reply address"
 
 
 def staff(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
@@ -68,6 +72,12 @@ def staff(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     label = case_label(case.number)
     settings = ctx.settings.staff
     text, marked = reply_intent(mail, settings.reply_marker, settings.reply_address)
+    if text is not None and not auth.checked:
+        # with sender authentication off nothing proves the mail came from staff:
+        # a note is harmless, mail to a customer is not
+        return Verdict(RULE, "staff-note", f"staff mail on case {label} ({how}) marked as a reply ({marked}), "
+                       "but sender authentication is off: a private note, nothing sent",
+                       Disposition.STAFF_NOTE, case=case, auth=auth)
     if text is None:
         return Verdict(RULE, "staff-note", f"staff mail on case {label} ({how}; {marked}): a private note",
                        Disposition.STAFF_NOTE, case=case, auth=auth)
