@@ -215,6 +215,16 @@ def test_case_severity_moves_priority_not_due_times(desk_cli: tuple[Desk, Cli]) 
     cli("case", "severity", "1", "5", code=2)
 
 
+def test_cases_of_different_accounts_do_not_merge(desk_cli: tuple[Desk, Cli]) -> None:
+    desk, cli = desk_cli
+    desk.mail(ny(2026, 11, 23, 8, 0), subject="Claims stuck in queue")
+    desk.mail(ny(2026, 11, 23, 8, 10), sender="bob@globex.example", subject="Export broken")
+    desk.process(ny(2026, 11, 23, 9, 31))
+    cli.at(ny(2026, 11, 23, 10, 0))
+    assert cli("case", "merge", "1", "2", code=2).strip() == (
+        "mailcase: cases #000001 and #000002 belong to different accounts: only cases of one account merge")
+
+
 def test_merge_then_a_reply_to_the_merged_case_lands_in_the_survivor(desk_cli: tuple[Desk, Cli]) -> None:
     desk, cli = desk_cli
     first = desk.mail(ny(2026, 11, 23, 8, 0), subject="Claims stuck in queue")

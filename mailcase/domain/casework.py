@@ -77,6 +77,10 @@ def merge_cases(conn: Connection, into: int, other: int, now: datetime, actor: s
                          "merge into an open case")
     if b.merged_into_id is not None:
         raise UsageError(f"case {case_label(other)} is merged already")
+    if a.account_id != b.account_id:
+        # B's customer would write into a case whose replies go to another account's requester
+        raise UsageError(f"cases {case_label(into)} and {case_label(other)} belong to different accounts: "
+                         "only cases of one account merge")
     moved = int(conn.execute(sa.update(CASE_MESSAGE).where(CASE_MESSAGE.c.case_id == b.id)
                              .values(case_id=a.id)).rowcount)
     conn.execute(sa.update(CASE).where(CASE.c.id == b.id).values(
