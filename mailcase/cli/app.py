@@ -78,6 +78,12 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _config_after_command(exc: click.UsageError) -> bool:
+    """``mailcase cases list --config x.toml``: the global option given to a subcommand."""
+    return (isinstance(exc, click.NoSuchOption) and exc.option_name in ("--config", "-c")
+            and exc.ctx is not None and exc.ctx.parent is not None)
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -86,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
     except click.UsageError as exc:
+        if _config_after_command(exc):
+            where = exc.ctx.command_path.removeprefix("mailcase").strip() if exc.ctx else "COMMAND"
+            _fail(f"--config goes before the command: mailcase --config FILE {where} ...", exc.exit_code)
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
         _fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
     except click.Abort:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mailcase.cli.context import Ctx, actor, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, actor, pass_ctx
 from mailcase.cli.output import echo, echo_json, fmt_time, json_option, printable, short
 from mailcase.core.errors import UsageError
 from mailcase.core.states import CaseEventKind, CaseStatus, Tier
@@ -30,7 +30,7 @@ def cases() -> None:
 
 
 @cases.command("list")
-@click.option("--status", help=", ".join(s.value for s in CaseStatus))
+@click.option("--status", type=AnyCase([s.value for s in CaseStatus]))
 @click.option("--account", help="Account code.")
 @click.option("--owner", help="Specialist name.")
 @click.option("--severity", type=click.IntRange(1, 4))
@@ -139,7 +139,7 @@ def case_assign(c: Ctx, number: int, specialist: str) -> None:
 @case.command("escalate")
 @click.argument("number", type=int)
 @click.option("--to", "tier", required=True,
-              type=click.Choice([t.value for t in Tier if t is not Tier.SSI], case_sensitive=False))
+              type=AnyCase([t.value for t in Tier if t is not Tier.SSI]))
 @click.option("--note", default="", help="Why.")
 @pass_ctx
 def case_escalate(c: Ctx, number: int, tier: str, note: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterable
 from datetime import date
 
 import click
@@ -55,3 +56,14 @@ def parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None) 
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+class AnyCase(click.Choice[str]):
+    """A fixed set of values (an enum's), accepted in any case; the command gets, and the error
+    lists, each value as stored (``ssii`` -> ``SSII``)."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        super().__init__(list(values), case_sensitive=False)
+
+    def get_invalid_choice_message(self, value: object, ctx: click.Context | None) -> str:
+        return f"{value!r} is not one of {', '.join(map(repr, self.choices))}."

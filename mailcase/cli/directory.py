@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mailcase.cli.context import Ctx, actor, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, actor, pass_ctx
 from mailcase.cli.output import as_data, echo, echo_json, json_option
 from mailcase.core.errors import UsageError
 from mailcase.core.states import Standing, Tier
@@ -32,7 +32,9 @@ def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None)
 
     Columns: account, account_name, standing (good|hold), pin_required (yes|no),
     address, name, role (representative|administrator|user), pin (4 digits,
-    stored only as a keyed hash).  Exits 1 if any row was bad.
+    stored only as a keyed hash).  UTF-8 or Windows-1252; commas, or the
+    semicolons or tabs of the header.  Exits 1 if any row was bad, 2 if the
+    file cannot be read or lacks the columns.
     """
     at = c.clock.now()
     if effective:
@@ -46,6 +48,8 @@ def accounts_import(c: Ctx, csv_file: str, replace: bool, effective: str | None)
     with transaction(c.engine) as conn:
         report = import_csv(conn, Path(csv_file), at, key, replace=replace, actor=f"import by {actor()}")
         released = sum(release_held(conn, account_id, c.clock.now(), actor()) for account_id in report.restored)
+    for note in report.notes:
+        echo(f"{csv_file}: {note}")
     for bad in report.bad_rows:
         echo(f"{csv_file}: {bad}", err=True)
     echo(report.summary() + (f"; {released} held cases join the next cutoff" if released else ""))
@@ -76,7 +80,7 @@ def accounts_list(c: Ctx, code: str | None, as_json: bool) -> None:
 
 @accounts.command("standing")
 @click.argument("code")
-@click.argument("standing", type=click.Choice([s.value for s in Standing]))
+@click.argument("standing", type=AnyCase([s.value for s in Standing]))
 @pass_ctx
 def accounts_standing(c: Ctx, code: str, standing: str) -> None:
     """Set an account's financial standing; 'good' releases its held cases into the next cutoff."""
@@ -108,7 +112,7 @@ def specialists() -> None:
 @specialists.command("add")
 @click.argument("name")
 @click.option("--address", help="Their mail address (their mail on a case is a staff note).")
-@click.option("--tier", default=Tier.SSI.value, show_default=True, type=click.Choice([t.value for t in Tier]))
+@click.option("--tier", default=Tier.SSI.value, show_default=True, type=AnyCase([t.value for t in Tier]))
 @pass_ctx
 def specialists_add(c: Ctx, name: str, address: str | None, tier: str) -> None:
     """Add (or reactivate) a specialist; new cases go to active SSI specialists."""

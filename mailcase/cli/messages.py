@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, pass_ctx
 from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, printable, short
 from mailcase.core.states import MessageState
 from mailcase.ops.attachments import attachments, raw_mail, save_attachments
@@ -20,7 +20,7 @@ def messages() -> None:
 
 
 @messages.command("list")
-@click.option("--state", type=click.Choice([s.value for s in MessageState]), help="Only this state.")
+@click.option("--state", type=AnyCase([s.value for s in MessageState]), help="Only this state.")
 @click.option("--mailbox", help="Only mail from this mailbox.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @json_option

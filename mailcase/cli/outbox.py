@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mailcase.cli.context import Ctx, actor, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, actor, pass_ctx
 from mailcase.cli.output import as_data, echo, echo_json, fmt_time, json_option, short
 from mailcase.core.errors import UsageError
 from mailcase.core.states import OutboxStatus
@@ -23,7 +23,7 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
+@click.option("--status", type=AnyCase([s.value for s in OutboxStatus]))
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @json_option
 @pass_ctx

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
-from mailcase.cli.context import Ctx, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, pass_ctx
 from mailcase.cli.output import echo
 from mailcase.core.states import MailKind
 from mailcase.outbound.staffmail import preview
+from mailcase.rules.base import Notice
 
 
 @click.command()
-@click.argument("kind", type=click.Choice([MailKind.ACK.value, MailKind.NOTICE.value, MailKind.REPLY.value]))
+@click.argument("kind", type=AnyCase([MailKind.ACK.value, MailKind.NOTICE.value, MailKind.REPLY.value]))
 @click.option("--case", "number", type=int, required=True, help="Render for this case.")
-@click.option("--notice", "notice_kind", default="unknown-sender", show_default=True,
-              help="For KIND=notice: unknown-sender, not-authorized, unverified-sender, which-account, pin, hold, out-of-scope.")
+@click.option("--notice", "notice_kind", default=Notice.UNKNOWN_SENDER.value, show_default=True,
+              type=AnyCase([n.value for n in Notice]), help="For KIND=notice: which notice.")
 @click.option("--html", is_flag=True, help="Print the HTML part instead of the text.")
 @pass_ctx
 def render(c: Ctx, kind: str, number: int, notice_kind: str, html: bool) -> None:

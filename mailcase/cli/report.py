@@ -6,14 +6,14 @@ from datetime import UTC, date, datetime
 
 import click
 
-from mailcase.cli.context import Ctx, parse_date, pass_ctx
+from mailcase.cli.context import AnyCase, Ctx, parse_date, pass_ctx
 from mailcase.cli.output import echo
 from mailcase.ops import report as reports
 
 
 @click.command()
 @click.option("--since", callback=parse_date, metavar="DATE", help="Only from DATE (YYYY-MM-DD).")
-@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=AnyCase(["text", "csv", "json"]), default="text", show_default=True)
 @pass_ctx
 def report(c: Ctx, since: date | None, fmt: str) -> None:
     """Cutoffs, the 24/48-hour promise, breaches, severities, tiers, abuse flags."""

@@ -49,8 +49,11 @@ def erase(c: Ctx, address: str, dry_run: bool, yes: bool) -> None:
             trans.rollback()
         echo(f"dry run: would erase {r.summary()} of {address}")
         return
-    if not yes and sys.stdin.isatty() and not click.confirm(f"erase everything about {address}?"):
-        raise click.Abort()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("erase needs --yes when not run on a terminal")
+        if not click.confirm(f"erase everything about {address}?"):
+            raise click.Abort()
     with transaction(c.engine) as conn:
         r = do_erase(conn, address, c.clock.now())
     echo(f"erased {r.summary()} of {address}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +14,7 @@ from mailcase.cli.context import Ctx, pass_ctx
 from mailcase.cli.output import echo, echo_json, fmt_time, short
 from mailcase.core import log as logsetup
 from mailcase.core.clock import is_test_clock
-from mailcase.core.errors import DatabaseUnavailable, MailcaseError
+from mailcase.core.errors import AuthError, ConfigError, DatabaseUnavailable, MailcaseError, TransientError
 from mailcase.domain.cases import list_cases
 from mailcase.mail.subjects import case_label
 from mailcase.ops.check import run_checks
@@ -21,6 +22,8 @@ from mailcase.ops.daemon import Daemon, run_pass
 from mailcase.ops.messages import list_messages, state_counts
 from mailcase.ops.status import EXIT_DATABASE, collect
 from mailcase.outbound.outbox import list_outbox
+
+EXIT_TEMPFAIL, EXIT_NOPERM, EXIT_CONFIG = TransientError.exit_code, AuthError.exit_code, ConfigError.exit_code
 
 
 @click.command()
@@ -53,9 +56,16 @@ def run(c: Ctx, once: bool) -> None:
         echo("")
         _print_ledger(c)
         if result.failures:
-            sys.exit(1)
+            sys.exit(once_exit_code(result.failure_codes.values()))
         return
     sys.exit(Daemon(c.engine, config, c.clock, config_path=config.source).run())
+
+
+def once_exit_code(codes: Iterable[int]) -> int:
+    """``run --once`` after failed mailboxes: the gravest documented status (78 configuration,
+    77 login refused, else 75 temporary), never a bare 1."""
+    return max((code if code in (EXIT_NOPERM, EXIT_CONFIG) else EXIT_TEMPFAIL for code in codes),
+               default=EXIT_TEMPFAIL)
 
 
 def _print_ledger(c: Ctx) -> None:

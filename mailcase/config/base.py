@@ -1,4 +1,5 @@
-"""What every configuration section is built from: the frozen model, file paths, TOML lists, loopback hosts.
+"""What every configuration section is built from: the frozen model, file paths, TOML lists, loopback hosts,
+and the error for a path mailcase cannot write.
 
 A :data:`ConfigPath` is a path as written in the configuration file: when the
 file is validated with ``context={"base": <the file's folder>}`` (as
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+from mailcase.core.errors import ConfigError
 
 
 class Frozen(BaseModel):
@@ -56,3 +59,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def unwritable(path: Path, exc: OSError) -> ConfigError:
+    """The one-line error for a data folder or database file mailcase cannot write (exit 78:
+    retrying will not help)."""
+    why = (exc.strerror or str(exc)).lower()
+    return ConfigError(f"cannot write {path}: {why}; set data_dir or database.url")

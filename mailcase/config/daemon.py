@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mailcase.config.base import Frozen, is_loopback
 
@@ -12,6 +12,26 @@ class DatabaseConfig(Frozen):
     url: str | None = None
     #: for SQLite: seconds a writer waits for the write lock
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, url: str | None) -> str | None:
+        if url is not None and url.split(":", 1)[0].split("+", 1)[0] == "postgres":
+            raise ValueError(postgres_hint(url))
+        return url
+
+
+def postgres_hint(url: str) -> str:
+    """The fix for a ``postgres://`` URL (libpq's spelling), which SQLAlchemy does not know."""
+    rest = url.split("://", 1)[1] if "://" in url else "USER@HOST/DB"
+    return f"postgres:// is not a SQLAlchemy URL: write postgresql+psycopg://{_hide_password(rest)}"
+
+
+def _hide_password(rest: str) -> str:
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        return f"{creds.split(':', 1)[0]}:***@{host}"
+    return rest
 
 
 class RetentionConfig(Frozen):

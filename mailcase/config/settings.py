@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from mailcase.config.base import ConfigPath, Frozen, tuples
+from mailcase.config.base import ConfigPath, Frozen, tuples, unwritable
 from mailcase.config.calendar import CalendarConfig
 from mailcase.config.credentials import SecretsConfig
 from mailcase.config.cutoff import BatchConfig
@@ -91,9 +91,12 @@ class Config(Frozen):
 def _demo_key(data_dir: str) -> bytes:
     """The embedded demo's key: random, kept in the data folder (never in the repo)."""
     path = Path(data_dir) / "demo-hmac-key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(os.urandom(32).hex())
-    return path.read_text().strip().encode()
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(os.urandom(32).hex())
+        return path.read_text().strip().encode()
+    except OSError as exc:
+        raise unwritable(Path(exc.filename or path), exc) from None

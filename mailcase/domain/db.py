@@ -13,6 +13,7 @@ until ``mailcase db upgrade`` runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from mailcase.config.base import unwritable
+from mailcase.config.daemon import postgres_hint
 from mailcase.core.errors import ConfigError, DatabaseUnavailable, TransientError
 from mailcase.domain import tables  # noqa: F401  (imports every model module: registers the tables)
 
@@ -54,18 +57,27 @@ def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, pool_pre_ping=True)
+    if backend == "postgres":
+        raise ConfigError(f"database.url: {postgres_hint(url)}")
     raise ConfigError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
 def _private_file(path: Path) -> None:
     """Create the database file readable by its owner only (SQLite gives its -wal and
     -shm files the same mode): it holds every customer's mail."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+    except OSError as exc:
+        raise unwritable(Path(exc.filename or path), exc) from None
+    # SQLite writes its -wal and -shm files beside the database
+    for where in (path.parent, path):
+        if not os.access(where, os.W_OK):
+            raise unwritable(where, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
 def _sqlite_events(engine: Engine, busy_timeout_seconds: float) -> None:
@@ -127,6 +139,13 @@ def reading(engine: Engine) -> Iterator[Connection]:
         raise
 
 
+def _unusable_file(exc: sa.exc.DBAPIError) -> bool:
+    """SQLite cannot open or read the file: a wrong path or another file, which no retry mends
+    (a locked database, by contrast, is busy and may be retried)."""
+    return any(text in _short(exc) for text in ("unable to open database file", "file is not a database",
+                                                 "readonly database"))
+
+
 def _short(exc: sa.exc.DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
 
@@ -174,7 +193,14 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 def open_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
     """An engine on a database at the current schema; creates a fresh one."""
     engine = make_engine(url, busy_timeout_seconds)
-    current = current_revision(engine)
+    try:
+        current = current_revision(engine)
+    except (DatabaseUnavailable, sa.exc.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+        if engine.dialect.name == "sqlite" and isinstance(cause, sa.exc.DBAPIError) and _unusable_file(cause):
+            raise ConfigError(f"cannot use {engine.url.database}: {_short(cause)}; "
+                              "set data_dir or database.url") from None
+        raise
     head = head_revision()
     if current == head:
         return engine

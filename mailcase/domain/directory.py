@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from mailcase.config.rules import StaffConfig
 from mailcase.core.errors import UsageError
 from mailcase.core.states import Standing
+from mailcase.domain.csvfile import header_hint, read_csv
 from mailcase.domain.people import REPRESENTATIVE_ROLES, Account, Person, Role
 from mailcase.domain.tables import ACCOUNT, PERSON, STANDING
 from mailcase.mail.addresses import domain_of, parse_address_list
@@ -127,6 +128,8 @@ class ImportReport:
     bad_rows: list[str] = field(default_factory=list)
     #: accounts whose standing this import set back to good (their held cases are released)
     restored: list[int] = field(default_factory=list)
+    #: how the file was read when not UTF-8 with commas (``read as Windows-1252 ...``)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -238,17 +241,23 @@ def import_csv(
     conn: Connection, source: Path | str, now: datetime, key: bytes | None, *,
     replace: bool = False, actor: str = "csv import",
 ) -> ImportReport:
-    """Import accounts and people from CSV; idempotent; bad rows are reported, not fatal."""
-    text = source.read_text(encoding="utf-8-sig") if isinstance(source, Path) else source
-    reader = csv.DictReader(io.StringIO(text))
-    report = ImportReport()
+    """Import accounts and people from CSV; idempotent; bad rows are reported, not fatal.
+
+    A file is read as UTF-8 or else Windows-1252, separated by commas or else
+    by the semicolons or tabs of its header; ``report.notes`` says which.
+    """
+    label = str(source) if isinstance(source, Path) else "CSV"
+    got = read_csv(source)
+    reader = csv.DictReader(io.StringIO(got.text), delimiter=got.delimiter)
+    report = ImportReport(notes=got.notes())
     missing = {"account", "address", "role"} - set(reader.fieldnames or ())
     if missing:
-        raise UsageError(f"CSV header lacks column(s) {', '.join(sorted(missing))} "
-                         f"(columns: {', '.join(CSV_COLUMNS)})")
+        raise UsageError(f"{label}: header lacks column(s) {', '.join(sorted(missing))}; "
+                         f"expected: {', '.join(CSV_COLUMNS)}; {header_hint(reader.fieldnames, got.delimiter)}")
     unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS)
     if unknown:
-        raise UsageError(f"CSV header has unknown column(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"{label}: header has unknown column(s) {', '.join(sorted(unknown))}; "
+                         f"expected: {', '.join(CSV_COLUMNS)}; {header_hint(reader.fieldnames, got.delimiter)}")
     seen: dict[int, set[str]] = {}
     for line_no, row in enumerate(reader, start=2):
         try:

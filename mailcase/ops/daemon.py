@@ -27,7 +27,7 @@ from mailcase import __version__
 from mailcase.config.loader import load_config
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
-from mailcase.core.errors import DatabaseUnavailable, LeaseHeld, MailcaseError
+from mailcase.core.errors import DatabaseUnavailable, LeaseHeld, MailcaseError, UsageError
 from mailcase.core.log import kv
 from mailcase.core.notify import notify, watchdog_interval
 from mailcase.cutoff.batch import BatchRun, run_due
@@ -63,6 +63,8 @@ DATABASE_JOBS: tuple[Job, ...] = ("stages", "batches", "deliver")
 class PassResult:
     syncs: list[SyncResult] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    #: each failed mailbox's exit status (sysexits: 75 down, 77 refused, 78 configuration)
+    failure_codes: dict[str, int] = field(default_factory=dict)
     parsed: StageResult = field(default_factory=StageResult)
     classified: StageResult = field(default_factory=StageResult)
     directory: str | None = None
@@ -121,13 +123,19 @@ def import_directory(engine: Engine, config: Config, now: datetime) -> str | Non
     if _imported.get(path_text) == (stat.st_mtime, stat.st_size):
         return None
     key = config.hmac_key()
-    with transaction(engine) as conn:
-        report = import_csv(conn, path, config.directory.effective_at(now), key,
-                            replace=config.directory.replace, actor=f"csv {path.name}")
-        # standing restored by the file: held cases are released, as `accounts standing X good` does
-        for account_id in report.restored:
-            release_held(conn, account_id, now, f"csv {path.name}")
+    try:
+        with transaction(engine) as conn:
+            report = import_csv(conn, path, config.directory.effective_at(now), key,
+                                replace=config.directory.replace, actor=f"csv {path.name}")
+            # standing restored by the file: held cases are released, as `accounts standing X good` does
+            for account_id in report.restored:
+                release_held(conn, account_id, now, f"csv {path.name}")
+    except UsageError as exc:  # an unreadable file: the directory stays as it was
+        log.warning("event=directory-import-failed path=%s error=%s", kv(path), kv(exc))
+        return None
     _imported[path_text] = (stat.st_mtime, stat.st_size)
+    for note in report.notes:
+        log.info("event=directory-read path=%s note=%s", kv(path), kv(note))
     for bad in report.bad_rows:
         log.warning("event=directory-bad-row path=%s %s", kv(path), kv(bad))
     log.info("event=directory-imported path=%s %s", kv(path), kv(report.summary()))
@@ -180,6 +188,7 @@ def _sync_all(
             sync = sync_mailbox(engine, config, cfg, now, progress=lambda _n: parser.poke())
         except MailcaseError as exc:
             result.failures[cfg.name] = str(exc)
+            result.failure_codes[cfg.name] = exc.exit_code
             log.warning("event=sync-failed mailbox=%s error=%s", cfg.name, kv(exc))
             try:
                 record_failure(engine, cfg.name, str(exc), now)
