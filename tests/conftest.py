@@ -108,9 +108,10 @@ def pg_url() -> Iterator[str]:
 #: fixtures that start or reach a server: their tests are not in the fast lane
 SERVER_FIXTURES = frozenset({"dovecot", "imap", "tls_dovecot", "own_dovecot", "pg_url", "pg_available"})
 #: modules that are slow as a whole: daemon and crash harnesses in subprocesses, hostile
-#: mail in bounded memory, property-based fuzzing, the token endpoint, mypy
+#: mail in bounded memory, property-based fuzzing, the token endpoint, mypy, the
+#: operator's install checks and backups
 SLOW_MODULES = frozenset({
-    "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_daemon",
+    "test_backup", "test_check", "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_daemon",
     "test_delivery", "test_faults", "test_fuzz", "test_hostile", "test_oauth", "test_operations",
     "test_supervision", "test_typing", "test_week",
 })

@@ -14,13 +14,13 @@ from mailcase.cli.context import Ctx, pass_ctx
 from mailcase.cli.output import echo, echo_json, fmt_time, short
 from mailcase.core import log as logsetup
 from mailcase.core.clock import is_test_clock
-from mailcase.core.errors import AuthError, ConfigError, DatabaseUnavailable, MailcaseError, TransientError
+from mailcase.core.errors import AuthError, ConfigError, DatabaseUnavailable, TransientError
 from mailcase.domain.cases import list_cases
 from mailcase.mail.subjects import case_label
 from mailcase.ops.check import run_checks
 from mailcase.ops.daemon import Daemon, run_pass
 from mailcase.ops.messages import list_messages, state_counts
-from mailcase.ops.status import EXIT_DATABASE, collect
+from mailcase.ops.status import EXIT_DATABASE, collect, smtp_line
 from mailcase.outbound.outbox import list_outbox
 
 EXIT_TEMPFAIL, EXIT_NOPERM, EXIT_CONFIG = TransientError.exit_code, AuthError.exit_code, ConfigError.exit_code
@@ -141,6 +141,9 @@ def _print_status(st: Any) -> None:
     echo(f"next cutoff: {fmt_time(st.next_cutoff)}")
     echo(f"outbox: {st.outbox_queued} queued ({st.outbox_deferred} deferred), {st.outbox_failed} failed, "
                f"{st.outbox_capped} capped, {st.outbox_suppressed} suppressed; {st.open_cases} open cases")
+    smtp = smtp_line(st)
+    if smtp:
+        echo(smtp)
     for note in st.notes:
         echo(f"note: {note}")
 
@@ -148,14 +151,12 @@ def _print_status(st: Any) -> None:
 @click.command()
 @pass_ctx
 def check(c: Ctx) -> None:
-    """Validate the configuration and try every connection, one line per check with the fix."""
-    engine = None
-    try:
-        engine = c.engine
-    except MailcaseError:
-        engine = None
+    """Validate the configuration and try every connection, one line per check with the fix.
+
+    Read-only: it creates no database, schema, data folder or Maildir folder.
+    """
     failed = 0
-    for ch in run_checks(c.config, engine, c.clock):
+    for ch in run_checks(c.config, c.clock):
         mark = "ok  " if ch.ok else "FAIL"
         echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
         failed += not ch.ok

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,6 +168,38 @@ def head_revision() -> str:
     head = script.get_current_head()
     assert head is not None
     return head
+
+
+def pending_revisions(current: str | None) -> list[str]:
+    """What `db upgrade` would apply from ``current``, oldest first ("0005: what it does");
+    raises KeyError for a revision this mailcase does not know (a newer one's)."""
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    if current is not None and script.get_revision(current) is None:
+        raise KeyError(current)
+    steps = list(script.iterate_revisions("head", current))
+    return [f"{s.revision}: {(s.doc or '').strip().splitlines()[0] if s.doc else ''}".rstrip(": ")
+            for s in reversed(steps)]
+
+
+def read_only_engine(url: str) -> Engine | None:
+    """An engine that cannot write: SQLite opened ``mode=ro`` (None when the file does not
+    exist: nothing is created), PostgreSQL with read-only transactions."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"database.url: not a database URL: {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return None
+        path = Path(parsed.database).absolute()
+        if not path.is_file():
+            return None
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        return sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
+    engine = make_engine(url)
+    if is_postgres(engine):
+        return engine.execution_options(postgresql_readonly=True)
+    return engine
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -56,9 +56,15 @@ class RawFile:
     truncated_from: int | None = None
 
 
+def is_maildir(path: Path) -> bool:
+    """A Maildir: a folder with new/ or cur/ (git, and some copies, drop the empty cur/ and tmp/;
+    reading needs neither, and nothing here creates them)."""
+    return (path / "new").is_dir() or (path / "cur").is_dir()
+
+
 def detect(path: Path) -> FileKind:
     if path.is_dir():
-        if (path / "cur").is_dir() and (path / "new").is_dir():
+        if is_maildir(path):
             return FileKind.MAILDIR
         return FileKind.EML
     if path.is_file():

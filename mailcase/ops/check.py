@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.config.mailbox import MailboxConfig
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
 from mailcase.core.errors import AuthError, ConfigError, MailcaseError, TransientError
-from mailcase.domain.db import current_revision, head_revision, make_engine
+from mailcase.domain.db import current_revision, head_revision, pending_revisions, read_only_engine
 from mailcase.domain.oauth import imap_token
 from mailcase.ingest.imap import session
+from mailcase.ingest.sources import is_maildir
+from mailcase.ops.secretcheck import SERVICE_USER, check_secret, configured_secrets
 from mailcase.outbound.render import find_templates
 from mailcase.outbound.smtp import SmtpTransport
 
@@ -41,28 +45,82 @@ def _fix_for(exc: MailcaseError, what: str) -> str:
     return f"see the error; run `mailcase --debug check` for details of {what}"
 
 
-def _database(engine_factory: object, config: Config) -> Iterator[Check]:
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _database(config: Config) -> tuple[list[Check], Engine | None]:
+    """The database as it is, opened read-only: `check` creates no file, folder or schema."""
+    url = config.database_url
     try:
-        engine = make_engine(config.database_url, config.database.busy_timeout_seconds)
-        current = current_revision(engine)
+        engine = read_only_engine(url)
     except MailcaseError as exc:
-        yield Check(False, "database", str(exc), "check database.url and that the server runs")
-        return
+        return [Check(False, "database", str(exc), "fix database.url")], None
+    if engine is None:
+        path = Path(sa.engine.make_url(url).database or "").absolute()
+        folder = _first_existing(path.parent)
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            return [Check(True, "database", f"no database yet at {path}: `mailcase run` or `mailcase db upgrade` "
+                                            "creates it")], None
+        fix = (f"install -d -o {SERVICE_USER} -g {SERVICE_USER} -m 0750 {path.parent}" if os.geteuid() == 0
+               else "under systemd the unit's StateDirectory= makes it; otherwise set data_dir (or database.url) "
+                    "to a folder you can write")
+        return [Check(False, "database", f"no database yet at {path}, and {folder} is not writable", fix)], None
+    try:
+        current = current_revision(engine)
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+    except (MailcaseError, sa.exc.DBAPIError) as exc:
+        return [Check(False, "database", str(exc).splitlines()[0],
+                      "check database.url, that the server runs and that the file is a mailcase database")], None
     head = head_revision()
     if current == head:
-        yield Check(True, "database", f"schema {current}")
-    elif current is None:
-        yield Check(True, "database", "empty: created on first use (or run `mailcase db upgrade`)")
-    else:
-        yield Check(False, "database", f"schema {current}, this mailcase needs {head}", "run `mailcase db upgrade`")
+        return [Check(True, "database", f"schema {current}")], engine
+    if current is None and not tables:
+        return [Check(True, "database", "empty: `mailcase run` or `mailcase db upgrade` creates the schema")], None
+    if current is None:
+        return [Check(False, "database", "has tables but no mailcase schema version",
+                      "is it another application's database? fix database.url")], None
+    try:
+        steps = pending_revisions(current)
+    except KeyError:
+        return [Check(False, "database", f"schema {current} is unknown to this mailcase (which knows up to {head})",
+                      "install the newer mailcase that wrote it")], None
+    return [Check(False, "database", f"schema {current}, this mailcase needs {head}; `mailcase db upgrade` would "
+                                     f"apply {'; '.join(steps)}", "run `mailcase db upgrade`")], engine
+
+
+def _hmac_key(config: Config) -> Check:
+    """The key, without creating the demo's (``mailcase run`` does that)."""
+    what, secret = "secrets.hmac_key", config.secrets.hmac_key
+    if secret is None and config.source is None:
+        path = Path(config.data_dir).absolute() / "demo-hmac-key"
+        return Check(True, what, f"demo key {path}" if path.is_file() else f"demo key: `mailcase run` creates {path}")
+    if secret is None:
+        try:
+            config.hmac_key()
+        except MailcaseError as exc:
+            return Check(False, what, str(exc), "create the key file: head -c 32 /dev/urandom | base64 > FILE, "
+                                                "and name it in [secrets]")
+    assert secret is not None
+    ok, detail, fix = check_secret(what, secret)
+    if not ok:
+        return Check(False, what, detail, fix)
+    try:
+        config.hmac_key()
+    except MailcaseError as exc:
+        return Check(False, what, str(exc), "write a new key: head -c 32 /dev/urandom | base64")
+    return Check(True, what, detail)
 
 
 def _imap(engine: Engine | None, box: MailboxConfig, clock: Clock) -> Check:
     what = f"imap {box.name}"
     if box.kind == "maildir":
         path = Path(box.path or "")
-        ok = (path / "new").is_dir() and (path / "cur").is_dir()
-        return Check(ok, f"maildir {box.name}", str(path) if ok else f"{path} is not a Maildir (new/ and cur/)",
+        ok = is_maildir(path)
+        return Check(ok, f"maildir {box.name}", str(path) if ok else f"{path} is not a Maildir (no new/ or cur/)",
                      "" if ok else "set path to a Maildir folder the service can read")
     token = None
     if box.auth != "password":
@@ -99,14 +157,16 @@ def _smtp(engine: Engine | None, config: Config, clock: Clock) -> Check:
         return Check(False, "smtp", f"{t.where}: {exc}", "check smtp_host, smtp_port and smtp_security")
 
 
-def run_checks(config: Config, engine: Engine | None, clock: Clock) -> Iterator[Check]:
+def run_checks(config: Config, clock: Clock) -> Iterator[Check]:
+    """Every check, read-only: nothing is created (no database, schema, data folder or Maildir folder)."""
     yield Check(True, "configuration", config.source or "embedded demo defaults")
-    yield from _database(None, config)
-    try:
-        config.hmac_key()
-        yield Check(True, "secrets.hmac_key", "readable")
-    except MailcaseError as exc:
-        yield Check(False, "secrets.hmac_key", str(exc), "create the key file: head -c 32 /dev/urandom | base64")
+    checks, engine = _database(config)
+    yield from checks
+    yield _hmac_key(config)
+    for key, secret in configured_secrets(config):
+        if key != "secrets.hmac_key":
+            ok, detail, fix = check_secret(key, secret)
+            yield Check(ok, key, detail, fix)
     if config.rules.sender_authentication == "insecure-off":
         yield Check(True, "sender authentication", "OFF (insecure-off): anyone can claim a representative's address")
     else:

@@ -18,6 +18,7 @@ from mailcase.domain.calendar import BusinessCalendar
 from mailcase.domain.oauth import TokenHealth, health
 from mailcase.domain.tables import CASE, LEASE, MAILBOX_STATE, MESSAGE, OUTBOX, QUARANTINE, RAW_COPY
 from mailcase.ops.promise import counts
+from mailcase.outbound.deliver import SMTP_FAILING_KEY
 
 #: ``mailcase status`` exits with these (documented in the README)
 EXIT_OK = 0          # running, every worker beating, nothing failing
@@ -88,6 +89,9 @@ class Status:
     cases_breached: int = 0
     #: the latest delivery error, when mail is waiting on it
     delivery_error: str | None = None
+    #: SMTP failing: since when (None: delivering, or nothing tried), and the mails waiting on it
+    smtp_failing_since: datetime | None = None
+    smtp_waiting: int = 0
     #: what is wrong with the service, one line each (empty: all well)
     problems: list[str] = field(default_factory=list)
     #: items waiting for staff (quarantine, failed mail): shown, not a failure of the service
@@ -144,12 +148,7 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
         st.open_cases = _count(conn, sa.select(sa.func.count()).where(CASE.c.status.in_(OPEN_CASE_STATUSES)))
         st.outbox_deferred = _count(conn, sa.select(sa.func.count()).where(
             OUTBOX.c.status == OutboxStatus.QUEUED.value, OUTBOX.c.attempts > 0))
-        if st.outbox_deferred:
-            st.delivery_error = conn.execute(
-                sa.select(OUTBOX.c.last_error).where(
-                    OUTBOX.c.status == OutboxStatus.QUEUED.value, OUTBOX.c.attempts > 0,
-                    OUTBOX.c.last_error.is_not(None))
-                .order_by(OUTBOX.c.id.desc()).limit(1)).scalar()
+        _smtp(conn, st, now)
         due = due_cutoffs(conn, cal, now, config, limit=1)
         if due:
             st.due_cutoff = due[0]
@@ -166,6 +165,42 @@ def collect(engine: Engine, config: Config, clock: Clock) -> Status:
     st.next_cutoff = cal.next_cutoff(now)
     _judge(st, running)
     return st
+
+
+def _smtp(conn: sa.Connection, st: Status, now: datetime) -> None:
+    """Whether delivery is failing: a pass deferred mail and sent none since (``SMTP_FAILING_KEY``),
+    or the latest attempt was deferred; with the latest error and the mails waiting."""
+    queued = OUTBOX.c.status == OutboxStatus.QUEUED.value
+    deferred = sa.and_(queued, OUTBOX.c.attempts > 0, OUTBOX.c.last_error.is_not(None))
+    if st.outbox_deferred:
+        st.delivery_error = conn.execute(
+            sa.select(OUTBOX.c.last_error).where(deferred)
+            .order_by(OUTBOX.c.claimed_at.desc(), OUTBOX.c.id.desc()).limit(1)).scalar()
+    failing = service_state.get(conn, SMTP_FAILING_KEY)
+    last = conn.execute(sa.select(OUTBOX.c.status, OUTBOX.c.last_error).where(
+        OUTBOX.c.attempts > 0, OUTBOX.c.claimed_at.is_not(None))
+        .order_by(OUTBOX.c.claimed_at.desc(), OUTBOX.c.id.desc()).limit(1)).first()
+    last_deferred = last is not None and last.status == OutboxStatus.QUEUED.value and bool(last.last_error)
+    if failing is None and not last_deferred:
+        return
+    waiting = _count(conn, sa.select(sa.func.count()).where(
+        queued, sa.or_(OUTBOX.c.attempts > 0, OUTBOX.c.next_attempt_at <= now)))
+    if not waiting:  # staff cancelled what waited: nothing is failing now
+        return
+    st.smtp_waiting = waiting
+    if failing is not None:
+        st.smtp_failing_since = failing[1]
+    else:
+        st.smtp_failing_since = conn.execute(sa.select(sa.func.min(OUTBOX.c.claimed_at)).where(deferred)).scalar()
+    st.delivery_error = (last.last_error if last_deferred and last is not None else None) or st.delivery_error
+
+
+def smtp_line(st: Status) -> str | None:
+    """``smtp: failing since T (N mails waiting): ERROR``, or None while delivery works."""
+    if st.smtp_failing_since is None:
+        return None
+    return (f"smtp: failing since {st.smtp_failing_since:%Y-%m-%d %H:%M} UTC ({st.smtp_waiting} mails waiting): "
+            f"{st.delivery_error or 'no error recorded'}")
 
 
 def _judge(st: Status, running: bool) -> None:
@@ -189,7 +224,10 @@ def _judge(st: Status, running: bool) -> None:
     if st.cutoff_overdue and st.due_cutoff is not None:
         problems.append(f"cutoff {st.due_cutoff:%Y-%m-%d %H:%M} UTC is overdue"
                         + (f": {st.cutoff_blocked}" if st.cutoff_blocked else ""))
-    if st.delivery_error:
+    smtp = smtp_line(st)
+    if smtp:
+        problems.append(smtp)
+    elif st.delivery_error:
         problems.append(f"outgoing mail is failing ({st.outbox_deferred} deferred): {st.delivery_error}")
     # failed rows and quarantined mail are items for staff, not a service in trouble
     if st.outbox_failed:

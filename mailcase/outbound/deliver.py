@@ -26,6 +26,7 @@ from mailcase.core.backoff import delay
 from mailcase.core.errors import TransientError
 from mailcase.core.log import kv
 from mailcase.core.states import HUMAN_RESPONSE_KINDS, CaseEventKind, CaseStatus, MailKind, OutboxStatus, notice_kind
+from mailcase.domain import service_state
 from mailcase.domain.cases import event
 from mailcase.domain.db import is_outage, transaction
 from mailcase.domain.tables import CASE, OUTBOX
@@ -52,6 +53,9 @@ RETRY_BASE = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=1)
 #: a claim this old belongs to a sender that died mid-delivery
 STALE_CLAIM = timedelta(minutes=10)
+#: ``service_state`` key: since when delivery has failed (a pass deferred mail and sent none),
+#: cleared by the next mail sent; shown by ``status``
+SMTP_FAILING_KEY = "smtp-failing"
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -179,10 +183,25 @@ def deliver_due(
         close = getattr(transport, "close", None)
         if close is not None:
             close()
+    if result.sent or result.retried:
+        _note_failing(engine, result, now)
     if rows:
         log.info("event=outbox-progress sent=%d deferred=%d failed=%d capped=%d suppressed=%d transport=%s",
                  result.sent, result.retried, result.failed, result.capped, result.suppressed, transport.name)
     return result
+
+
+def _note_failing(engine: Engine, result: DeliveryResult, now: datetime) -> None:
+    """Keep since when delivery fails, for ``status``: set by a pass that deferred and sent
+    nothing, cleared by one that sent (written only when it changes)."""
+    with engine.connect() as conn:
+        known = service_state.get(conn, SMTP_FAILING_KEY) is not None
+    if result.sent and known:
+        with transaction(engine) as conn:
+            service_state.delete(conn, SMTP_FAILING_KEY)
+    elif result.retried and not result.sent and not known:
+        with transaction(engine) as conn:
+            service_state.put_once(conn, SMTP_FAILING_KEY, "", now)
 
 
 def _deliver_one(
