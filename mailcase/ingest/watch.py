@@ -113,6 +113,14 @@ class MailboxWorker:
         self._calendar = BusinessCalendar(config.calendar)
         self._synced_from: datetime | None = None  # start time of the last sync
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload that leaves this mailbox's own settings alone still reaches it: the
+        cutoff times (when to sync so a cutoff can close) and the ingest windows (which
+        received times to believe) are read from the new configuration from the next
+        step on, without a reconnect."""
+        self._calendar = BusinessCalendar(config.calendar)
+        self.config = config
+
     def _cutoff_passed(self) -> bool:
         """A cutoff passed since the last sync began: sync now, so it can close
         (a cutoff waits for a sync of every mailbox that started after it)."""

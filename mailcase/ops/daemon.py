@@ -217,6 +217,7 @@ class Daemon:
         #: the mailbox workers and the parse pool
         self.workers = Workers(engine, config, clock)
         self.metrics: Any = None
+        self.scheduler = schedule.Scheduler()
         self._last_ping = 0.0
         #: why the watchdog is not being fed (None: healthy), logged once per change
         self.unhealthy: str | None = None
@@ -334,7 +335,12 @@ class Daemon:
                    if n not in {m.name for m in new.mailboxes if m.enabled} or w.cfg != new.mailbox(n)
                    or new.daemon != self.config.daemon]
         self.workers.stop_mailboxes(changed)
-        self.config = self.workers.config = new
+        old, self.config = self.config, new
+        self.workers.reconfigure(new)
+        if self.metrics is not None:
+            self.metrics.reconfigure(new)
+        if new.daemon != old.daemon:
+            self.scheduler = self._schedule()
         environment.cache_clear()
         self.workers.start_mailboxes()
         log.info("event=reloaded config=%s restarted_mailboxes=%s", kv(self.config_path), kv(",".join(changed) or "-"))
@@ -364,14 +370,7 @@ class Daemon:
         states = ", ".join(f"{n} {w.state}" for n, w in self.workers.mailboxes.items()) or "no mailbox"
         notify("READY=1", f"STATUS=mailboxes: {states}")
         log.info("event=ready mailboxes=%s", kv(states))
-        scheduler = schedule.Scheduler()
-        scheduler.every(max(1, round(d.stage_seconds))).seconds.do(self._job, "stages", self.stages)
-        scheduler.every(max(1, round(d.batch_seconds))).seconds.do(self._job, "batches", self.batches)
-        scheduler.every(max(1, round(d.deliver_seconds))).seconds.do(self._job, "deliver", self.deliver)
-        scheduler.every(max(1, round(d.housekeeping_seconds))).seconds.do(
-            self._job, "housekeeping", self.housekeeping)
-        scheduler.every(max(1, round(d.registration_seconds / 6))).seconds.do(
-            self._job, "registration", self._register)
+        self.scheduler = self._schedule()
         self._job("stages", self.stages)
         self._job("batches", self.batches)
         self._job("deliver", self.deliver)
@@ -380,7 +379,7 @@ class Daemon:
             self._ping()
             if self.reload_requested.is_set():
                 self._job("reload", self.reload)
-            scheduler.run_pending()
+            self.scheduler.run_pending()
             self.stopping.wait(0.5)
         notify("STOPPING=1")
         self.workers.stop_mailboxes()
@@ -393,6 +392,19 @@ class Daemon:
             self.metrics.close()
         log.info("event=stopped")
         return 0
+
+    def _schedule(self) -> schedule.Scheduler:
+        """The jobs at the configured intervals (built again when a reload changes them)."""
+        d = self.config.daemon
+        scheduler = schedule.Scheduler()
+        scheduler.every(max(1, round(d.stage_seconds))).seconds.do(self._job, "stages", self.stages)
+        scheduler.every(max(1, round(d.batch_seconds))).seconds.do(self._job, "batches", self.batches)
+        scheduler.every(max(1, round(d.deliver_seconds))).seconds.do(self._job, "deliver", self.deliver)
+        scheduler.every(max(1, round(d.housekeeping_seconds))).seconds.do(
+            self._job, "housekeeping", self.housekeeping)
+        scheduler.every(max(1, round(d.registration_seconds / 6))).seconds.do(
+            self._job, "registration", self._register)
+        return scheduler
 
     def _register(self) -> None:
         """Keep this daemon's registration alive (taking it again after a database outage)."""

@@ -94,7 +94,8 @@ class _StatusCollector(Collector):
 class Metrics:
     def __init__(self, engine: Engine, config: Config, clock: Clock, health: Health | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StatusCollector(engine, config, clock, health))
+        self.status = _StatusCollector(engine, config, clock, health)
+        self.registry.register(self.status)
         self.mails = Counter("mailcase_mails_stored", "New mails stored", ["mailbox"], registry=self.registry)
         self.cutoffs = Counter("mailcase_cutoffs_closed", "Cutoffs closed", registry=self.registry)
         self.cases = Counter("mailcase_cases_created", "Cases created at cutoffs", registry=self.registry)
@@ -109,6 +110,10 @@ class Metrics:
             self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
         except OSError as exc:
             raise ConfigError(f"daemon.metrics_listen: cannot listen on {listen}: {exc.strerror or exc}") from None
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload reaches the scrape too (mailboxes, calendar, thresholds)."""
+        self.status.config = config
 
     def close(self) -> None:
         if self._server is not None:
