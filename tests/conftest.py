@@ -116,7 +116,10 @@ SLOW_MODULES = frozenset({
     "test_reload", "test_supervision", "test_typing", "test_week",
 })
 #: single tests that run the whole desk end to end
-SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything"})
+SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything",
+                        "test_a_sigkilled_daemon_leaves_no_parse_worker_behind",
+                        # builds and installs a wheel with pip
+                        "test_an_installed_wheel_finds_its_templates_without_the_checkout"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

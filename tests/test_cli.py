@@ -133,7 +133,7 @@ def test_fetch_then_show(imap: ImapAccount, tmp_path: Path, sqlite_url: str) -> 
 
 
 def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
-    r = run_cli("run", "--once", cwd=tmp_path)
+    r = run_cli("--demo", "run", "--once", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "sample: seen 8, new 8" in r.stdout
     assert "stored: 8 mails" in r.stdout
@@ -144,6 +144,6 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     written = sorted(p.name for p in (tmp_path / "mailcase-data" / "outbox").iterdir())
     assert len(written) == 4 and any("erin@acme.example" in n for n in written)
     assert "notice/not-authorized" in r.stdout and "notice/hold" in r.stdout
-    again = run_cli("run", "--once", cwd=tmp_path)
+    again = run_cli("--demo", "run", "--once", cwd=tmp_path)
     assert "sample: seen 0, new 0" in again.stdout
     assert len(list((tmp_path / "mailcase-data" / "outbox").iterdir())) == 4  # no second mail

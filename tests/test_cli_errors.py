@@ -226,3 +226,68 @@ def test_run_once_reports_the_gravest_documented_status() -> None:
     assert once_exit_code([77, 78, 75]) == 78
     assert once_exit_code([1]) == 75  # an undocumented status becomes "temporary"
     assert once_exit_code([65, 77]) == 77
+
+
+# -- 8. every path the configuration names: the key, the path, exit 78 ---------------------------------
+
+@pytest.mark.parametrize(("section", "make", "key", "problem"), [
+    ("directory", lambda t: {"csv": str(t / "missing.csv")}, "directory.csv", "does not exist"),
+    ("kb", lambda t: {"path": str(t / "no-kb")}, "kb.path", "does not exist"),
+    ("outgoing", lambda t: {"file_dir": str(t / "plain-file" / "outbox")}, "outgoing.file_dir",
+     "cannot be created ({t}/plain-file is not a folder)"),
+    ("mailboxes", lambda t: {"name": "box", "kind": "maildir", "path": str(t / "plain-file")}, "mailboxes[0].path",
+     "not a folder"),
+])
+def test_a_path_the_service_cannot_use_stops_it_with_78(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        section: str, make: Callable[[Path], dict[str, str]],
+                                                        key: str, problem: str) -> None:
+    (tmp_path / "plain-file").write_text("")
+    values = make(tmp_path)
+    boxes = [values] if section == "mailboxes" else []
+    sections = {} if section == "mailboxes" else {section: values}
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/m.db", boxes, **sections)
+    path = values.get("csv") or values.get("path") or values.get("file_dir")
+    code, _out, err = run(capsys, "--config", str(cfg), "run", "--once")
+    assert code == 78
+    assert one_line(err) == f"mailcase: {cfg}: {key}: {path}: {problem.format(t=tmp_path)}"
+    # check names the same problem, and exits with the same status
+    code, out, _err = run(capsys, "--config", str(cfg), "check")
+    assert code == 78
+    assert f"FAIL {key}: {path}: {problem.format(t=tmp_path)} -- fix: fix the path in {key}" in out
+
+
+def test_check_exits_with_the_gravest_documented_status(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MC_TEST_PW", raising=False)
+    down = {"name": "down", "host": "127.0.0.1", "port": 1, "security": "plain", "username": "u",
+            "password": {"env": "MC_TEST_PW"}, "timeout_seconds": 5}
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/m.db", [down])
+    code, out, _err = run(capsys, "--config", str(cfg), "check")
+    assert code == 78, out  # the password cannot be read: configuration, as `run` says
+    assert "FAIL mailboxes[0].password: secret: environment variable MC_TEST_PW is not set" in out
+    monkeypatch.setenv("MC_TEST_PW", "x")
+    code, out, _err = run(capsys, "--config", str(cfg), "check")
+    assert code == 75, out  # only the server is away: temporary
+    assert "FAIL imap down: " in out
+
+
+# -- 9. no configuration: staff and stage commands refuse, unless --demo --------------------------------
+
+@pytest.mark.parametrize("command", [["cases", "list"], ["run", "--once"], ["fetch"], ["status"], ["check"]])
+def test_without_a_configuration_commands_refuse_and_create_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILCASE_CONFIG", raising=False)
+    monkeypatch.setattr("mailcase.config.loader.DEFAULT_CONFIG_PATHS", (tmp_path / "etc" / "mailcase.toml",))
+    code, out, err = run(capsys, *command)
+    assert code == 78 and out == ""
+    assert one_line(err) == (f"mailcase: no configuration file (looked for --config FILE, $MAILCASE_CONFIG, "
+                             f"{tmp_path}/etc/mailcase.toml); `mailcase --demo COMMAND` runs on the embedded demo")
+    assert list(tmp_path.iterdir()) == []  # no ./mailcase-data
+
+
+def test_demo_and_config_exclude_each_other(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "--demo", "--config", str(cfg), "cases", "list")
+    assert code == 2
+    assert one_line(err) == "mailcase: --demo and --config exclude each other (see: mailcase --help)"

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from mailcase.config.credentials import Secret
 from mailcase.config.loader import load_config, parse_config
+from mailcase.config.outgoing import OutgoingConfig
 from mailcase.config.rules import RulesConfig
 from mailcase.config.settings import Config
 from mailcase.core.errors import ConfigError
@@ -26,7 +27,34 @@ def _keys(model: type[BaseModel]) -> set[str]:
 def test_example_loads() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.mailboxes[0].name == "support"
-    assert cfg.mailboxes[0].password == Secret(file="/etc/mailcase/imap-password")
+    assert cfg.mailboxes[0].password == Secret(credential="imap-password")
+
+
+def test_the_example_and_the_unit_work_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data in the unit's state directory, every secret a credential the unit loads, mail out by SMTP."""
+    unit = (EXAMPLE.parent.parent / "systemd" / "mailcase.service").read_text()
+    cfg = load_config(EXAMPLE)
+    state = re.search(r"^StateDirectory=(\S+)$", unit, re.M)
+    assert state and cfg.data_dir == f"/var/lib/{state.group(1)}"
+    assert cfg.database_url == f"sqlite:////var/lib/{state.group(1)}/mailcase.db"
+    loaded = set(re.findall(r"^LoadCredential=([^:]+):/etc/mailcase/credentials/\1$", unit, re.M))
+    named = set(re.findall(r'^[^#\n]*credential = "([^"]+)"', EXAMPLE.read_text(), re.M))
+    assert named and named <= loaded, named - loaded
+    assert cfg.secrets.hmac_key == Secret(credential="hmac-key")
+    assert cfg.outgoing.transport == "smtp" and cfg.outgoing.smtp_host == "smtp.example.org"
+    # under systemd, relative paths are the state directory's; by hand, the file's folder's
+    (tmp_path / "c.toml").write_text('[rules]\nsender_authentication = "insecure-off"\n[kb]\npath = "kb"\n')
+    by_hand = load_config(tmp_path / "c.toml")
+    assert by_hand.data_dir == str(tmp_path / "mailcase-data") and by_hand.kb.path == str(tmp_path / "kb")
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:/var/lib/other")
+    under_systemd = load_config(tmp_path / "c.toml")
+    assert under_systemd.data_dir == f"{tmp_path}/state" and under_systemd.kb.path == f"{tmp_path}/state/kb"
+
+
+def test_a_configured_smtp_host_is_the_transport_unless_file_is_asked_for() -> None:
+    assert OutgoingConfig.model_validate({"smtp_host": "smtp.example.org"}).transport == "smtp"
+    assert OutgoingConfig.model_validate({"smtp_host": "smtp.example.org", "transport": "file"}).transport == "file"
+    assert OutgoingConfig().transport == "file"
 
 
 def test_example_documents_every_key() -> None:
@@ -62,7 +90,7 @@ def test_defaults_in_example_match_code() -> None:
     assert cfg.ingest == IngestConfig()
     assert cfg.daemon == DaemonConfig()
     assert cfg.staff == StaffConfig()
-    assert cfg.outgoing == OutgoingConfig()
+    assert cfg.outgoing == OutgoingConfig.model_validate({"smtp_host": "smtp.example.org"})
     from mailcase.config.calendar import CalendarConfig
 
     assert cfg.calendar == CalendarConfig()

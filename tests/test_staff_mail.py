@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, Desk, ny
-from helpers import ROOT, ImapAccount, body_text, make_mail, run_cli, write_config
+from helpers import ImapAccount, body_text, make_mail, run_cli, write_config
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
 from servers.notify import NotifyListener
 from servers.smtp import SmtpSink
@@ -309,9 +308,11 @@ def test_the_owner_hears_answers_and_hears_again(db_url: str, tmp_path: Path) ->
 
 
 def test_a_notification_that_cannot_be_written_stops_nothing(db_url: str, tmp_path: Path) -> None:
-    # an operator's own template folder from before staff mail existed: no staff.txt.j2
+    # an operator's override folder whose staff.txt.j2 uses a variable that does not exist
+    # (a folder merely without staff.txt.j2 falls back to the packaged one)
     own = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", own, ignore=shutil.ignore_patterns("staff.*"))
+    own.mkdir()
+    (own / "staff.txt.j2").write_text("Subject: {{ no_such_variable }}\n\nCase {{ case.number }}\n")
     desk = Desk(db_url, tmp_path, staff=STAFF, outgoing={"from_address": "support@support.example",
                                                          "templates_dir": str(own),
                                                          "file_dir": str(tmp_path / "outbox")})

@@ -16,6 +16,7 @@ import sys
 from typing import NoReturn
 
 import click
+from click.core import ParameterSource
 
 from mailcase import __version__
 from mailcase.cli import (
@@ -49,14 +50,16 @@ GROUPS = (db, ingest, service, quarantine, messages, review, directory, cutoff, 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_path", metavar="FILE", envvar="MAILCASE_CONFIG",
-    help="Configuration file (default: $MAILCASE_CONFIG, /etc/mailcase/mailcase.toml, "
-    "else the embedded demo defaults).",
+    help="Configuration file (default: $MAILCASE_CONFIG, else /etc/mailcase/mailcase.toml).",
 )
+@click.option("--demo", is_flag=True,
+              help="Run on the embedded demo instead: SQLite in ./mailcase-data, the sample mailbox and "
+              "directory, outgoing mail as files.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="mailcase")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int, debug: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, demo: bool, verbose: int, debug: bool) -> None:
     """mailcase turns a support mailbox into cases, following the support agreement.
 
     Mail is stored as it arrives (IMAP or a Maildir), parsed behind ingestion,
@@ -64,7 +67,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, debug: bool) 
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logsetup.setup(level)
-    ctx.obj = Ctx(config_path, debug)
+    if demo and config_path and ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("--demo and --config exclude each other")
+    ctx.obj = Ctx(config_path, debug, demo)
     ctx.obj.verbose = verbose
 
 

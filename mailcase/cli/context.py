@@ -17,9 +17,11 @@ from mailcase.domain.db import open_engine
 
 
 class Ctx:
-    def __init__(self, config_path: str | None, debug: bool) -> None:
+    def __init__(self, config_path: str | None, debug: bool, demo: bool = False) -> None:
         self.config_path = config_path
         self.debug = debug
+        #: run on the embedded demo (``--demo``) instead of a configuration file
+        self.demo = demo
         self._config: Config | None = None
         self._engine: Engine | None = None
         self.clock: Clock = process_clock()
@@ -28,7 +30,7 @@ class Ctx:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = find_config(self.config_path)
+            self._config = find_config(self.config_path, self.demo)
         return self._config
 
     @property

@@ -12,6 +12,7 @@ import click
 
 from mailcase.cli.context import Ctx, pass_ctx
 from mailcase.cli.output import echo, echo_json, fmt_time, short
+from mailcase.config.paths import require_paths
 from mailcase.core import log as logsetup
 from mailcase.core.clock import is_test_clock
 from mailcase.core.errors import AuthError, ConfigError, DatabaseUnavailable, TransientError
@@ -32,14 +33,14 @@ EXIT_TEMPFAIL, EXIT_NOPERM, EXIT_CONFIG = TransientError.exit_code, AuthError.ex
 def run(c: Ctx, once: bool) -> None:
     """Run the service: sync mailboxes, parse, repeat (ops run this under systemd).
 
-    Without a configuration file this runs on embedded defaults: SQLite in
+    With ``mailcase --demo run`` it runs on embedded defaults: SQLite in
     ./mailcase-data and the sample mailbox shipped with mailcase.
     """
     config = c.config
+    require_paths(config)
     if config.source is None:
         echo(
-            f"no configuration file: using embedded defaults (database {config.database_url}, "
-            "sample mailbox)", err=True,
+            f"--demo: embedded defaults (database {config.database_url}, sample mailbox)", err=True,
         )
     if is_test_clock(c.clock):
         logging.getLogger("mailcase").warning("event=test-clock now=%s", c.clock.now().isoformat())
@@ -155,13 +156,15 @@ def check(c: Ctx) -> None:
 
     Read-only: it creates no database, schema, data folder or Maildir folder.
     """
-    failed = 0
+    codes = []
     for ch in run_checks(c.config, c.clock):
         mark = "ok  " if ch.ok else "FAIL"
         echo(f"{mark} {ch.what}: {ch.detail}" + (f" -- fix: {ch.fix}" if ch.fix and not ch.ok else ""))
-        failed += not ch.ok
-    if failed:
-        sys.exit(1)
+        if not ch.ok:
+            codes.append(ch.code)
+    if codes:
+        # the gravest first: configuration (78) over credentials (77) over an unreachable server (75)
+        sys.exit(max(codes))
 
 
 COMMANDS: list[click.Command] = [run, status, check]

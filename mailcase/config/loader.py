@@ -63,8 +63,17 @@ def _describe(exc: ValidationError, where: str) -> str:
     return f"{where}: {key}: {msg}{more}"
 
 
+def state_directory() -> Path | None:
+    """The unit's state directory when systemd runs us (``StateDirectory=``: the first of
+    ``$STATE_DIRECTORY``, a colon-separated list), else None."""
+    value = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(value) if value else None
+
+
 def parse_config(data: dict[str, Any], where: str, base: Path | None = None) -> Config:
-    """Validate a parsed TOML document; relative paths resolve against ``base``, if given."""
+    """Validate a parsed TOML document; relative paths resolve against ``base``, if given.
+    Without a ``data_dir`` key the data lives in the state directory under systemd, else in
+    ``mailcase-data`` (beside the file, when ``base`` is the file's folder)."""
     # inline secrets get their own message: it is the mistake most worth explaining
     inline = [
         f"mailboxes[{i}].password"
@@ -84,6 +93,9 @@ def parse_config(data: dict[str, Any], where: str, base: Path | None = None) -> 
         )
     if "source" in data:
         raise ConfigError(f"{where}: source: unknown key")
+    if "data_dir" not in data:
+        state = state_directory()
+        data = {**data, "data_dir": str(state) if state else "mailcase-data"}
     try:
         return Config.model_validate({**data, "source": where}, context={"base": base})
     except ValidationError as exc:
@@ -102,14 +114,16 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{where}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
-    return parse_config(data, where, base=path.resolve().parent)
+    # under systemd relative paths are the state directory's (the unit's WorkingDirectory= too);
+    # by hand, the file's folder's
+    return parse_config(data, where, base=state_directory() or path.resolve().parent)
 
 
 def embedded_defaults(data_dir: str | None = None) -> Config:
     """The demo setup: SQLite in ./mailcase-data, the sample Maildir, no servers."""
     return Config(
         source=None,
-        data_dir=data_dir or os.environ.get("STATE_DIRECTORY") or "mailcase-data",
+        data_dir=data_dir or str(state_directory() or "mailcase-data"),
         mailboxes=(
             MailboxConfig(name="sample", kind="maildir", path=str(DEMO_MAILDIR), start_at="all"),
         ),
@@ -126,8 +140,12 @@ def embedded_defaults(data_dir: str | None = None) -> Config:
     )
 
 
-def find_config(explicit: str | None) -> Config:
-    """The configuration the CLI runs with: --config, $MAILCASE_CONFIG, /etc, or the demo."""
+def find_config(explicit: str | None, demo: bool = False) -> Config:
+    """The configuration the CLI runs with: --config, $MAILCASE_CONFIG, /etc -- or, only when
+    asked for (``--demo``), the embedded demo.  Nothing found is an error: a command that
+    quietly ran on the demo would answer "no cases" about a desk it never looked at."""
+    if demo:
+        return embedded_defaults()
     if explicit:
         return load_config(Path(explicit))
     env = os.environ.get(CONFIG_ENV)
@@ -136,4 +154,6 @@ def find_config(explicit: str | None) -> Config:
     for path in DEFAULT_CONFIG_PATHS:
         if path.exists():
             return load_config(path)
-    return embedded_defaults()
+    looked = ", ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+    raise ConfigError(f"no configuration file (looked for --config FILE, ${CONFIG_ENV}, {looked}); "
+                      "`mailcase --demo COMMAND` runs on the embedded demo")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -20,7 +20,7 @@ class OutgoingConfig(Frozen):
     #: intake address.  Default: bounces@<from_address domain>
     bounce_address: str | None = None
     #: "file" writes each mail as an .eml into file_dir (the demo's default);
-    #: "smtp" delivers through the smtp_* server
+    #: "smtp" delivers through the smtp_* server (the default once smtp_host is set)
     transport: Literal["file", "smtp"] = "file"
     #: for transport = "file"; default: <data_dir>/outbox
     file_dir: ConfigPath | None = None
@@ -41,8 +41,17 @@ class OutgoingConfig(Frozen):
     #: more matched hard bounces than this within an hour pause suppression
     #: (our own relay failing looks like every customer bouncing) and alert
     bounce_spike_per_hour: int = Field(default=20, ge=1)
-    #: templates folder; default: the templates shipped with mailcase
+    #: override folder in front of the packaged templates: a file there replaces the
+    #: packaged one of the same name (outbound/render.py); it must exist when set
     templates_dir: ConfigPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_transport(cls, data: Any) -> Any:
+        """A configured SMTP server is used unless the file transport is asked for."""
+        if isinstance(data, dict) and "transport" not in data and data.get("smtp_host"):
+            return {**data, "transport": "smtp"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> OutgoingConfig:

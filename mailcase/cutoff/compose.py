@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,7 @@ from mailcase.cutoff.plan import requester_of
 from mailcase.domain.calendar import BusinessCalendar
 from mailcase.outbound.compose import OutgoingMail
 from mailcase.outbound.copies import with_copies
-from mailcase.outbound.render import find_templates, render
+from mailcase.outbound.render import Templates, render, templates
 from mailcase.rules.base import Mail, Notice, Outcome
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
@@ -52,7 +51,7 @@ def case_view(case: NumberedCase) -> dict[str, Any]:
 class Composer:
     """Renders a cutoff's mail: the templates and what every mail of the batch shows."""
 
-    templates: Path
+    templates: Templates
     batch: Batch
     zone: ZoneInfo
     signature: str
@@ -60,7 +59,7 @@ class Composer:
 
     @classmethod
     def for_batch(cls, config: Config, cal: BusinessCalendar, batch: Batch) -> Composer:
-        return cls(find_templates(config.outgoing.templates_dir), batch, cal.zone,
+        return cls(templates(config.outgoing.templates_dir), batch, cal.zone,
                    f"{config.outgoing.from_name}\n{config.outgoing.from_address}", cal.describe_cutoffs())
 
     def _base(self) -> dict[str, Any]:

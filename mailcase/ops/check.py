@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.config.mailbox import MailboxConfig
+from mailcase.config.paths import configured_paths, problem_with
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
 from mailcase.core.errors import AuthError, ConfigError, MailcaseError, TransientError
@@ -20,8 +21,12 @@ from mailcase.domain.oauth import imap_token
 from mailcase.ingest.imap import session
 from mailcase.ingest.sources import is_maildir
 from mailcase.ops.secretcheck import SERVICE_USER, check_secret, configured_secrets
-from mailcase.outbound.render import find_templates
+from mailcase.outbound.render import templates
 from mailcase.outbound.smtp import SmtpTransport
+
+#: the exit status of a failed check, by what is wrong (as `run` would exit: a secret that cannot
+#: be read is configuration, 78; a login the server refuses is 77)
+CONFIG, UNREACHABLE = ConfigError.exit_code, TransientError.exit_code
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class Check:
     what: str
     detail: str
     fix: str = ""
+    #: for a failed check: 78 configuration (a key, a path, a secret), 77 a login refused, 75 unreachable
+    code: int = CONFIG
 
 
 def _fix_for(exc: MailcaseError, what: str) -> str:
@@ -57,7 +64,7 @@ def _database(config: Config) -> tuple[list[Check], Engine | None]:
     try:
         engine = read_only_engine(url)
     except MailcaseError as exc:
-        return [Check(False, "database", str(exc), "fix database.url")], None
+        return [Check(False, "database", str(exc), "fix database.url", exc.exit_code)], None
     if engine is None:
         path = Path(sa.engine.make_url(url).database or "").absolute()
         folder = _first_existing(path.parent)
@@ -73,8 +80,9 @@ def _database(config: Config) -> tuple[list[Check], Engine | None]:
         with engine.connect() as conn:
             tables = sa.inspect(conn).get_table_names()
     except (MailcaseError, sa.exc.DBAPIError) as exc:
+        code = exc.exit_code if isinstance(exc, MailcaseError) else UNREACHABLE
         return [Check(False, "database", str(exc).splitlines()[0],
-                      "check database.url, that the server runs and that the file is a mailcase database")], None
+                      "check database.url, that the server runs and that the file is a mailcase database", code)], None
     head = head_revision()
     if current == head:
         return [Check(True, "database", f"schema {current}")], engine
@@ -134,9 +142,9 @@ def _imap(engine: Engine | None, box: MailboxConfig, clock: Clock) -> Check:
             return Check(True, what, f"logged in as {box.username}, {box.folder} holds {info.get(b'EXISTS', '?')} "
                                      f"mails, {idle}")
     except MailcaseError as exc:
-        return Check(False, what, str(exc), _fix_for(exc, what))
+        return Check(False, what, str(exc), _fix_for(exc, what), exc.exit_code)
     except Exception as exc:
-        return Check(False, what, f"{type(exc).__name__}: {exc}", f"does folder {box.folder!r} exist?")
+        return Check(False, what, f"{type(exc).__name__}: {exc}", f"does folder {box.folder!r} exist?", UNREACHABLE)
 
 
 def _smtp(engine: Engine | None, config: Config, clock: Clock) -> Check:
@@ -152,9 +160,33 @@ def _smtp(engine: Engine | None, config: Config, clock: Clock) -> Check:
         return Check(True, "smtp", f"{t.where}: connected ({out.smtp_security})"
                                    + (f", logged in as {out.smtp_username}" if out.smtp_username else ""))
     except MailcaseError as exc:
-        return Check(False, "smtp", str(exc), _fix_for(exc, "smtp"))
+        return Check(False, "smtp", str(exc), _fix_for(exc, "smtp"), exc.exit_code)
     except (OSError, smtplib.SMTPException) as exc:
-        return Check(False, "smtp", f"{t.where}: {exc}", "check smtp_host, smtp_port and smtp_security")
+        return Check(False, "smtp", f"{t.where}: {exc}", "check smtp_host, smtp_port and smtp_security", UNREACHABLE)
+
+
+def _templates(config: Config) -> Check:
+    """Where the templates come from, every one compiled; the fix names the key only when it is set."""
+    override = config.outgoing.templates_dir
+    try:
+        source = templates(override)
+    except MailcaseError as exc:  # only a configured override folder can be missing
+        return Check(False, "templates", str(exc),
+                     "create that folder, or remove outgoing.templates_dir to use the packaged templates")
+    try:
+        overridden = source.compile_all()
+    except MailcaseError as exc:
+        fix = "reinstall mailcase: its packaged templates are damaged"
+        if override:
+            fix = f"fix the template named above in {override} (or {fix})"
+        return Check(False, "templates", str(exc), fix)
+    if "ack.txt.j2" not in source.env.list_templates():
+        return Check(False, "templates", f"no ack.txt.j2 in {source.where()}",
+                     "reinstall mailcase: the wheel it came from lacks its packaged templates")
+    detail = source.where()
+    if override:
+        detail += f"; the override replaces {', '.join(overridden) or 'nothing (no .j2 files in it)'}"
+    return Check(True, "templates", detail)
 
 
 def run_checks(config: Config, clock: Clock) -> Iterator[Check]:
@@ -175,11 +207,8 @@ def run_checks(config: Config, clock: Clock) -> Iterator[Check]:
         if box.enabled:
             yield _imap(engine, box, clock)
     yield _smtp(engine, config, clock)
-    try:
-        yield Check(True, "templates", str(find_templates(config.outgoing.templates_dir)))
-    except MailcaseError as exc:
-        yield Check(False, "templates", str(exc), "set outgoing.templates_dir or reinstall mailcase")
-    for what, path in (("directory csv", config.directory.csv), ("knowledge base", config.kb.path)):
-        if path:
-            ok = Path(path).exists()
-            yield Check(ok, what, path if ok else f"{path} does not exist", "" if ok else "fix the path or remove the key")
+    yield _templates(config)
+    for key, path, kind in configured_paths(config):
+        problem = problem_with(path, kind)
+        yield Check(problem is None, key, path if problem is None else f"{path}: {problem}",
+                    "" if problem is None else f"fix the path in {key} (the service will not start: exit 78)")

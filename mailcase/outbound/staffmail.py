@@ -24,7 +24,7 @@ from mailcase.domain.cases import event, get_case
 from mailcase.domain.tables import CASE, CASE_MESSAGE, MESSAGE, OUTBOX, PERSON, SPECIALIST
 from mailcase.outbound.compose import OutgoingAttachment, OutgoingMail, with_token
 from mailcase.outbound.copies import colleagues, enqueue_copied
-from mailcase.outbound.render import Rendered, find_templates, render
+from mailcase.outbound.render import Rendered, render, templates
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
 
@@ -74,7 +74,7 @@ def queue_reply(
     staff_name = staff or conn.execute(
         sa.select(SPECIALIST.c.name).where(SPECIALIST.c.id == row.owner_id)).scalar() or actor
     parent, refs = thread(conn, row.id)
-    rendered = render(find_templates(config.outgoing.templates_dir), "reply", {
+    rendered = render(templates(config.outgoing.templates_dir), "reply", {
         **_base(config), "cases": [case_view(row)], "body": body.strip(), "staff_name": staff_name,
     })
     digest = hashlib.sha256(body.strip().encode() + (b"\0" + source.encode() if source else b""))
@@ -122,5 +122,5 @@ def preview(conn: Connection, config: Config, kind: MailKind, number: int, notic
         }
     else:
         variables = base | {"body": "(your reply here)", "staff_name": "(specialist)"}
-    rendered = render(find_templates(config.outgoing.templates_dir), kind, variables)
+    rendered = render(templates(config.outgoing.templates_dir), kind, variables)
     return Rendered(with_token(rendered.subject, row.number), rendered.text, rendered.html)

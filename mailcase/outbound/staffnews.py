@@ -35,14 +35,16 @@ from mailcase.domain.tables import ACCOUNT, CASE, CASE_MESSAGE, PARSED_MAIL, SPE
 from mailcase.mail.addresses import domain_of
 from mailcase.mail.quoting import latest_reply
 from mailcase.outbound.compose import OutgoingMail
-from mailcase.outbound.outbox import enqueue
-from mailcase.outbound.render import find_templates, render
+from mailcase.outbound.outbox import OutboxQueue, enqueue
+from mailcase.outbound.render import render, templates
 from mailcase.rules.severity import NAMES as SEVERITY_NAMES
 
 log = logging.getLogger(__name__)
 
 #: the most of the customer's text a notification quotes
 TEXT_LIMIT = 8000
+#: a cutoff's notifications written at once
+_CHUNK = 500
 
 
 class News(StrEnum):
@@ -78,25 +80,27 @@ WHAT: dict[News, str] = {
 }
 
 
-def is_staff_recipient(conn: Connection, config: Config, address: str) -> bool:
-    """May news of a case go to ``address``: configured staff, a specialist's or a tier's address."""
+def is_staff_recipient(conn: Connection, config: Config, address: str,
+                       specialists: frozenset[str] | None = None) -> bool:
+    """May news of a case go to ``address``: configured staff, a specialist's or a tier's address
+    (``specialists``: :func:`staff_addresses`, if the caller read it already)."""
     address = address.lower()
     staff = config.staff
-    if address in {a.lower() for a in staff.addresses} or address in staff_addresses(conn):
+    if specialists is None:
+        specialists = staff_addresses(conn)
+    if address in {a.lower() for a in staff.addresses} or address in specialists:
         return True
     if address in {a.lower() for a in staff.tier_addresses.values()}:
         return True
     return any(domain_of(address) == d.lower().lstrip("@") for d in staff.domains)
 
 
-def _customer_text(conn: Connection, message_pk: int | None) -> tuple[str, list[str]]:
-    """The newest part of a mail's text (PINs redacted) and its attachments' names."""
-    if message_pk is None:
-        return "", []
-    row = conn.execute(sa.select(PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_body, PARSED_MAIL.c.attachments)
-                       .where(PARSED_MAIL.c.message_pk == message_pk)).first()
-    if row is None:
-        return "", []
+_TEXT_COLUMNS = (PARSED_MAIL.c.message_pk, PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_body,
+                 PARSED_MAIL.c.attachments)
+
+
+def _text_of(row: Any) -> tuple[str, list[str]]:
+    """The newest part of a parsed mail's text (PINs redacted) and its attachments' names."""
     text = row.reply_text if row.reply_text is not None else latest_reply(row.text_body or "")
     text = text.strip()
     if len(text) > TEXT_LIMIT:
@@ -106,35 +110,38 @@ def _customer_text(conn: Connection, message_pk: int | None) -> tuple[str, list[
     return text, names
 
 
-def notify_staff(
-    conn: Connection, config: Config, case_id: int, news: News, now: datetime, *, cause: str,
-    message_pk: int | None = None, to: str | None = None, detail: str = "",
-) -> bool:
-    """Queue ``news`` of the case for its owner (or ``to``); False if nothing was queued.
+def _customer_text(conn: Connection, message_pk: int | None) -> tuple[str, list[str]]:
+    """The newest part of a mail's text (PINs redacted) and its attachments' names."""
+    if message_pk is None:
+        return "", []
+    row = conn.execute(sa.select(*_TEXT_COLUMNS).where(PARSED_MAIL.c.message_pk == message_pk)).first()
+    return ("", []) if row is None else _text_of(row)
 
-    ``cause`` makes the key: the same news of the same cause is queued once.
-    """
-    if not config.staff.notify:
-        return False
-    case = conn.execute(
-        sa.select(CASE, ACCOUNT.c.code.label("account_code"), SPECIALIST.c.address.label("owner_address"))
-        .outerjoin(ACCOUNT, ACCOUNT.c.id == CASE.c.account_id)
-        .outerjoin(SPECIALIST, SPECIALIST.c.id == CASE.c.owner_id)
-        .where(CASE.c.id == case_id)).first()
-    if case is None:
-        return False
+
+def _case_rows() -> sa.Select[Any]:
+    """Cases with their account's code and their owner's address."""
+    return (sa.select(CASE, ACCOUNT.c.code.label("account_code"), SPECIALIST.c.address.label("owner_address"))
+            .outerjoin(ACCOUNT, ACCOUNT.c.id == CASE.c.account_id)
+            .outerjoin(SPECIALIST, SPECIALIST.c.id == CASE.c.owner_id))
+
+
+def _recipient(conn: Connection, config: Config, case: Any, news: News, to: str | None,
+               staff: frozenset[str] | None = None) -> str | None:
+    """Who hears ``news`` of ``case``: ``to`` or its owner, if that is a staff address
+    (``staff``: the specialists' addresses, read once by a caller with many cases)."""
     recipient = (to or case.owner_address or "").strip().lower()
     if not recipient:
-        return False
-    if not is_staff_recipient(conn, config, recipient) or recipient == (case.requester or "").lower():
+        return None
+    if not is_staff_recipient(conn, config, recipient, staff) or recipient == (case.requester or "").lower():
         log.warning("event=staff-news-refused case=%s news=%s to=%s reason=%s", case.number, news,
                     kv(recipient), kv("not a staff, specialist or tier address"))
-        return False
-    if message_pk is None:  # news of the case itself (escalated, due): the customer's latest mail
-        message_pk = conn.execute(sa.select(sa.func.max(CASE_MESSAGE.c.message_pk)).where(
-            CASE_MESSAGE.c.case_id == case.id,
-            CASE_MESSAGE.c.role.in_([CaseMessageRole.REQUEST.value, CaseMessageRole.FOLLOW_UP.value]))).scalar()
-    text, attachments = _customer_text(conn, message_pk)
+        return None
+    return recipient
+
+
+def _news_mail(config: Config, case: Any, news: News, recipient: str, text: str, attachments: list[str], *,
+               cause: str, message_pk: int | None, detail: str = "") -> OutgoingMail:
+    """The rendered notification (a template that cannot be rendered raises here)."""
     zone = BusinessCalendar(config.calendar).zone
     promise = news in (News.DUE_SOON, News.OVERDUE, News.BREACHED)
     headline = HEADLINES[news] + (f" to {case.tier}" if news is News.ESCALATED else "")
@@ -148,22 +155,52 @@ def notify_staff(
         "text": text, "attachments": attachments,
         "marker": config.staff.reply_marker, "reply_address": config.staff.reply_address or "",
     }
-    # a notification is a courtesy to staff: one that cannot be rendered or queued
-    # (a template folder without staff.txt.j2, an address the outbox refuses) is
-    # logged and never stops the cutoff, the classify stage or the command behind it
+    rendered = render(templates(config.outgoing.templates_dir), MailKind.STAFF.value, variables)
+    return OutgoingMail(
+        key=f"staff:{news.value}:case:{case.id}:{cause}", kind=MailKind.STAFF, notice_kind=None,
+        to_addr=recipient, to_name="", rendered=rendered, case_id=case.id, case_number=case.number,
+        message_pk=message_pk,
+    )
+
+
+def _failed(case: Any, news: News, recipient: str, exc: Exception) -> None:
+    """A notification is a courtesy to staff: one that cannot be rendered or queued (a
+    broken staff.txt.j2 in the override folder, an address the outbox refuses) is logged
+    and never stops the cutoff, the classify stage or the command behind it."""
+    if is_outage(exc):
+        raise exc
+    log.error("event=staff-news-failed case=%s news=%s to=%s error=%s", case.number, news.value,
+              kv(recipient), kv(f"{type(exc).__name__}: {exc}"))
+
+
+def notify_staff(
+    conn: Connection, config: Config, case_id: int, news: News, now: datetime, *, cause: str,
+    message_pk: int | None = None, to: str | None = None, detail: str = "",
+) -> bool:
+    """Queue ``news`` of the case for its owner (or ``to``); False if nothing was queued.
+
+    ``cause`` makes the key: the same news of the same cause is queued once.
+    """
+    if not config.staff.notify:
+        return False
+    case = conn.execute(_case_rows().where(CASE.c.id == case_id)).first()
+    if case is None:
+        return False
+    recipient = _recipient(conn, config, case, news, to)
+    if recipient is None:
+        return False
+    if message_pk is None:  # news of the case itself (escalated, due): the customer's latest mail
+        message_pk = conn.execute(sa.select(sa.func.max(CASE_MESSAGE.c.message_pk)).where(
+            CASE_MESSAGE.c.case_id == case.id,
+            CASE_MESSAGE.c.role.in_([CaseMessageRole.REQUEST.value, CaseMessageRole.FOLLOW_UP.value]))).scalar()
+    text, attachments = _customer_text(conn, message_pk)
     try:
         with conn.begin_nested():
-            rendered = render(find_templates(config.outgoing.templates_dir), MailKind.STAFF.value, variables)
-            return enqueue(conn, OutgoingMail(
-                key=f"staff:{news.value}:case:{case.id}:{cause}", kind=MailKind.STAFF, notice_kind=None,
-                to_addr=recipient, to_name="", rendered=rendered, case_id=case.id, case_number=case.number,
-                message_pk=message_pk,
-            ), config, config.hmac_key(), now)
+            mail = _news_mail(config, case, news, recipient, text, attachments, cause=cause,
+                              message_pk=message_pk, detail=detail)
+            return enqueue(conn, mail, config, config.hmac_key(), now)
     except Exception as exc:
-        if is_outage(exc):
-            raise
-        log.error("event=staff-news-failed case=%s news=%s to=%s error=%s", case.number, news.value,
-                  kv(recipient), kv(f"{type(exc).__name__}: {exc}"))
+        _failed(case, news, recipient, exc)
         return False
 
 
@@ -192,12 +229,58 @@ def notify_assigned(conn: Connection, config: Config, case_id: int, now: datetim
 
 
 def notify_batch_assigned(conn: Connection, config: Config, batch_id: int, now: datetime) -> int:
-    """The owners of a cutoff's new cases hear of them; how many were queued."""
+    """The owners of a cutoff's new cases hear of them; how many were queued.
+
+    A cutoff makes thousands of cases: their rows, first requests and texts are
+    read in a few queries and the mails go into one outbox queue (an insert per
+    500), not a savepoint, four queries and an insert per case.  A mail that
+    cannot be rendered or composed is left out (logged); if the database
+    refuses the queued rows, each case is notified again on its own.
+    """
     if not config.staff.notify:
         return 0
-    ids = conn.execute(sa.select(CASE.c.id).where(CASE.c.batch_id == batch_id, CASE.c.owner_id.is_not(None))
-                       .order_by(CASE.c.id)).scalars().all()
-    return sum(notify_assigned(conn, config, case_id, now) for case_id in ids)
+    first = (sa.select(sa.func.min(CASE_MESSAGE.c.message_pk))
+             .where(CASE_MESSAGE.c.case_id == CASE.c.id, CASE_MESSAGE.c.role == CaseMessageRole.REQUEST.value)
+             .scalar_subquery().label("first_pk"))
+    cases = conn.execute(_case_rows().add_columns(first)
+                         .where(CASE.c.batch_id == batch_id, CASE.c.owner_id.is_not(None))
+                         .order_by(CASE.c.id)).all()
+    if not cases:
+        return 0
+    pks = sorted({c.first_pk for c in cases if c.first_pk is not None})
+    texts: dict[int, tuple[str, list[str]]] = {}
+    for i in range(0, len(pks), 500):
+        texts.update((r.message_pk, _text_of(r)) for r in conn.execute(
+            sa.select(*_TEXT_COLUMNS).where(PARSED_MAIL.c.message_pk.in_(pks[i : i + 500]))))
+    specialists = staff_addresses(conn)
+    queue = OutboxQueue(conn, config, config.hmac_key(), now, size=_CHUNK + 1)  # flushed below, per chunk
+    queued = 0
+    for i in range(0, len(cases), _CHUNK):
+        chunk = cases[i : i + _CHUNK]
+        rows: list[dict[str, Any]] = []
+        for case in chunk:
+            recipient = _recipient(conn, config, case, News.ASSIGNED, None, specialists)
+            if recipient is None:
+                continue
+            text, attachments = texts.get(case.first_pk, ("", []))
+            try:
+                rows.append(queue.prepare(_news_mail(config, case, News.ASSIGNED, recipient, text, attachments,
+                                                     cause=f"owner:{case.owner_id}", message_pk=case.first_pk)))
+            except Exception as exc:
+                _failed(case, News.ASSIGNED, recipient, exc)
+        try:
+            with conn.begin_nested():
+                for row in rows:
+                    queue.put(row)
+                queued += queue.flush()
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            queue.discard()
+            log.warning("event=staff-news-chunk-refused batch=%s error=%s", batch_id,
+                        kv(f"{type(exc).__name__}: {exc}"))
+            queued += sum(notify_assigned(conn, config, case.id, now) for case in chunk)
+    return queued
 
 
 def notify_escalated(conn: Connection, config: Config, number: int, tier: str, now: datetime) -> bool:

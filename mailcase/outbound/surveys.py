@@ -28,7 +28,7 @@ from mailcase.domain.tables import CASE, OUTBOX, PERSON, SURVEY_RESPONSE
 from mailcase.outbound.compose import OutgoingMail
 from mailcase.outbound.copies import colleagues, enqueue_copied
 from mailcase.outbound.outbox import enqueue, is_suppressed
-from mailcase.outbound.render import find_templates, render
+from mailcase.outbound.render import render, templates
 from mailcase.outbound.staffmail import case_view, requester_name, thread
 from mailcase.rules.effects import RecordSurvey
 from mailcase.rules.record import Applying
@@ -73,13 +73,13 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     row = set_status(conn, number, CaseStatus.RESOLVED, now, actor, note)
     row = get_case(conn, number)
     key = config.hmac_key()
-    templates = find_templates(config.outgoing.templates_dir)
+    source = templates(config.outgoing.templates_dir)
     parent, refs = thread(conn, row.id)
     n = conn.execute(sa.select(sa.func.count()).where(  # the requester's, not the colleagues' copies
         OUTBOX.c.case_id == row.id, OUTBOX.c.kind == MailKind.RESOLUTION.value,
         OUTBOX.c.to_addr == row.requester)).scalar_one()
     resolution_key = f"resolution:case:{row.id}:{int(n) + 1}"
-    rendered = render(templates, "resolution", _vars(conn, config, row) | {
+    rendered = render(source, "resolution", _vars(conn, config, row) | {
         "note": note.strip(), "reopen_days": config.rules.reopen_window_days})
     if not row.no_auto_reply:  # to the requester and a copy to each colleague; the survey is theirs alone
         enqueue_copied(conn, OutgoingMail(
@@ -90,7 +90,7 @@ def resolve(conn: Connection, config: Config, number: int, note: str, now: datet
     if blocker is not None:
         event(conn, row.id, now, "mailcase", CaseEventKind.SURVEY_SKIPPED, blocker)
         return resolution_key, blocker
-    survey = render(templates, "survey", _vars(conn, config, row))
+    survey = render(source, "survey", _vars(conn, config, row))
     enqueue(conn, OutgoingMail(
         key=f"survey:case:{row.id}:{int(n) + 1}", kind=MailKind.SURVEY, notice_kind=None, to_addr=row.requester,
         to_name="", rendered=survey, case_id=row.id, case_number=row.number, in_reply_to=parent, references=refs,
