@@ -108,6 +108,7 @@ def test_database_outage_intake_resumes_without_restart(imap: ImapAccount, pg_ur
         proxy.up()
         back = time.monotonic()
         took = _wait(lambda: count() == 3 and count("pending") == 3, 30)
+        print(f"\noutage: 20 s; intake resumed {took:.1f} s after the database came back")
         assert took < 30, f"intake resumed {took:.1f} s after the database came back"
         assert proc.poll() is None, "the daemon restarted or died"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
