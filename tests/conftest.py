@@ -111,9 +111,9 @@ SERVER_FIXTURES = frozenset({"dovecot", "imap", "tls_dovecot", "own_dovecot", "p
 #: mail in bounded memory, property-based fuzzing, the token endpoint, mypy, the
 #: operator's install checks and backups
 SLOW_MODULES = frozenset({
-    "test_backup", "test_check", "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_daemon",
+    "test_backup", "test_check", "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_crash_outbox", "test_daemon",
     "test_delivery", "test_faults", "test_fuzz", "test_hostile", "test_oauth", "test_operations",
-    "test_reload", "test_supervision", "test_typing", "test_week",
+    "test_install", "test_reload", "test_supervision", "test_typing", "test_week",
 })
 #: single tests that run the whole desk end to end
 SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything",
