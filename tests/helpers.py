@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -244,3 +245,17 @@ class Cli:
 
     def at(self, when: datetime) -> None:
         self.clock.write_text(f"{when.isoformat()}\n")
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 20) -> int:
+    """A clean stop of a service that must still be running: SIGTERM, then its exit status."""
+    assert proc.poll() is None, "the service died"
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def reap(proc: subprocess.Popen[Any]) -> None:
+    """Whatever a test did: no service of its left running."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()

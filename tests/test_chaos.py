@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, ny
-from helpers import ImapAccount, make_mail, run_cli, write_config
+from helpers import ImapAccount, make_mail, reap, run_cli, terminate, write_config
 from servers.postgres import PrivateCluster
 from servers.proxy import Proxy
 from servers.smtp import SmtpSink
@@ -215,13 +214,9 @@ def test_chaos(imap: ImapAccount, private_pg: PrivateCluster, tmp_path: Path) ->
         status = run_cli("--config", str(cfg), "status", "--json", env={"MAILCASE_TEST_CLOCK": str(clock)})
         st = json.loads(status.stdout)
         assert st["due_cutoff"] is None and not st["cutoff_error"], st
-        assert proc.poll() is None, "the service died"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert terminate(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        reap(proc)
         reader.join(5)
         err = "".join(err_lines)
         proxy.stop()

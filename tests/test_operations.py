@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from batching import Desk, ny
-from helpers import ROOT, ImapAccount, LogTail, make_mail, run_cli, write_config
+from helpers import ROOT, ImapAccount, LogTail, make_mail, reap, run_cli, terminate, write_config
 from servers.dovecot import free_port
 from test_daemon import _wait
 
@@ -126,13 +126,9 @@ def test_sighup_reload_refuses_a_bad_config_and_metrics_answer(imap: ImapAccount
         imap.append(make_mail(1))
         engine = open_engine(sqlite_url)  # the running configuration still works: the mail is stored
         _wait(lambda: _count(engine, MESSAGE) == 1, 20)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert terminate(proc, 15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        reap(proc)
         err = tail.text()
     refused = [line for line in err.splitlines() if "event=reload-refused" in line]
     assert len(refused) == 1 and "bogus: unknown key" in refused[0] and "keeping the running configuration" in refused[0]

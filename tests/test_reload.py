@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from batching import DIRECTORY, ny
-from helpers import LogTail, make_mail, write_config
+from helpers import LogTail, make_mail, reap, terminate, write_config
 from test_daemon import _wait
 
 from mailcase.domain.db import open_engine
@@ -72,10 +72,7 @@ def test_sighup_gives_a_running_mailbox_worker_the_new_cutoff_times(sqlite_url: 
         _wait(lambda: count(sa.select(sa.func.count()).select_from(BATCH).where(
             BATCH.c.cutoff_at == ny(2026, 11, 23, 10, 5))) == 1, 30)
         assert count(sa.select(sa.func.count()).select_from(CASE)) == 2
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert terminate(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        reap(proc)
         tail.text()

@@ -13,10 +13,6 @@ running service and the SMTP sink is :func:`test_end_to_end_through_the_service`
 from __future__ import annotations
 
 import email
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,19 +24,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, Desk, ny
-from helpers import ImapAccount, body_text, make_mail, run_cli, write_config
+from helpers import ImapAccount, body_text, make_mail, run_cli
 from rules_fake import FakeContext, load_directory, mail_from_bytes, our_message_id, settings
-from servers.notify import NotifyListener
-from servers.smtp import SmtpSink
-from test_daemon import _wait
+from running_desk import RunningDesk
 
 from mailcase.config.loader import parse_config
 from mailcase.config.rules import StaffConfig
 from mailcase.core.errors import ConfigError
 from mailcase.core.states import CaseEventKind, CaseMessageRole, CaseStatus, MailKind
 from mailcase.domain.cases import add_specialist, escalate
-from mailcase.domain.db import open_engine, transaction
-from mailcase.domain.tables import BATCH, CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, OUTBOX, VERDICT
+from mailcase.domain.db import transaction
+from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, VERDICT
 from mailcase.ops.promise import watch
 from mailcase.outbound.staffnews import News, notify_escalated, notify_staff
 from mailcase.rules.base import Disposition, Mail, Outcome
@@ -339,66 +333,20 @@ def test_without_notify_staff_hear_nothing(db_url: str, tmp_path: Path) -> None:
 
 
 def test_end_to_end_through_the_service(imap: ImapAccount, sqlite_url: str, tmp_path: Path) -> None:
-    csv = tmp_path / "accounts.csv"
-    csv.write_text(DIRECTORY)
-    sink = SmtpSink().start()
-    cfg = write_config(
-        tmp_path / "c.toml", sqlite_url, [imap.mailbox_config(start_at="all")],
-        rules={"sender_authentication": "authserv-id", "authserv_id": "mx.support.example"},
-        directory={"csv": str(csv), "effective": "2025-01-01T00:00:00+00:00"},
-        daemon={"stage_seconds": 1.0, "batch_seconds": 1.0, "deliver_seconds": 1.0, "housekeeping_seconds": 1.0},
-        outgoing={"from_address": "support@support.example", "transport": "smtp", "smtp_host": "127.0.0.1",
-                  "smtp_port": sink.port, "smtp_security": "plain"},
-        staff=STAFF,
-    )
-    clock = tmp_path / "clock"
-    clock.write_text(ny(2026, 11, 25, 7, 0).isoformat())
-    env = {**os.environ, "MAILCASE_TEST_CLOCK": str(clock)}
-    notify = NotifyListener(tmp_path / "notify.sock")
-    env["NOTIFY_SOCKET"] = str(notify.path)
-    log = (tmp_path / "daemon.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "--config", str(cfg), "run"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
-    engine = open_engine(sqlite_url)
-    appended = 0
-    now = ny(2026, 11, 25, 7, 0)
+    with RunningDesk(imap, sqlite_url, tmp_path, ny(2026, 11, 25, 7, 0), DIRECTORY, staff=STAFF) as desk:
+        sink, cfg, cli_env, at = desk.sink, desk.cfg, desk.cli_env, desk.at
 
-    def count(q: Any) -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
+        def deliver(n: int, sender: str, subject: str, body: str, when: datetime, authenticated: bool = True,
+                    headers: dict[str, str] | None = None) -> str:
+            domain = sender.rpartition("@")[2]
+            h = dict(headers or {})
+            h[AUTH[0]] = AUTH[1].format(d=domain) if authenticated else (
+                f"mx.support.example; spf=fail smtp.mailfrom={domain}; dkim=none; dmarc=fail header.from={domain}")
+            msgid = f"<staff-e2e-{n}@{domain}>"
+            desk.append(make_mail(n, sender=sender, subject=subject, body=body, date=when, msgid=msgid, headers=h),
+                        when)
+            return msgid
 
-    def settled() -> bool:
-        open_mail = count(sa.select(sa.func.count()).select_from(MESSAGE).where(
-            MESSAGE.c.state.in_(["stored", "headers-read", "parsed"])))
-        unsent = count(sa.select(sa.func.count()).select_from(OUTBOX).where(
-            OUTBOX.c.status.in_(["queued", "sending"]), OUTBOX.c.next_attempt_at <= now))
-        return count(sa.select(sa.func.count()).select_from(MESSAGE)) == appended and open_mail == 0 and unsent == 0
-
-    def at(moment: datetime, cutoff: datetime | None = None) -> None:
-        nonlocal now
-        now = moment
-        clock.write_text(moment.isoformat())
-        if cutoff is not None:
-            _wait(lambda: count(sa.select(sa.func.count()).select_from(BATCH).where(BATCH.c.cutoff_at == cutoff)) == 1,
-                  60, 0.2)
-        _wait(settled, 60, 0.2)
-
-    def deliver(n: int, sender: str, subject: str, body: str, when: datetime, authenticated: bool = True,
-                headers: dict[str, str] | None = None) -> str:
-        nonlocal appended
-        domain = sender.rpartition("@")[2]
-        h = dict(headers or {})
-        h[AUTH[0]] = AUTH[1].format(d=domain) if authenticated else (
-            f"mx.support.example; spf=fail smtp.mailfrom={domain}; dkim=none; dmarc=fail header.from={domain}")
-        msgid = f"<staff-e2e-{n}@{domain}>"
-        imap.append(make_mail(n, sender=sender, subject=subject, body=body, date=when, msgid=msgid, headers=h),
-                    when=when)
-        appended += 1
-        return msgid
-
-    cli_env = {"MAILCASE_TEST_CLOCK": str(clock)}
-    try:
-        _wait(lambda: notify.count("READY=1") == 1, 60)
         added = run_cli("--config", str(cfg), "specialists", "add", "olga", "--address", OWNER, env=cli_env)
         assert added.returncode == 0, added.stderr
         first = deliver(1, "alice@acme.example", "Invoices do not print",
@@ -445,21 +393,12 @@ def test_end_to_end_through_the_service(imap: ImapAccount, sqlite_url: str, tmp_
         deliver(5, OWNER, f"Re: {again[0]['Subject']}", "On it.\n", ny(2026, 11, 25, 11, 5),
                 headers={"In-Reply-To": again[0]["Message-ID"]})
         at(ny(2026, 11, 25, 11, 30))
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        sink.stop()
-        notify.close()
-        log.close()
+        assert desk.stop() == 0
     # nothing loops: every mail the sink received, once
     received = Counter(rcpt for r in sink.received for rcpt in r.rcpt_tos)
     assert received == Counter({"alice@acme.example": 2, OWNER: 2, "tier2@staff.example": 1}), received
     assert all(n == 1 for n in Counter(str(r.message["Message-ID"]) for r in sink.received).values())
-    with engine.connect() as conn:
+    with desk.engine.connect() as conn:
         verdicts = {r.name for r in conn.execute(
             sa.select(VERDICT.c.name).join(MESSAGE, MESSAGE.c.id == VERDICT.c.message_pk)
             .where(MESSAGE.c.message_id == forged))}

@@ -15,10 +15,6 @@ per address exactly what was sent.
 from __future__ import annotations
 
 import email
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,12 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from batching import AUTH, DIRECTORY, ny
-from helpers import ImapAccount, make_mail, run_cli, write_config
-from servers.notify import NotifyListener
-from servers.smtp import SmtpSink
-from test_daemon import _wait
+from helpers import ImapAccount, make_mail, run_cli
+from running_desk import RunningDesk
 
-from mailcase.domain.db import open_engine
 from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, CLASSIFICATION, MESSAGE, OUTBOX
 
 PIN_ROW = "PINCO,Pin Company,good,yes,pat@pinco.example,Pat Pin,representative,4321\n"
@@ -153,59 +146,13 @@ def _raw(m: Mail, n: int) -> bytes:
 
 def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) -> None:
     mails = _mails()
-    csv = tmp_path / "accounts.csv"
-    csv.write_text(DIRECTORY + PIN_ROW)
-    sink = SmtpSink().start()
-    cfg = write_config(
-        tmp_path / "c.toml", sqlite_url, [imap.mailbox_config(start_at="all")],
-        rules={"sender_authentication": "authserv-id", "authserv_id": "mx.support.example"},
-        directory={"csv": str(csv), "effective": "2025-01-01T00:00:00+00:00"},
-        daemon={"stage_seconds": 1.0, "batch_seconds": 1.0, "deliver_seconds": 1.0, "housekeeping_seconds": 1.0},
-        outgoing={"from_address": "support@support.example", "transport": "smtp", "smtp_host": "127.0.0.1",
-                  "smtp_port": sink.port, "smtp_security": "plain"},
-    )
-    clock = tmp_path / "clock"
-    clock.write_text(ny(2026, 11, 25, 7, 0).isoformat())
-    env = {**os.environ, "MAILCASE_TEST_CLOCK": str(clock)}
-    notify = NotifyListener(tmp_path / "notify.sock")
-    env["NOTIFY_SOCKET"] = str(notify.path)
-    log = (tmp_path / "daemon.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mailcase", "--config", str(cfg), "run"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
-    engine = open_engine(sqlite_url)
-    appended: list[str] = []
-    now = ny(2026, 11, 25, 7, 0)  # the test clock, as at() moves it
+    with RunningDesk(imap, sqlite_url, tmp_path, ny(2026, 11, 25, 7, 0), DIRECTORY + PIN_ROW) as desk:
+        sink, cfg, engine, at, closed = desk.sink, desk.cfg, desk.engine, desk.at, desk.closed
 
-    def count(q: Any) -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
+        def deliver(batch: list[Mail]) -> None:
+            for m in batch:
+                desk.append(_raw(m, desk.appended + 1), m.at)
 
-    def settled() -> bool:
-        open_mail = count(sa.select(sa.func.count()).select_from(MESSAGE).where(
-            MESSAGE.c.state.in_(["stored", "headers-read", "parsed"])))
-        unsent = count(sa.select(sa.func.count()).select_from(OUTBOX).where(OUTBOX.c.status.in_(["queued", "sending"]),
-                                                                            OUTBOX.c.next_attempt_at <= now))
-        return count(sa.select(sa.func.count()).select_from(MESSAGE)) == len(appended) and open_mail == 0 \
-            and unsent == 0
-
-    def closed(cutoff: datetime) -> bool:
-        return count(sa.select(sa.func.count()).select_from(BATCH).where(BATCH.c.cutoff_at == cutoff)) == 1
-
-    def at(moment: datetime, cutoff: datetime | None = None) -> None:
-        nonlocal now
-        now = moment
-        clock.write_text(moment.isoformat())
-        if cutoff is not None:
-            _wait(lambda: closed(cutoff), 60, 0.2)
-        _wait(settled, 60, 0.2)
-
-    def deliver(batch: list[Mail]) -> None:
-        for m in batch:
-            imap.append(_raw(m, len(appended) + 1), when=m.at)
-            appended.append(m.name)
-
-    try:
-        _wait(lambda: notify.count("READY=1") == 1, 60)
         # Wednesday morning's mail, then its cutoff
         deliver([m for m in mails if m.at < WED_0930])
         at(ny(2026, 11, 25, 9, 25))
@@ -228,8 +175,7 @@ def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) 
         assert envelope.startswith("bounces+")
         bounce = _dsn(envelope, "erin@acme.example", notice.message_id)
         deliver([reply, reply_bob] + [m for m in mails if WED_0930 <= m.at < WED_1530 and m.expect != "follow-up"])
-        imap.append(bounce, when=ny(2026, 11, 25, 10, 30))
-        appended.append("bounce")
+        desk.append(bounce, ny(2026, 11, 25, 10, 30))
         at(ny(2026, 11, 25, 15, 25))
         at(ny(2026, 11, 25, 15, 45), WED_1530)
         # the evening, Thanksgiving (no cutoff), Friday morning
@@ -246,20 +192,11 @@ def test_a_week_at_the_desk(imap: ImapAccount, sqlite_url: str, tmp_path: Path) 
         deliver([m for m in mails if m.at >= MON_0930])
         # a specialist answers case 1 on Monday afternoon: its first human response
         done = run_cli("--config", str(cfg), "case", "reply", "1", "--text", "Please update the printer driver.",
-                       env={"MAILCASE_TEST_CLOCK": str(clock)})
+                       env=desk.cli_env)
         assert done.returncode == 0, done.stderr
         at(ny(2026, 11, 30, 14, 0))
         at(ny(2026, 11, 30, 15, 45), MON_1530)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        sink.stop()
-        notify.close()
-        log.close()
+        assert desk.stop() == 0
     assert len(mails) == 48
 
     with engine.connect() as conn:
