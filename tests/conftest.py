@@ -19,6 +19,8 @@ from servers import postgres
 from servers.dovecot import Dovecot, dovecot_binary
 
 IN_CI = bool(os.environ.get("CI"))
+#: the session-end check that no process the tests started is left running (leaks.py)
+pytest_plugins = ("leaks",)
 
 
 def need_server(reason: str) -> None:
@@ -112,12 +114,11 @@ SERVER_FIXTURES = frozenset({"dovecot", "imap", "tls_dovecot", "own_dovecot", "p
 #: operator's install checks and backups
 SLOW_MODULES = frozenset({
     "test_backup", "test_check", "test_batch_workers", "test_chaos", "test_cluster", "test_crash", "test_crash_daemon", "test_crash_outbox", "test_daemon",
-    "test_delivery", "test_faults", "test_fuzz", "test_hostile", "test_oauth", "test_operations",
+    "test_delivery", "test_faults", "test_fuzz", "test_hostile", "test_leaks", "test_oauth", "test_operations",
     "test_install", "test_reload", "test_supervision", "test_typing", "test_week",
 })
 #: single tests that run the whole desk end to end
 SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything",
-                        "test_a_sigkilled_daemon_leaves_no_parse_worker_behind",
                         # builds and installs a wheel with pip
                         "test_an_installed_wheel_finds_its_templates_without_the_checkout"})
 

@@ -37,7 +37,7 @@ def stock(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 IMPORT_ALL = """
-import email.feedparser, importlib, pkgutil, re, sys
+import email.feedparser, importlib, os, pkgutil, re, sys
 import mailcase
 before = email.feedparser.NLCRE_eol
 assert isinstance(before, re.Pattern), type(before)
@@ -49,7 +49,7 @@ assert "mailcase.mail.parse.message" in sys.modules and "mailcase.ingest.stages"
 assert email.feedparser.NLCRE_eol is before, "importing mailcase replaced email.feedparser.NLCRE_eol"
 from mailcase.mail.feedparser_eol import LineBreakAtEnd
 from mailcase.mail.parse_worker import worker_init
-worker_init(30)
+worker_init(30, os.getppid())
 assert isinstance(email.feedparser.NLCRE_eol, LineBreakAtEnd), "the worker's initializer did not install it"
 print(len(names))
 """

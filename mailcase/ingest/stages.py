@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
@@ -277,8 +278,10 @@ class BackgroundParser:
         # forkserver: never fork a process that has threads and open connections
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["mailcase.mail.parse_worker"])
+        # the workers exit when this process dies, even by SIGKILL (parse_worker.py)
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=worker_init, initargs=(logging.getLogger().level,),
+            self.workers, mp_context=ctx, initializer=worker_init,
+            initargs=(logging.getLogger().level, os.getpid()),
         )
 
     def _one_by_one(self, batch: _Batch) -> list[dict[str, Any] | Failure]:

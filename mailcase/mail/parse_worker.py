@@ -4,10 +4,18 @@ Kept free of database imports so a worker process stays small (SQLAlchemy,
 SQLModel and pydantic would cost each worker about 50 MB) and starts fast;
 the forkserver preloads this module.  Workers never touch the database: the
 parent writes what they return (stages.py).
+
+A worker exits when the process that owns its pool dies, even by SIGKILL
+(:func:`worker_init`): otherwise it would wait for work forever, and keep the
+forkserver and the resource tracker alive with it.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -70,6 +78,35 @@ def prepare_process() -> None:
     install_feedparser_eol()
 
 
-def worker_init(level: int) -> None:
+def worker_init(level: int, owner: int) -> None:
+    """``owner`` is the pid of the process that made the pool (the daemon)."""
     logsetup.setup(level)
     prepare_process()  # after the log is set up: a refusal is logged
+    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    """Exit when ``owner`` is gone.
+
+    The worker's parent is the forkserver, not the owner, and the worker holds
+    both ends of its task pipe, so nothing else tells it that the owner was
+    killed.  The forkserver exits once its last worker has (each worker holds
+    its "alive" pipe), and the resource tracker after them.  A pidfd turns
+    readable the moment the owner exits; without one (not Linux, or an old
+    kernel) the owner is looked for every second.
+    """
+    try:
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass  # it exists (another user's process would be a reused pid: rare)
+    select.select([fd], [], [])
+    os._exit(1)
