@@ -336,6 +336,15 @@ def request(n: int) -> bytes:
             "The label printer in the front office stopped printing this morning.\r\n").encode()
 
 
+def send(args: dict[str, Any], numbers: list[int]) -> None:
+    """Mail in: requests appended to the support mailbox, as a customer's mail server would."""
+    imap = imaplib.IMAP4("127.0.0.1", args["imap"]["port"])
+    imap.login(args["imap"]["user"], args["imap"]["password"])
+    for n in numbers:
+        imap.append("INBOX", "", imaplib.Time2Internaldate(time.time()), request(n))
+    imap.logout()
+
+
 def count(sql: str) -> int:
     db = Path("/var/lib/mailcase/mailcase.db")
     if not db.exists():
@@ -396,11 +405,7 @@ def scenario(runner: Runner, steps: dict[str, list[str]], args: dict[str, Any], 
     seen["watchdog_pings"] = 0
 
     # mail in
-    imap = imaplib.IMAP4("127.0.0.1", args["imap"]["port"])
-    imap.login(args["imap"]["user"], args["imap"]["password"])
-    for n in (1, 2):
-        imap.append("INBOX", "", imaplib.Time2Internaldate(time.time()), request(n))
-    imap.logout()
+    send(args, [1, 2])
     seen["stored_seconds"] = round(wait("2 mails stored", lambda: count("select count(*) from message") == 2, 60), 1)
     # the cutoff: the clock passes 09:30
     clock.write_text((MONDAY_0800 + timedelta(hours=1, minutes=31)).astimezone(timezone.utc).isoformat())
@@ -411,9 +416,17 @@ def scenario(runner: Runner, steps: dict[str, list[str]], args: dict[str, Any], 
     # reload: a new sender name, refused config kept out
     config = Path("/etc/mailcase/mailcase.toml")
     config.write_text(config.read_text().replace('from_name = "Support"', 'from_name = "Globex Support Desk"'))
+    pid = unit.proc.pid
     runner.run(["systemctl reload mailcase"])
     wait("event=reloaded in the log", lambda: "event=reloaded" in unit.log(), 30)
-    seen["pid_after_reload_same"] = unit.proc.poll() is None
+    seen["pid_after_reload_same"] = unit.proc.poll() is None and unit.proc.pid == pid
+    # the next mail's acknowledgement, at the 15:30 cutoff, comes from the new name
+    send(args, [3])
+    wait("the third mail stored", lambda: count("select count(*) from message") == 3, 60)
+    clock.write_text((MONDAY_0800 + timedelta(hours=7, minutes=31)).astimezone(timezone.utc).isoformat())
+    wait("the 15:30 cutoff's acknowledgement sent",
+         lambda: count("select count(*) from outbox where status = 'sent'") >= 3, 60)
+    seen["cases"] = count("select count(*) from support_case")
     # the staff CLI, backup and restore, upgrade: each as written
     runner.run(steps["staff"])
     runner.run(steps["backup"])

@@ -237,6 +237,10 @@ def test_run_once_reports_the_gravest_documented_status() -> None:
      "cannot be created ({t}/plain-file is not a folder)"),
     ("mailboxes", lambda t: {"name": "box", "kind": "maildir", "path": str(t / "plain-file")}, "mailboxes[0].path",
      "not a folder"),
+    ("mailboxes", lambda t: {"name": "box", "kind": "maildir", "path": str(t / "no-such" / "Maildir")},
+     "mailboxes[0].path", "does not exist, nor does {t}/no-such"),
+    ("directory", lambda t: {"csv": str(t)}, "directory.csv", "not a file"),
+    ("outgoing", lambda t: {"templates_dir": str(t / "my-templates")}, "outgoing.templates_dir", "does not exist"),
 ])
 def test_a_path_the_service_cannot_use_stops_it_with_78(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         section: str, make: Callable[[Path], dict[str, str]],
@@ -246,7 +250,7 @@ def test_a_path_the_service_cannot_use_stops_it_with_78(tmp_path: Path, capsys: 
     boxes = [values] if section == "mailboxes" else []
     sections = {} if section == "mailboxes" else {section: values}
     cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/m.db", boxes, **sections)
-    path = values.get("csv") or values.get("path") or values.get("file_dir")
+    path = values.get("csv") or values.get("path") or values.get("file_dir") or values.get("templates_dir")
     code, _out, err = run(capsys, "--config", str(cfg), "run", "--once")
     assert code == 78
     assert one_line(err) == f"mailcase: {cfg}: {key}: {path}: {problem.format(t=tmp_path)}"
@@ -291,3 +295,23 @@ def test_demo_and_config_exclude_each_other(cfg: Path, capsys: pytest.CaptureFix
     code, _out, err = run(capsys, "--demo", "--config", str(cfg), "cases", "list")
     assert code == 2
     assert one_line(err) == "mailcase: --demo and --config exclude each other (see: mailcase --help)"
+
+
+def test_a_maildir_the_mail_server_has_not_made_yet_is_no_error(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Dovecot or Postfix make a Maildir at its first delivery: until then it reads as empty."""
+    box = {"name": "box", "kind": "maildir", "path": str(tmp_path / "Maildir")}
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/m.db", [box])
+    code, out, err = run(capsys, "--config", str(cfg), "run", "--once")
+    assert code == 0, err
+    assert "stored: 0 mails" in out
+
+
+def test_a_template_that_does_not_compile_stops_the_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "ack.txt.j2").write_text("Subject: {{ case.subject\n\nbroken\n")
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/m.db", [], outgoing={"templates_dir": str(folder)})
+    code, _out, err = run(capsys, "--config", str(cfg), "run", "--once")
+    assert code == 78
+    assert one_line(err).startswith("mailcase: templates: ack.txt.j2: TemplateSyntaxError: ")

@@ -72,6 +72,21 @@ def test_sighup_gives_a_running_mailbox_worker_the_new_cutoff_times(sqlite_url: 
         _wait(lambda: count(sa.select(sa.func.count()).select_from(BATCH).where(
             BATCH.c.cutoff_at == ny(2026, 11, 23, 10, 5))) == 1, 30)
         assert count(sa.select(sa.func.count()).select_from(CASE)) == 2
+        # a reload naming a path the service cannot use is refused before anything changes
+        write_config(tmp_path / "c.toml", sqlite_url, [mailbox], calendar={"cutoffs": ["09:30", "15:30"]},
+                     kb={"path": str(tmp_path / "no-kb")}, **sections)
+        proc.send_signal(signal.SIGHUP)
+        tail.wait_for("event=reload-refused", 20)
+        refused = next(line for line in tail.lines if "event=reload-refused" in line)
+        assert f"kb.path: {tmp_path}/no-kb: does not exist" in refused
+        # the key file rewritten in place (a rotation): the parse pool takes the new key
+        (tmp_path / "hmac-key").write_text("rotated-key-0123456789abcdef01234567")
+        write_config(tmp_path / "c.toml", sqlite_url, [mailbox], calendar={"cutoffs": ["09:30", "15:30"]},
+                     **sections)
+        proc.send_signal(signal.SIGHUP)
+        tail.wait_for("event=reloaded", 20, more_than=1)
+        assert any("event=worker-reconfigured worker=parse" in line for line in tail.lines)
+        assert not any("event=job-failed" in line for line in tail.lines)
         assert terminate(proc) == 0
     finally:
         reap(proc)

@@ -12,7 +12,6 @@ import click
 
 from mailcase.cli.context import Ctx, pass_ctx
 from mailcase.cli.output import echo, echo_json, fmt_time, short
-from mailcase.config.paths import require_paths
 from mailcase.core import log as logsetup
 from mailcase.core.clock import is_test_clock
 from mailcase.core.errors import AuthError, ConfigError, DatabaseUnavailable, TransientError
@@ -21,6 +20,7 @@ from mailcase.mail.subjects import case_label
 from mailcase.ops.check import run_checks
 from mailcase.ops.daemon import Daemon, run_pass
 from mailcase.ops.messages import list_messages, state_counts
+from mailcase.ops.preflight import preflight
 from mailcase.ops.status import EXIT_DATABASE, collect, smtp_line
 from mailcase.outbound.outbox import list_outbox
 
@@ -37,7 +37,7 @@ def run(c: Ctx, once: bool) -> None:
     ./mailcase-data and the sample mailbox shipped with mailcase.
     """
     config = c.config
-    require_paths(config)
+    preflight(config)  # a path or template mistake is exit 78 now, not an error at the first cutoff
     if config.source is None:
         echo(
             f"--demo: embedded defaults (database {config.database_url}, sample mailbox)", err=True,

@@ -2,10 +2,10 @@
 and the error for a path mailcase cannot write.
 
 A :data:`ConfigPath` is a path as written in the configuration file: when the
-file is validated with ``context={"base": <the file's folder>}`` (as
-:func:`mailcase.config.loader.parse_config` does), a relative path is resolved
-against that folder while it is validated, so no code walks the schema to find
-the paths.
+file is validated with ``context={"base": <folder>}`` (as
+:func:`mailcase.config.loader.parse_config` does, with the state directory under
+systemd, else the file's folder), a relative path is resolved against that
+folder while it is validated, so no code walks the schema to find the paths.
 """
 
 from __future__ import annotations

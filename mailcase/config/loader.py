@@ -1,12 +1,13 @@
 """Reading the configuration: a TOML file (or the embedded demo) -> :class:`Config`, or an error naming the key.
 
-Relative paths in a file are relative to the file's folder: :func:`parse_config`
-validates with the folder in the validation context and every
+Relative paths in a file are relative to the state directory under systemd
+(``$STATE_DIRECTORY``), else to the file's folder: :func:`parse_config`
+validates with that folder in the validation context and every
 :data:`~mailcase.config.base.ConfigPath` resolves itself.
 
-With no configuration file at all, :func:`embedded_defaults` gives a working
-demo setup: SQLite under ``./mailcase-data`` and the sample Maildir shipped in
-the package.
+``--demo`` asks for :func:`embedded_defaults`, a working demo setup: SQLite
+under ``./mailcase-data`` and the sample Maildir shipped in the package.
+Without it, no configuration file is an error.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from typing import Literal
 from mailcase.config.settings import Config
 from mailcase.core.errors import ConfigError
 
-Kind = Literal["file", "folder", "writable folder"]
+#: what a path must be.  "maildir": a folder, or not yet there in a folder that is (the mail
+#: server makes a Maildir at its first delivery; the mailbox reads as empty until then)
+Kind = Literal["file", "folder", "file or folder", "writable folder", "maildir"]
 
 
 @dataclass(frozen=True)
@@ -39,18 +41,20 @@ def configured_paths(config: Config) -> Iterator[tuple[str, str, Kind]]:
         if not box.enabled:
             continue
         if box.kind == "maildir" and box.path:
-            yield f"mailboxes[{i}].path", box.path, "folder"
+            yield f"mailboxes[{i}].path", box.path, "maildir"
         if box.ca_file:
             yield f"mailboxes[{i}].ca_file", box.ca_file, "file"
     out = config.outgoing
     if out.transport == "smtp" and out.smtp_ca_file:
         yield "outgoing.smtp_ca_file", out.smtp_ca_file, "file"
+    if out.templates_dir:
+        yield "outgoing.templates_dir", out.templates_dir, "folder"
     if out.transport == "file":
         yield "outgoing.file_dir", out.file_dir or str(Path(config.data_dir) / "outbox"), "writable folder"
     if config.directory.csv:
         yield "directory.csv", config.directory.csv, "file"
     if config.kb.path:
-        yield "kb.path", config.kb.path, "file"  # a folder of articles or a CSV: either exists
+        yield "kb.path", config.kb.path, "file or folder"  # a folder of articles or a CSV
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -72,18 +76,31 @@ def problem_with(path: str, kind: Kind) -> str | None:
         if not os.access(here, os.W_OK | os.X_OK):
             return f"cannot be written (no write permission on {here})"
         return None
+    if kind == "maildir" and not p.exists():
+        if p.parent.is_dir():
+            return None
+        return f"does not exist, nor does {p.parent}"
     if not p.exists():
         return "does not exist"
-    if kind == "folder" and not p.is_dir():
+    if kind in ("folder", "maildir") and not p.is_dir():
         return "not a folder"
-    if not os.access(p, os.R_OK):
+    if kind == "file" and not p.is_file():
+        return "not a file"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
         return "cannot be read (permission denied)"
     return None
 
 
 def path_problems(config: Config) -> list[PathProblem]:
-    return [PathProblem(key, path, problem) for key, path, kind in configured_paths(config)
-            if (problem := problem_with(path, kind)) is not None]
+    found = []
+    for key, path, kind in configured_paths(config):
+        problem = problem_with(path, kind)
+        if problem is None:
+            continue
+        if os.environ.get("STATE_DIRECTORY") and path.startswith(("/home/", "/root/")):
+            problem += " (the unit's ProtectHome=yes hides /home and /root from the service)"
+        found.append(PathProblem(key, path, problem))
+    return found
 
 
 def require_paths(config: Config) -> None:

@@ -41,6 +41,7 @@ from mailcase.ingest.quarantine import auto_retry
 from mailcase.ingest.stages import BackgroundParser, StageResult, run_headers_stage
 from mailcase.ops.closing import close_quiet_cases
 from mailcase.ops.metrics import Metrics
+from mailcase.ops.preflight import preflight
 from mailcase.ops.promise import watch
 from mailcase.ops.retention import apply_retention
 from mailcase.ops.workers import Workers
@@ -325,31 +326,41 @@ class Daemon:
         if not self.config_path:
             log.warning("event=reload-refused reason=%s", kv("running on embedded defaults: nothing to reload"))
             return
+        # everything that can refuse the new configuration is checked before anything changes
         try:
             new = load_config(Path(self.config_path))
-            new.hmac_key()
+            key = new.hmac_key()
+            environment.cache_clear()  # templates edited on disk are compiled afresh
+            preflight(new)
         except MailcaseError as exc:
             log.error("event=reload-refused error=%s action=%s", kv(exc), kv("keeping the running configuration"))
             return
         changed = [n for n, w in self.workers.mailboxes.items()
                    if n not in {m.name for m in new.mailboxes if m.enabled} or w.cfg != new.mailbox(n)
                    or new.daemon != self.config.daemon]
-        self.workers.stop_mailboxes(changed)
-        old, self.config = self.config, new
-        self.workers.reconfigure(new)
-        if self.metrics is not None:
-            self.metrics.reconfigure(new)
-        if new.daemon != old.daemon:
-            self.scheduler = self._schedule()
-        environment.cache_clear()
-        self.workers.start_mailboxes()
+        try:
+            self.workers.stop_mailboxes(changed)
+            old, self.config = self.config, new
+            self.workers.reconfigure(new, key)
+            if self.metrics is not None:
+                self.metrics.reconfigure(new)
+            if new.daemon != old.daemon:
+                self.scheduler = self._schedule()
+            if new.daemon.metrics_listen != old.daemon.metrics_listen:
+                log.warning("event=reload-partial key=daemon.metrics_listen action=%s",
+                            kv("restart the service to serve metrics at the new address"))
+        finally:
+            self.workers.start_mailboxes()  # whatever happened, no mailbox is left without its worker
         log.info("event=reloaded config=%s restarted_mailboxes=%s", kv(self.config_path), kv(",".join(changed) or "-"))
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        log.info("event=starting version=%s config=%s pid=%d", __version__, kv(self.config_path or "embedded defaults"),
-                 os.getpid())
+        out = self.config.outgoing
+        log.info("event=starting version=%s config=%s pid=%d transport=%s", __version__,
+                 kv(self.config_path or "embedded defaults"), os.getpid(),
+                 kv(f"smtp {out.smtp_host}:{out.smtp_port_number}" if out.transport == "smtp"
+                    else f"file {out.file_dir or Path(self.config.data_dir) / 'outbox'}"))
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)

@@ -115,15 +115,17 @@ class Workers:
         for n in [n for n, w in self.mailboxes.items() if w in chosen]:
             del self.mailboxes[n]
 
-    def reconfigure(self, config: Config) -> None:
-        """Give every running worker a reloaded configuration.  Mailbox workers whose
-        own settings changed were stopped before (and start again on ``config``);
-        the others take the new calendar and ingest settings in place.  The parse
-        pool starts again when what it hashes PINs with, or its size, changed."""
+    def reconfigure(self, config: Config, key: bytes) -> None:
+        """Give every running worker a reloaded configuration (``key``: its HMAC key, read once).
+        Mailbox workers whose own settings changed were stopped before (and start again on
+        ``config``); the others take the new calendar and ingest settings in place.  The parse
+        pool starts again when the key it hashes PINs with, or its size, changed -- compared
+        with the key the pool holds, not read again from the old configuration (a key file
+        edited in place reads the same on both sides)."""
         old, self.config = self.config, config
         for worker in self.mailboxes.values():
             worker.reconfigure(config)
-        if old.hmac_key() != config.hmac_key() or old.ingest != config.ingest:
+        if self.parser.pin_key != key or old.ingest != config.ingest:
             log.info("event=worker-reconfigured worker=parse reason=%s", kv("hmac key or ingest settings changed"))
             self.parser.stop()
             self.parser = self._new_parser()
