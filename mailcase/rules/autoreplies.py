@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from mailcase.mail.subjects import is_forward
 from mailcase.rules.base import Mail
+from mailcase.rules.prefilter import Phrases
 
 #: how much of the newest text is read: an auto-reply says what it is at the top
 _HEAD = 1200
@@ -36,6 +37,13 @@ _F = re.IGNORECASE | re.UNICODE
 
 def _any(*patterns: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), _F)
+
+
+def _phrases(*patterns: str) -> Phrases:
+    """As :func:`_any`, prefiltered by the words each phrase needs (prefilter.py), with the
+    same answers: for the lists searched in every mail's text whose phrases all need a
+    word most mail lacks (a list with a phrase needing only "at" or "will" gains nothing)."""
+    return Phrases(patterns, _F)
 
 
 # -- the subject ----------------------------------------------------------------------------
@@ -87,7 +95,7 @@ RECEIPT_SUBJECT = _any(
 
 # -- the body: kinds of out-of-office evidence ------------------------------------------------
 
-OOO_KINDS: dict[str, re.Pattern[str]] = {
+OOO_KINDS: dict[str, re.Pattern[str] | Phrases] = {
     # I am away / on leave / not in the office
     "away": _any(
         r"\b(?:i\s*(?:'m|am)|i\s+will\s+be|i'll\s+be|i\s+shall\s+be|currently|presently)\s+(?:\w+\s+){0,2}?"
@@ -132,7 +140,7 @@ OOO_KINDS: dict[str, re.Pattern[str]] = {
         r"\bat(?:é|e)\s+(?:ao|à|o|a|dia)?\s*\d", r"\b(?:regressarei|retornarei|estarei\s+de\s+volta|volto\s+(?:no|na|a))\b",
     ),
     # limited or no access to e-mail
-    "no-mail": _any(
+    "no-mail": _phrases(
         r"\b(?:limited|no|restricted|intermittent)\s+access\s+to\s+(?:my\s+)?e-?mails?\b",
         r"\bcheck(?:ing)?\s+(?:my\s+)?e-?mails?\s+(?:only\s+)?(?:intermittently|occasionally|periodically|sporadically)",
         r"\bwill\s+not\s+be\s+(?:reading|checking|monitoring)\s+(?:my\s+)?(?:e-?)?mails?\b",
@@ -147,7 +155,7 @@ OOO_KINDS: dict[str, re.Pattern[str]] = {
         r"\bacesso\s+limitado\b", r"\bn(?:ã|a)o\s+(?:terei\s+acesso|estarei\s+a\s+ler|vou\s+ler)\b",
     ),
     # for urgent matters contact someone else
-    "urgent": _any(
+    "urgent": _phrases(
         r"\b(?:for|in)\s+(?:urgent|pressing)\s+(?:matters|issues|cases|requests)\b",
         r"\bif\s+(?:it\s+is|it's|this\s+is|your\s+(?:matter|request|message)\s+is)\s+urgent\b",
         r"\bin\s+my\s+absence\b", r"\bplease\s+contact\s+my\s+colleague\b",
@@ -179,8 +187,8 @@ OOO_KINDS: dict[str, re.Pattern[str]] = {
 }
 
 #: kinds of evidence that the mail is another help desk's receipt
-RECEIPT_KINDS: dict[str, re.Pattern[str]] = {
-    "received": _any(
+RECEIPT_KINDS: dict[str, re.Pattern[str] | Phrases] = {
+    "received": _phrases(
         r"\bwe(?:'ve|\s+have)\s+(?:successfully\s+)?received\s+your\s+(?:request|message|e-?mail|inquiry|enquiry|ticket)",
         r"\b(?:a\s+)?new\s+(?:ticket|case|request)\s+(?:has\s+been|was)\s+(?:created|opened|logged)\b",
         r"\byour\s+(?:request|message|e-?mail|ticket|case|inquiry|enquiry|incident)\s+(?:\S+\s+){0,4}?(?:has\s+been|was|is\s+now)"
@@ -210,7 +218,7 @@ RECEIPT_KINDS: dict[str, re.Pattern[str]] = {
         r"\bticket\s*#\s*\d{3,}\b",
         r"\b(?:ticket|case|request)\s+#?[A-Z]{0,5}-?\d{4,}\b",
     ),
-    "automated": _any(
+    "automated": _phrases(
         r"\bthis\s+(?:is\s+an?\s+)?(?:e-?mail|message|reply|response)?\s*(?:is\s+|was\s+)?(?:an?\s+)?automat(?:ed|ic|ically)"
         r"(?:ally)?(?:\s+generated)?\s+(?:\w+\s+)?(?:response|reply|message|notification|acknowledge?ment|e-?mail|notice)",
         r"\bautomat(?:ed|ic)\s+(?:response|reply|acknowledge?ment|confirmation)\b",
@@ -246,7 +254,7 @@ READ_NOTICE_SUBJECT = re.compile(
     r"^\s*(?:not\s+read|read|delivered|gelesen|ungelesen|nicht\s+gelesen|zugestellt|lu|non\s+lu|remis|le(?:í|i)do"
     r"|no\s+le(?:í|i)do|entregado|letto|non\s+letto|recapitato|gelezen|niet\s+gelezen|bezorgd|lida|n(?:ã|a)o\s+lida"
     r"|entregue)\s*:", re.IGNORECASE)
-READ_NOTICE = _any(
+READ_NOTICE = _phrases(
     r"\byour\s+message\b.{0,400}?\b(?:was|has\s+been)\s+(?:read|deleted\s+without\s+being\s+read"
     r"|delivered\s+to\s+the\s+following)",
     r"\bihre\s+nachricht\b.{0,400}?\bwurde\s+(?:am\s+.{0,90}?gelesen|ungelesen\s+gel(?:ö|oe)scht"
@@ -281,7 +289,7 @@ MACHINE_SUBJECT = _any(
     r"^\s*(?:t(?:ä|ae)glich\w*|w(?:ö|oe)chentlich\w*|monatlich\w*)\b.{0,40}\b(?:bericht|report|(?:ü|ue)bersicht)\b"
     r".{0,20}\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{2,4})",
 )
-MACHINE_BODY = _any(
+MACHINE_BODY = _phrases(
     r"\bthis\s+(?:is\s+an?\s+)?(?:automatically\s+generated|automated)\s+(?:message|notification|report|alert|e-?mail)\b",
     r"\bthis\s+(?:report|summary|message|notification)\s+(?:is|was)\s+(?:generated|sent|created)\s+automatically\b",
     r"\b(?:notification\s+type|service|host)\s*:\s*\S+.*\n.*\b(?:state|status)\s*:\s*(?:CRITICAL|WARNING|OK|DOWN|UP)\b",
