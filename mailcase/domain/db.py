@@ -128,6 +128,75 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         raise
 
 
+class QuickCommits:
+    """One held connection whose small write transactions commit without waiting for the disk.
+
+    A commit here is in the database's log when it returns (SQLite: written to the
+    WAL, ``synchronous=NORMAL``; PostgreSQL: ``synchronous_commit=off``), so it
+    survives a crash of this process; only a power cut (or a crash of the
+    database's machine) can lose it, until a later ordinary commit or a
+    ``durable=True`` one syncs the log.  For records written often whose loss
+    costs little and is bounded by how often they are synced (delivery's "sent"
+    marks).  Use as a context manager; the connection is handed back with the
+    ordinary setting.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> QuickCommits:
+        conn = self.engine.connect()
+        try:
+            self._set(conn, lazy=True)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn.execution_options(**{WRITE: True})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            self._set(conn, lazy=False)
+        except Exception:
+            conn.invalidate()  # never back in the pool with lazy commits
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _set(conn: Connection, lazy: bool) -> None:
+        if conn.dialect.name == "sqlite":
+            # not inside a transaction (SQLite refuses), so past SQLAlchemy's autobegin
+            driver: Any = conn.connection.driver_connection
+            driver.execute(f"PRAGMA synchronous={'NORMAL' if lazy else 'FULL'}")
+        else:
+            conn.exec_driver_sql(f"SET synchronous_commit = {'off' if lazy else 'on'}")
+            conn.commit()
+
+    @contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[Connection]:
+        """One write transaction on the held connection; ``durable`` syncs the log at its
+        commit (and with it every quick commit before)."""
+        conn = self._conn
+        assert conn is not None, "QuickCommits used outside its with block"
+        sqlite = conn.dialect.name == "sqlite"
+        if durable and sqlite:
+            self._set(conn, lazy=False)
+        try:
+            with conn.begin():
+                if durable and not sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+                yield conn
+        finally:
+            if durable and sqlite and not conn.invalidated:
+                self._set(conn, lazy=True)
+
+
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only connection; database outages become DatabaseUnavailable."""

@@ -49,7 +49,7 @@ from mailcase.outbound.deliver import DeliveryResult, deliver_due
 from mailcase.outbound.effects import EFFECTS
 from mailcase.outbound.kb import load_articles, reindex
 from mailcase.outbound.render import environment
-from mailcase.outbound.transport import transport_for
+from mailcase.outbound.transport import Transport, transport_for
 from mailcase.rules.classify import classify_batch, run_classify_stage
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 Job: TypeAlias = Literal["housekeeping", "stages", "batches", "deliver", "registration", "reload"]
 #: jobs that use the database every time: one that runs again means the database is back
 DATABASE_JOBS: tuple[Job, ...] = ("stages", "batches", "deliver")
+#: seconds one call of the deliver job sends for at most, while more is due: the main loop
+#: then turns (the watchdog, the other jobs) and calls it again at once, not at the next tick
+DELIVER_SLICE = 1.0
 
 
 @dataclass
@@ -224,6 +227,11 @@ class Daemon:
         self.unhealthy: str | None = None
         #: the database as the main loop last found it
         self.database_error: str | None = None
+        #: mail is due and waiting (the last slice of delivery stopped at its budget, or a cutoff
+        #: queued some): the main loop runs the deliver job again without waiting for its tick
+        self.deliver_soon = False
+        #: the connection delivery keeps open from one slice to the next while mail is due
+        self._transport: Transport | None = None
         # other daemons on the same database see this one while it lives
         self.registration = Lease(engine, f"daemon:{socket.gethostname()}:{os.getpid()}", "daemon",
                                   ttl=timedelta(seconds=config.daemon.registration_seconds))
@@ -269,14 +277,33 @@ class Daemon:
         run = run_due(self.engine, self.config, self.clock)
         if run.waiting:
             log.info("event=cutoff-waiting %s", kv(run.waiting))
+        if run.results:  # a cutoff queued its acknowledgements and notices: send them now
+            self.deliver_soon = True
         if self.metrics is not None:
             for r in run.results:
                 self.metrics.cutoff(r)
 
     def deliver(self) -> None:
-        r = deliver_due(self.engine, transport_for(self.config, self.engine, self.clock), self.clock.now(), self.config)
+        """One slice of delivery (``DELIVER_SLICE``); ``deliver_soon`` says whether more is due."""
+        self.deliver_soon = False
+        if self._transport is None:
+            self._transport = transport_for(self.config, self.engine, self.clock)
+        try:
+            r = deliver_due(self.engine, self._transport, self.clock.now(), self.config, budget=DELIVER_SLICE)
+        except BaseException:
+            self._transport = None  # closed by deliver_due; the next tick tries again
+            raise
+        if not r.more:
+            self._transport = None  # closed by deliver_due: nothing more is due
+        self.deliver_soon = r.more
         if self.metrics is not None:
             self.metrics.delivered(r)
+
+    def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        close = getattr(transport, "close", None)
+        if close is not None:
+            close()
 
     def housekeeping(self) -> None:
         import_directory(self.engine, self.config, self.clock.now())
@@ -340,6 +367,7 @@ class Daemon:
                    or new.daemon != self.config.daemon]
         try:
             self.workers.stop_mailboxes(changed)
+            self._close_transport()  # the next slice connects as the new configuration says
             old, self.config = self.config, new
             self.workers.reconfigure(new, key)
             if self.metrics is not None:
@@ -391,8 +419,11 @@ class Daemon:
             if self.reload_requested.is_set():
                 self._job("reload", self.reload)
             self.scheduler.run_pending()
-            self.stopping.wait(0.5)
+            if self.deliver_soon and not self.stopping.is_set():
+                self._job("deliver", self.deliver)
+            self.stopping.wait(0 if self.deliver_soon else 0.5)
         notify("STOPPING=1")
+        self._close_transport()
         self.workers.stop_mailboxes()
         self.workers.parser.stop()
         try:

@@ -12,10 +12,10 @@ daily cap on automatic mail to one address), and what staff do with rows
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -99,47 +99,66 @@ class OutboxQueue:
 # -- what may not go out ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Statements:
-    """The policy's statements, built once with bound parameters (delivery runs
-    them for every mail; building one costs more than running it on SQLite)."""
-
-    suppressed: Any
-    sent_today: Any
-
-
-@lru_cache(maxsize=1)
-def _statements() -> _Statements:
-    return _Statements(
-        suppressed=sa.select(SUPPRESSION.c.reason).where(
-            SUPPRESSION.c.address == sa.bindparam("p_addr"), SUPPRESSION.c.cleared_at.is_(None)),
-        sent_today=sa.select(sa.func.count()).where(
-            OUTBOX.c.to_addr == sa.bindparam("p_addr"),
-            OUTBOX.c.status.in_([OutboxStatus.SENT.value, OutboxStatus.SENDING.value]),
-            OUTBOX.c.kind.not_in(UNCAPPED_MAIL_KINDS), OUTBOX.c.id != sa.bindparam("p_id"),
-            OUTBOX.c.sent_at >= sa.bindparam("p_since")),
-    )
+#: built once with a bound parameter (building a statement costs more than running it on SQLite)
+_SUPPRESSED = sa.select(SUPPRESSION.c.reason).where(
+    SUPPRESSION.c.address == sa.bindparam("p_addr"), SUPPRESSION.c.cleared_at.is_(None))
 
 
 def is_suppressed(conn: Connection, address: str) -> str | None:
     """Why ``address`` gets no mail from us (a hard bounce, staff), or None."""
-    row = conn.execute(_statements().suppressed, {"p_addr": address.lower()}).first()
+    row = conn.execute(_SUPPRESSED, {"p_addr": address.lower()}).first()
     return row[0] if row else None
 
 
-def blocked(conn: Connection, row: Any, config: Config, now: datetime) -> tuple[OutboxStatus, str] | None:
-    """(status, reason) when the row must not go out; None to send it."""
-    reason = is_suppressed(conn, row.to_addr)
-    if reason is not None:
-        return OutboxStatus.SUPPRESSED, f"{row.to_addr} is suppressed: {reason}"
-    if row.kind.split("/")[0] not in UNCAPPED_MAIL_KINDS:
-        sent = conn.execute(_statements().sent_today, {
-            "p_addr": row.to_addr, "p_id": row.id, "p_since": now - timedelta(hours=24),
-        }).scalar_one()
-        cap = config.outgoing.daily_cap_per_address
-        if sent >= cap:
-            return OutboxStatus.CAPPED, f"{sent} automatic mails to {row.to_addr} in 24 h (cap {cap})"
-    return None
+_GROUP_SUPPRESSED = sa.select(SUPPRESSION.c.address, SUPPRESSION.c.reason).where(
+    SUPPRESSION.c.address.in_(sa.bindparam("p_addrs", expanding=True)), SUPPRESSION.c.cleared_at.is_(None))
+#: only a sent row has a ``sent_at``; a status condition here would lead SQLite's planner
+#: to walk every sent row by the status index instead of the few to these addresses
+_GROUP_SENT = sa.select(OUTBOX.c.to_addr, sa.func.count()).where(
+    OUTBOX.c.to_addr.in_(sa.bindparam("p_addrs", expanding=True)), OUTBOX.c.sent_at >= sa.bindparam("p_since"),
+    OUTBOX.c.kind.not_in(UNCAPPED_MAIL_KINDS),
+).group_by(OUTBOX.c.to_addr)
+
+
+def _capped(kind: str) -> bool:
+    return kind.split("/")[0] not in UNCAPPED_MAIL_KINDS
+
+
+@dataclass
+class Policy:
+    """What may not go out, for one group of claimed rows: read with two queries
+    when the group is claimed (not two per mail), then judged row by row as the
+    group is sent, counting what this group sent towards the daily cap."""
+
+    cap: int
+    #: lower-cased address -> why it is suppressed
+    suppressed: dict[str, str]
+    #: address -> automatic mails sent to it in the 24 h before the group, then this group's
+    sent: Counter[str]
+
+    @classmethod
+    def read(cls, conn: Connection, rows: Sequence[Any], config: Config, now: datetime) -> Policy:
+        lowered = sorted({r.to_addr.lower() for r in rows})
+        suppressed = dict(conn.execute(_GROUP_SUPPRESSED, {"p_addrs": lowered}).all()) if lowered else {}
+        capped = sorted({r.to_addr for r in rows if _capped(r.kind)})
+        sent: Counter[str] = Counter()
+        if capped:
+            sent.update(dict(conn.execute(_GROUP_SENT, {"p_addrs": capped, "p_since": now - timedelta(hours=24)}).all()))
+        return cls(config.outgoing.daily_cap_per_address, suppressed, sent)
+
+    def blocked(self, row: Any) -> tuple[OutboxStatus, str] | None:
+        """(status, reason) when the row must not go out; None to send it."""
+        reason = self.suppressed.get(row.to_addr.lower())
+        if reason is not None:
+            return OutboxStatus.SUPPRESSED, f"{row.to_addr} is suppressed: {reason}"
+        if _capped(row.kind) and self.sent[row.to_addr] >= self.cap:
+            return OutboxStatus.CAPPED, f"{self.sent[row.to_addr]} automatic mails to {row.to_addr} in 24 h (cap {self.cap})"
+        return None
+
+    def count(self, row: Any) -> None:
+        """``row`` was sent: it counts towards its address's cap for the rest of the group."""
+        if _capped(row.kind):
+            self.sent[row.to_addr] += 1
 
 
 # -- what staff do with rows --------------------------------------------------------------

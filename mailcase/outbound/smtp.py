@@ -1,12 +1,14 @@
 """Delivering over SMTP: implicit TLS, STARTTLS (certificate verified), or plain to 127.0.0.1.
 
-One connection serves a whole delivery run.  A 4xx reply or a connection
+One connection serves a whole delivery run (and the next, while mail keeps
+coming); one the server closed meanwhile is opened again.  A 4xx reply or a connection
 problem is a :class:`TransientError` (the row is retried with backoff); a
 5xx reply is a :class:`PermanentDeliveryError` (the row fails).
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -23,9 +25,18 @@ class PermanentDeliveryError(MailcaseError):
     """The server refused this mail for good (5xx)."""
 
 
+class _Closed(Exception):
+    """A connection kept from earlier mails was closed by the server before this
+    mail's MAIL FROM was answered: nothing of the mail went out."""
+
+
 def _classify(code: int, text: str, where: str) -> MailcaseError:
     msg = f"{where}: {code} {text}".strip()
     return PermanentDeliveryError(msg) if 500 <= code < 600 else TransientError(msg)
+
+
+#: a line of the data starting with a dot gets another (RFC 5321 §4.5.2)
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(raw: bytes | str) -> str:
@@ -63,6 +74,8 @@ class SmtpTransport:
                 conn = smtplib.SMTP(c.smtp_host, c.smtp_port_number, timeout=c.smtp_timeout_seconds)
                 if c.smtp_security == "starttls":
                     conn.starttls(context=self._context())
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if c.smtp_username and c.smtp_oauth is not None and self.token is not None:
                 bearer = self.token()
                 user = c.smtp_username
@@ -84,19 +97,45 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientError(f"{self.where}: cannot connect: {getattr(exc, 'strerror', None) or exc}") from None
 
-    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes,
+             settle: Callable[[], None] | None = None) -> None:
         """One SMTP transaction; after any failure the session is reset (RSET)
-        or dropped, so the next mail starts clean (RFC 5321 §4.1.1.5)."""
+        or dropped, so the next mail starts clean (RFC 5321 §4.1.1.5).
+
+        ``settle`` is called once the data is written, before its end: the
+        caller waits there until the previous mail is recorded, so that this
+        one cannot be accepted before.  A connection kept from earlier mails
+        that the server has closed meanwhile (an idle timeout, a limit of
+        mails per session) is opened again and the mail sent on it: nothing
+        of it had gone out.
+        """
         try:
             rcpt, rcpt_utf8 = addr_spec(to_addr)
             sender, sender_utf8 = addr_spec(envelope_from)
         except AddressError as exc:
             raise PermanentDeliveryError(f"{self.where}: {exc}") from None
+        utf8 = rcpt_utf8 or sender_utf8 or not raw.isascii()
+        waiting = [settle] if settle is not None else []
+
+        def once() -> None:
+            if waiting:
+                waiting.pop()()
+
+        try:
+            self._send(sender, rcpt, raw, utf8, once)
+        except _Closed:
+            self.close()
+            self._send(sender, rcpt, raw, utf8, once)
+
+    def _send(self, sender: str, rcpt: str, raw: bytes, utf8: bool, settle: Callable[[], None]) -> None:
+        reused = self._conn is not None
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
         try:
-            self._transaction(conn, sender, rcpt, raw, rcpt_utf8 or sender_utf8 or not raw.isascii())
+            self._transaction(conn, sender, rcpt, raw, utf8, settle, reused)
+        except _Closed:
+            raise
         except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
             self.close()
             raise TransientError(f"{self.where}: connection lost: {exc}") from None
@@ -110,7 +149,8 @@ class SmtpTransport:
             self._reset()
             raise
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, raw: bytes, utf8: bool) -> None:
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, raw: bytes, utf8: bool,
+                     settle: Callable[[], None], reused: bool) -> None:
         conn.ehlo_or_helo_if_needed()
         options = ""
         if utf8:
@@ -124,15 +164,46 @@ class SmtpTransport:
             conn.command_encoding = "ascii"
         # the addresses are written here, quoted as composed: smtplib's
         # quoteaddr re-parses them with parseaddr, which splits "x<y"@z.org
-        code, resp = conn.docmd("MAIL", f"FROM:<{sender}>{options}")
+        try:
+            code, resp = conn.docmd("MAIL", f"FROM:<{sender}>{options}")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            if reused:
+                raise _Closed() from exc
+            raise
+        if code == 421 and reused:
+            raise _Closed()
         if code != 250:
             raise _classify(code, _text(resp), f"{self.where}: sender {sender}")
         code, resp = conn.docmd("RCPT", f"TO:<{rcpt}>")
         if code not in (250, 251):
             raise _classify(code, _text(resp), f"{self.where}: recipient {rcpt}")
-        code, resp = conn.data(raw)
+        code, resp = conn.docmd("DATA")
+        if code != 354:
+            raise _classify(code, _text(resp), f"{self.where}: data")
+        # the data as smtplib's data() sends it (lines starting with a dot doubled), its
+        # end apart: the server can accept the mail only once it has that (two writes
+        # before a read: the connection is made with TCP_NODELAY, else Nagle holds the
+        # second until the server's delayed acknowledgement of the first, 40 ms)
+        body = _LEADING_DOT.sub(b"..", raw)
+        conn.send(body if body.endswith(b"\r\n") else body + b"\r\n")
+        try:
+            settle()
+        except BaseException:
+            self._drop()  # mid-data: the session cannot go on
+            raise
+        conn.send(b".\r\n")
+        code, resp = conn.getreply()
         if code != 250:
             raise _classify(code, _text(resp), f"{self.where}: data")
+
+    def _drop(self) -> None:
+        """Close the socket without QUIT (the session is out of step)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
 
     def _reset(self) -> None:
         """Back to a clean session after a failed transaction; drop it if that fails."""

@@ -7,6 +7,7 @@ default, and a dry run of SMTP); :func:`transport_for` picks the configured one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +22,13 @@ from mailcase.outbound.smtp import SmtpTransport
 class Transport(Protocol):
     name: str
 
-    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
-        """Deliver or raise: TransientError to retry later, anything else fails the row."""
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes,
+             settle: Callable[[], None] | None = None) -> None:
+        """Deliver or raise: TransientError to retry later, anything else fails the row.
+
+        ``settle``, if given, is called at most once, before the mail can be
+        accepted (the caller records the previous mail there); the caller calls
+        it itself if ``send`` returns or raises without having called it."""
         ...
 
 
@@ -36,7 +42,10 @@ class FileTransport:
     folder: Path
     name: str = "file"
 
-    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes) -> None:
+    def send(self, row_id: int, envelope_from: str, to_addr: str, raw: bytes,
+             settle: Callable[[], None] | None = None) -> None:
+        if settle is not None:
+            settle()
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in to_addr)[:80]
         path = self.folder / f"{row_id:08d}-{safe}.eml"
