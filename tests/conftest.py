@@ -120,7 +120,9 @@ SLOW_MODULES = frozenset({
 #: single tests that run the whole desk end to end
 SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything",
                         # builds and installs a wheel with pip
-                        "test_an_installed_wheel_finds_its_templates_without_the_checkout"})
+                        "test_an_installed_wheel_finds_its_templates_without_the_checkout",
+                        # the whole rules, auto-reply and scope corpora through classify and a cutoff, twice
+                        "test_the_whole_corpus_is_judged_the_same_at_the_cutoff_both_ways"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -389,6 +389,21 @@ def test_severity_markers_and_keywords(subject: str, body: str, level: int) -> N
     assert outcome.severity == level, outcome.verdicts
 
 
+def test_stored_results_answer_and_a_keyword_found_under_other_phrases_is_looked_for_again() -> None:
+    m = mail(("Subject", "Scheduler error"), ("Authentication-Results", OURS_PASS),
+             body="Nobody can log in, the system is down.")
+    first = run_chain(m, ctx())
+    assert first.severity == 2 and {"auto-reply", "machine", "scope", "severity", "severity-keyword"} <= set(m.facts)
+    # what content.py stores is what the rules read: a stored answer decides, not the text
+    stored = dict(m.facts, scope=["billing", "Whom do we bill?", []])
+    again = run_chain(replace(m, facts=stored), ctx())
+    assert again.out_of_scope and again.severity == 2
+    # the keywords were found under the default phrases: other phrases are searched afresh
+    other = run_chain(replace(m, facts=dict(m.facts)), ctx(severity={"critical": ["system is down"]}))
+    assert other.severity == 1, other.verdicts
+    assert run_chain(replace(m, facts=dict(m.facts)), ctx(severity={})).severity == 3
+
+
 def test_scope_keeps_the_hold_notice() -> None:
     m = mail(("Subject", "How should we bill this?"))
     held = Outcome().fold(Verdict("standing", "account-on-hold", "on hold", notice=Notice.HOLD, hold=True))

@@ -4,6 +4,12 @@ Mails are loaded in chunks (a cutoff after a long outage can hold tens of
 thousands; :func:`load_mails` reads only the head of each, no attachment is
 held).  What the chain decides is recorded as at classification, with the
 cutoff as the phase.
+
+What depends on the mail alone (bounce, auto-reply, machine mail, the advice
+it asks for) was worked out when it was classified: :func:`load_mails` hands
+those results to the rules with the mail (rules/content.py), as it does the
+sender authentication, and the rules work out only what depends on the
+directory, the cases, the clock and other mail as of the cutoff.
 """
 
 from __future__ import annotations

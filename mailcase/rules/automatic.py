@@ -12,9 +12,11 @@ Automatic mail from a sender who is not eligible is suppressed later, by
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from mailcase.rules.autoreplies import judge, machine_mail
+from mailcase.rules.autoreplies import Judgement, judge, machine_mail
 from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdict
+from mailcase.rules.content import remembered
 
 RULE = "automatic-mail"
 
@@ -125,12 +127,33 @@ def _declared_auto_reply(mail: Mail) -> str | None:
     return None
 
 
+def _judge(mail: Mail, automatic: list[str], no_reply: list[str]) -> Judgement:
+    weak = automatic + [m for m in no_reply if m.startswith("X-Auto-Response-Suppress")]
+    return judge(mail, weak, _declared_auto_reply(mail))
+
+
+def _judgement_json(j: Judgement) -> list[Any]:
+    return [j.auto_reply, list(j.reasons), sorted(j.kinds)]
+
+
+def _judgement_from_json(data: Any) -> Judgement:
+    auto_reply, reasons, kinds = data
+    return Judgement(bool(auto_reply), tuple(str(r) for r in reasons), frozenset(str(k) for k in kinds))
+
+
+def _same(value: str | None) -> str | None:
+    return value
+
+
+def _text_or_none(data: Any) -> str | None:
+    return None if data is None else str(data)
+
+
 def is_out_of_office(mail: Mail) -> str | None:
     """Why this is an automatic reply (out-of-office, vacation, another help
     desk's receipt), from headers, subject and text together; or None."""
     automatic, no_reply = automatic_markers(mail)
-    weak = automatic + [m for m in no_reply if m.startswith("X-Auto-Response-Suppress")]
-    judgement = judge(mail, weak, _declared_auto_reply(mail))
+    judgement = _judge(mail, automatic, no_reply)
     return judgement.reason if judgement.auto_reply else None
 
 
@@ -142,8 +165,8 @@ def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         return Verdict(RULE, "own-mail", f"sent from our own address {mail.sender}: a loop",
                        Disposition.SUPPRESSED, frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
     automatic, no_reply = automatic_markers(mail)
-    weak = automatic + [m for m in no_reply if m.startswith("X-Auto-Response-Suppress")]
-    judgement = judge(mail, weak, _declared_auto_reply(mail))
+    judgement = remembered(mail, "auto-reply", lambda: _judge(mail, automatic, no_reply), _judgement_json,
+                           _judgement_from_json)
     if judgement.auto_reply:
         # never a request, whoever sent it: answering an auto-reply starts a loop
         name = "out-of-office" if judgement.kinds - {"receipt-subject", "automatic"} - {
@@ -155,7 +178,7 @@ def automatic_mail(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
         return Verdict(RULE, "automatic", "automatic mail: " + ", ".join(automatic) +
                        "; never answered automatically (RFC 3834)",
                        marks=frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))
-    machine = machine_mail(mail)
+    machine = remembered(mail, "machine", lambda: machine_mail(mail), _same, _text_or_none)
     if machine:
         return Verdict(RULE, "automatic", f"automatic mail: {machine}; never answered automatically",
                        marks=frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY}))

@@ -143,6 +143,9 @@ class Mail:
     #: where ``raw`` holds only the head of the mail (a cutoff reads no more
     #: than the header block needs), this fetches the whole of it
     load_raw: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    #: what the content-only rules worked out from this mail alone, in JSON form
+    #: (content.py): read from the classification at a cutoff, filled as they run
+    facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def whole_raw(self) -> bytes:
         """All the bytes of the mail (the bounce rule reads the report parts)."""

@@ -32,6 +32,8 @@ from mailcase.rules.base import Context, Disposition, Mail, Mark, Outcome, Verdi
 from mailcase.rules.effects import RecordBounce
 
 RULE = "bounce"
+#: the stored result (content.py): was the mail a bounce, a receipt or a report?
+FACT = "bounce"
 
 _BOUNCE_SUBJECT = re.compile(
     r"(undeliver|delivery (status )?notification|delivery fail|returned mail|mail delivery"
@@ -194,6 +196,16 @@ def _vendor_failures(tree: Message) -> list[Failure]:
 
 
 def bounce(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    # what the mail is depends on it alone: a pass that found no bounce says so
+    # for the next (content.py); a bounce is worked out again for its effects
+    if mail.facts.get(FACT) is False:
+        return None
+    verdict = _bounce(mail)
+    mail.facts[FACT] = verdict is not None
+    return verdict
+
+
+def _bounce(mail: Mail) -> Verdict | None:
     report = _report_type(mail)
     marks = frozenset({Mark.AUTOMATIC, Mark.NO_AUTO_REPLY})
     if report == "disposition-notification":

@@ -4,7 +4,9 @@ The classify stage reads each mail whole and its header fields afresh; a
 cutoff trusts the header fields stored at ingestion and reads only the head of
 each mail (:func:`load_mails`).  The authentication result an earlier pass
 computed is kept with the classification and reused when it was computed
-under the same settings (:func:`auth_json`, :func:`auth_from_json`).
+under the same settings (:func:`auth_json`, :func:`auth_from_json`), and so
+is what the content-only rules worked out when it was computed from the same
+mail by the same code (content.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mailcase.mail.addresses import Address, AddressList
 from mailcase.mail.header_info import HeaderInfo, read_headers
 from mailcase.mail.headers import split_headers
 from mailcase.rules.base import AuthResult, Mail, RuleSettings
+from mailcase.rules.content import content_from_json
 
 
 def _auth_key(settings: RuleSettings) -> list[Any]:
@@ -85,7 +88,7 @@ def load_mails(
             MESSAGE.c.refs, MESSAGE.c.identity, MESSAGE.c.primary_sha256, BLOB.c.size,
             data, PARSED_MAIL.c.text_body, PARSED_MAIL.c.to_addrs, PARSED_MAIL.c.cc_addrs,
             PARSED_MAIL.c.pin_hmacs, PARSED_MAIL.c.reply_text, PARSED_MAIL.c.text_sha256, CLASSIFICATION.c.auth,
-            PARSED_MAIL.c.loose_sha256,
+            PARSED_MAIL.c.loose_sha256, CLASSIFICATION.c.content,
         )
         .join(BLOB, BLOB.c.sha256 == MESSAGE.c.primary_sha256)
         .outerjoin(PARSED_MAIL, PARSED_MAIL.c.message_pk == MESSAGE.c.id)
@@ -102,7 +105,7 @@ def load_mails(
             else:
                 loader = _whole_blob(conn, r.primary_sha256)
         block = split_headers(raw)
-        out[r.id] = Mail(
+        mail = out[r.id] = Mail(
             raw=raw, block=block, info=read_headers(raw, block) if reread_headers else _info_from_row(r),
             body=r.text_body or "", received_at=r.received_at or r.stored_at, to=tuple(r.to_addrs or ()),
             cc=tuple(r.cc_addrs or ()), pk=r.id, historical=bool(r.historical),
@@ -110,5 +113,7 @@ def load_mails(
             auth_cache=auth_from_json(r.auth, settings) if settings is not None else None,
             load_raw=loader, stored_body_hash=r.text_sha256 or None, stored_loose_hash=r.loose_sha256 or None,
         )
+        if r.content is not None:
+            mail.facts.update(content_from_json(r.content, mail))
     return out
 

@@ -32,6 +32,7 @@ from mailcase.domain.directory import lock_pin
 from mailcase.domain.tables import CASE_MESSAGE, CLASSIFICATION, MESSAGE, VERDICT
 from mailcase.mail.charsets import storable
 from mailcase.rules.base import Disposition, Mail, Mark, Outcome, RuleSettings
+from mailcase.rules.content import content_json
 from mailcase.rules.context import PassCache
 from mailcase.rules.effects import Alert, LinkCase, LockPin, ReopenCase
 from mailcase.rules.loading import auth_json
@@ -137,6 +138,7 @@ class Recorder:
             "severity": outcome.severity, "out_of_scope": outcome.out_of_scope, "hold": outcome.hold,
             "flags": list(outcome.flags), "at": now,
             "auth": auth_json(outcome.auth, self.settings) if outcome.auth and self.settings else None,
+            "content": content_json(mail),
         }
         state = state_for(outcome, mail.historical)
         if state is not MessageState.HISTORICAL and (outcome.effects or outcome.case is not None):

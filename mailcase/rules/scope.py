@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from mailcase.mail.subjects import is_forward
 from mailcase.rules.base import Context, Mail, Notice, Outcome, Verdict
-from mailcase.rules.scope_concepts import judge
+from mailcase.rules.content import remembered
+from mailcase.rules.scope_concepts import ScopeJudgement, judge
 
 RULE = "scope"
 
@@ -71,6 +73,15 @@ def find_phrase(text: str, phrases: tuple[str, ...]) -> str | None:
     return " ".join(m.group(0).split()) if m else None
 
 
+def _scope_json(j: ScopeJudgement) -> list[Any]:
+    return [j.category, j.sentence, list(j.objects)]
+
+
+def _scope_from_json(data: Any) -> ScopeJudgement:
+    category, sentence, objects = data
+    return ScopeJudgement(None if category is None else str(category), str(sentence), tuple(str(o) for o in objects))
+
+
 def _out_of_scope(category: str, why: str, so_far: Outcome) -> Verdict:
     # an account on hold hears about the hold first: the case stays out of
     # scope when it is released
@@ -82,7 +93,7 @@ def _out_of_scope(category: str, why: str, so_far: Outcome) -> Verdict:
 def scope(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
     # a forward passes on someone else's question: it is below the quote line
     text = mail.body if is_forward(mail.subject) else mail.reply_text
-    judged = judge(mail.subject, text)
+    judged = remembered(mail, "scope", lambda: judge(mail.subject, text), _scope_json, _scope_from_json)
     if judged.category is not None:
         named = f"; about {', '.join(judged.objects)}" if judged.objects else ""
         return _out_of_scope(judged.category, f"{judged.sentence!r}{named}", so_far)

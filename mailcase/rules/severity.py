@@ -12,8 +12,11 @@ names, so it does not count.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from mailcase.rules.base import Context, Mail, Mark, Outcome, Verdict
+from mailcase.rules.content import remembered, settings_digest
 from mailcase.rules.scope import may_hold, phrase_pattern
 
 RULE = "severity"
@@ -47,25 +50,47 @@ def find_keyword(text: str, phrases: tuple[str, ...]) -> str | None:
     return None
 
 
-def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+def _markers(mail: Mail) -> list[Any]:
+    """[the subject tag's level, the explicit line as written and its level word] (None: absent)."""
     m = _TAG.search(mail.subject or "")
-    if m:
-        level = int(m.group(1))
+    line = _LINE.search(mail.reply_text)
+    return [int(m.group(1)) if m else None, [line.group(0), line.group(1)] if line else None]
+
+
+def _keyword(mail: Mail, phrases: Mapping[int, tuple[str, ...]]) -> list[Any] | None:
+    """[level, keyword] of the first configured keyword the sender did not negate, or None."""
+    subject_and_text = f"{mail.subject}\n{mail.reply_text}"
+    for level in sorted(phrases):
+        found = find_keyword(subject_and_text, tuple(phrases[level]))
+        if found:
+            return [level, found]
+    return None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def severity(mail: Mail, ctx: Context, so_far: Outcome) -> Verdict | None:
+    # what the mail says depends on it alone (content.py); how a named level
+    # counts depends on whether an earlier rule found it automatic
+    tag, line = remembered(mail, "severity", lambda: _markers(mail), _same, _same)
+    if tag is not None:
+        level = int(tag)
         return Verdict(RULE, "severity-explicit", f"subject tag [S{level}]: {NAMES[level]}", severity=level)
-    text = mail.reply_text
-    m = _LINE.search(text)
     # a machine's named level is its own scale (Zabbix "Severity: High" is its
     # fourth of six): only a person's "Priority: high" is ours
-    if m and not m.group(1).isdigit() and Mark.AUTOMATIC in so_far.marks:
-        m = None
-    if m:
-        word = m.group(1).lower()
+    if line and not str(line[1]).isdigit() and Mark.AUTOMATIC in so_far.marks:
+        line = None
+    if line:
+        written, word = str(line[0]), str(line[1]).lower()
         level = _WORDS[word] if word in _WORDS else int(word)
-        return Verdict(RULE, "severity-explicit", f"'{' '.join(m.group(0).split())}' line: {NAMES[level]}",
+        return Verdict(RULE, "severity-explicit", f"'{' '.join(written.split())}' line: {NAMES[level]}",
                        severity=level)
-    subject_and_text = f"{mail.subject}\n{text}"
-    for level in sorted(ctx.settings.severity_phrases):
-        found = find_keyword(subject_and_text, tuple(ctx.settings.severity_phrases[level]))
-        if found:
-            return Verdict(RULE, "severity-keyword", f"{found!r}: {NAMES.get(level, level)}", severity=level)
+    phrases = ctx.settings.severity_phrases
+    found = remembered(mail, "severity-keyword", lambda: _keyword(mail, phrases), _same, _same,
+                       given=settings_digest(sorted(phrases.items())))
+    if found:
+        level, keyword = int(found[0]), str(found[1])
+        return Verdict(RULE, "severity-keyword", f"{keyword!r}: {NAMES.get(level, level)}", severity=level)
     return None

@@ -94,6 +94,9 @@ class Classification(SQLModel, table=True):
     flags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     #: the sender-authentication result and the settings it was computed under
     auth: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    #: what the content-only rules worked out from the mail alone, and the key of
+    #: the code and the mail they were worked out from (rules/content.py)
+    content: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     at: datetime | None = timestamp(nullable=False)
 
 
