@@ -119,6 +119,8 @@ SLOW_MODULES = frozenset({
 })
 #: single tests that run the whole desk end to end
 SLOW_TESTS = frozenset({"test_a_pin_in_the_subject_is_accepted_and_redacted_from_everything",
+                        # the README's first command, twice, each in its own process
+                        "test_demo_runs_on_embedded_defaults",
                         # builds and installs a wheel with pip
                         "test_an_installed_wheel_finds_its_templates_without_the_checkout",
                         # the whole rules, auto-reply and scope corpora through classify and a cutoff, twice

@@ -259,3 +259,14 @@ def reap(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``mailcase ARGS`` in-process through its real entry point (a subprocess costs two seconds of
+    imports): its exit status and output, as :func:`run_cli` gives them."""
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = exit_.value.code
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    return subprocess.CompletedProcess(["mailcase", *args], status, out, err)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import ImapAccount, make_mail, run_cli, write_config
+from helpers import ImapAccount, make_mail, run_cli, run_main, write_config
 from servers.dovecot import free_port
 
 from mailcase.cli.app import cli
@@ -49,41 +49,41 @@ def test_help_on_every_command(path: tuple[str, ...]) -> None:
     assert_help(r.exit_code, r.stdout, r.stderr + repr(r.exception))
 
 
-def test_unknown_option_is_one_line(tmp_path: Path) -> None:
-    r = run_cli("fetch", "--no-such-option")
+def test_unknown_option_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run_main(capsys, "fetch", "--no-such-option")
     assert r.returncode == 2
     assert "No such option" in one_line(r.stderr)
 
 
-def test_unknown_config_key_names_key_and_file(tmp_path: Path) -> None:
+def test_unknown_config_key_names_key_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[database]\nurl = "sqlite:///x.db"\nbusy_timout_seconds = 3\n')
-    r = run_cli("--config", str(cfg), "fetch")
+    r = run_main(capsys, "--config", str(cfg), "fetch")
     assert r.returncode == 78
     line = one_line(r.stderr)
     assert str(cfg) in line and "database.busy_timout_seconds: unknown key" in line
 
 
-def test_wrong_type_in_config(tmp_path: Path) -> None:
+def test_wrong_type_in_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[[mailboxes]]\nname = "support"\nhost = "imap.example.org"\nport = "993"\n'
                    'username = "u"\npassword = { env = "X" }\n')
-    r = run_cli("--config", str(cfg), "fetch")
+    r = run_main(capsys, "--config", str(cfg), "fetch")
     assert r.returncode == 78
     assert "mailboxes[0].port: Input should be a valid integer" in one_line(r.stderr)
 
 
-def test_inline_secret_refused(tmp_path: Path) -> None:
+def test_inline_secret_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[[mailboxes]]\nname = "support"\nhost = "imap.example.org"\nusername = "u"\npassword = "hunter2"\n')
-    r = run_cli("--config", str(cfg), "fetch")
+    r = run_main(capsys, "--config", str(cfg), "fetch")
     assert r.returncode == 78
     line = one_line(r.stderr)
     assert "mailboxes[0].password: inline secrets are not allowed" in line
     assert "hunter2" not in line
 
 
-def test_unreachable_server(tmp_path: Path, sqlite_url: str) -> None:
+def test_unreachable_server(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
     pw = tmp_path / "pw"
     pw.write_text("x")
@@ -91,7 +91,7 @@ def test_unreachable_server(tmp_path: Path, sqlite_url: str) -> None:
         "name": "support", "host": "127.0.0.1", "port": port, "security": "plain",
         "username": "u", "password": {"file": str(pw)}, "timeout_seconds": 5.0,
     }])
-    r = run_cli("--config", str(cfg), "fetch")
+    r = run_main(capsys, "--config", str(cfg), "fetch")
     assert r.returncode == 75
     assert f"imap support (127.0.0.1:{port}): cannot connect: Connection refused" in one_line(r.stderr)
 
@@ -106,12 +106,12 @@ def test_wrong_password(imap: ImapAccount, tmp_path: Path, sqlite_url: str) -> N
     assert f"login failed for {imap.user}" in line and "not-the-password" not in line
 
 
-def test_missing_secret_file(tmp_path: Path, sqlite_url: str) -> None:
+def test_missing_secret_file(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path / "c.toml", sqlite_url, [{
         "name": "support", "host": "127.0.0.1", "security": "plain", "username": "u",
         "password": {"file": str(tmp_path / "nope")},
     }])
-    r = run_cli("--config", str(cfg), "fetch")
+    r = run_main(capsys, "--config", str(cfg), "fetch")
     assert r.returncode == 78
     assert "cannot read" in one_line(r.stderr) and "nope" in r.stderr
 

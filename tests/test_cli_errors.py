@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from batching import Desk, ny
-from helpers import Cli, key_file, write_config
+from helpers import Cli, key_file, run_main, write_config
 
-from mailcase.cli.app import main
 from mailcase.cli.service import once_exit_code
 from mailcase.config.loader import embedded_defaults
 from mailcase.core.errors import ConfigError
@@ -29,11 +28,8 @@ class Tty(io.StringIO):
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """``mailcase ARGS`` in-process: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = exit_.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
+    done = run_main(capsys, *args)
+    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.fixture
