@@ -57,7 +57,8 @@ def configured_paths(config: Config) -> Iterator[tuple[str, str, Kind]]:
         yield "kb.path", config.kb.path, "file or folder"  # a folder of articles or a CSV
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
@@ -70,7 +71,7 @@ def problem_with(path: str, kind: Kind) -> str | None:
         # created on first use: the nearest existing folder on the way must let us write
         if p.exists() and not p.is_dir():
             return "not a folder"
-        here = _nearest_existing(p)
+        here = nearest_existing(p)
         if not here.is_dir():
             return f"cannot be created ({here} is not a folder)"
         if not os.access(here, os.W_OK | os.X_OK):

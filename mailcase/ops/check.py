@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.config.mailbox import MailboxConfig
-from mailcase.config.paths import configured_paths, problem_with
+from mailcase.config.paths import configured_paths, nearest_existing, problem_with
 from mailcase.config.settings import Config
 from mailcase.core.clock import Clock
 from mailcase.core.errors import AuthError, ConfigError, MailcaseError, TransientError
@@ -52,12 +52,6 @@ def _fix_for(exc: MailcaseError, what: str) -> str:
     return f"see the error; run `mailcase --debug check` for details of {what}"
 
 
-def _first_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _database(config: Config) -> tuple[list[Check], Engine | None]:
     """The database as it is, opened read-only: `check` creates no file, folder or schema."""
     url = config.database_url
@@ -67,7 +61,7 @@ def _database(config: Config) -> tuple[list[Check], Engine | None]:
         return [Check(False, "database", str(exc), "fix database.url", exc.exit_code)], None
     if engine is None:
         path = Path(sa.engine.make_url(url).database or "").absolute()
-        folder = _first_existing(path.parent)
+        folder = nearest_existing(path.parent)
         if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
             return [Check(True, "database", f"no database yet at {path}: `mailcase run` or `mailcase db upgrade` "
                                             "creates it")], None
