@@ -40,8 +40,9 @@ def _require_aware(name: str, value: datetime) -> datetime:
 class BusinessCalendar:
     """Cutoffs and business days of one :class:`CalendarConfig`.
 
-    Thread-safe: the only state is a per-year cache of holiday dates, and two
-    threads filling the same year store equal values.
+    Thread-safe: the only state is a per-year cache of holiday dates and a
+    per-day cache of cutoffs, and two threads filling the same entry store
+    equal values.
     """
 
     def __init__(self, config: CalendarConfig) -> None:
@@ -51,6 +52,8 @@ class BusinessCalendar:
         self._weekdays = frozenset(config.weekdays)
         self._closures = frozenset(config.closures)
         self._holidays_by_year: dict[int, frozenset[date]] = {}
+        # the classify stage and a cutoff ask for the cutoff of every mail: mostly the same few days
+        self._cutoffs_by_day: dict[date, tuple[datetime, ...]] = {}
 
     def _holidays(self, year: int) -> frozenset[date]:
         cached = self._holidays_by_year.get(year)
@@ -80,8 +83,14 @@ class BusinessCalendar:
             and d not in self._holidays(d.year)
         )
 
-    def _cutoffs_on(self, d: date) -> list[datetime]:
+    def _cutoffs_on(self, d: date) -> tuple[datetime, ...]:
         """The UTC cutoffs of local date ``d`` (empty unless a business day), oldest first."""
+        cached = self._cutoffs_by_day.get(d)
+        if cached is None:
+            cached = self._cutoffs_by_day[d] = tuple(self._work_out_cutoffs(d))
+        return cached
+
+    def _work_out_cutoffs(self, d: date) -> list[datetime]:
         if not self.is_business_day(d):
             return []
         out: list[datetime] = []
