@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass
+
+from mailcase.core.tokens import token_hex
 
 _OURS = re.compile(r"^<mc\.([a-z-]{1,20})\.(\d{1,9})\.([0-9a-z]{6,40})\.([0-9a-f]{20})@([^<>@\s]+)>$", re.IGNORECASE)
 
@@ -29,7 +30,7 @@ def _mac(key: bytes, text: str) -> str:
 
 
 def make_message_id(key: bytes, domain: str, kind: str, case_number: int | None, unique: str | None = None) -> str:
-    unique = (unique or secrets.token_hex(8)).lower()
+    unique = (unique or token_hex(8)).lower()
     body = f"mc.{kind}.{case_number or 0}.{unique}"
     return f"<{body}.{_mac(key, body + '@' + domain)}@{domain}>"
 

@@ -13,7 +13,6 @@ and a reply from any of them threads into the case.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -24,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from mailcase.config.settings import Config
 from mailcase.core.states import CaseEventKind
+from mailcase.core.tokens import token_hex
 from mailcase.domain.cases import event
 from mailcase.domain.tables import CASE_EVENT, PERSON
 from mailcase.outbound.compose import OutgoingMail
@@ -40,7 +40,7 @@ def with_copies(mail: OutgoingMail, cc: Sequence[str]) -> list[OutgoingMail]:
     """The requester's mail naming ``cc`` in its Cc header, then a copy for each colleague."""
     if not cc:
         return [mail]
-    main = replace(mail, cc=tuple(cc), msgid_unique=mail.msgid_unique or secrets.token_hex(8))
+    main = replace(mail, cc=tuple(cc), msgid_unique=mail.msgid_unique or token_hex(8))
     return [main] + [replace(main, key=copy_key(mail.key, a), to_addr=a, header_to=mail.to_addr) for a in cc]
 
 
