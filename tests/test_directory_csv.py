@@ -6,9 +6,13 @@ import logging
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from batching import Desk, ny
 from helpers import Cli
 
+from mailcase.domain.db import transaction
+from mailcase.domain.directory import DbDirectory, set_standing
+from mailcase.domain.tables import ACCOUNT
 from mailcase.ops.daemon import import_directory
 
 HEADER = ("account", "account_name", "address", "name", "role")
@@ -100,3 +104,24 @@ def test_daemon_logs_an_unreadable_csv_and_keeps_the_directory(
     assert import_directory(desk.engine, config, ny(2026, 11, 23, 8, 0)) is None
     assert "event=directory-import-failed" in caplog.text and "UTF-16?" in caplog.text
     assert "Anna Müller" in people(cli)
+
+
+def test_accounts_read_together_are_read_as_one_by_one(db_url: str, tmp_path: Path) -> None:
+    """prefetch_accounts (a cutoff reads its senders' accounts in three queries) gives the
+    same accounts as reading each alone, standing and representatives as of the instant."""
+    desk = Desk(db_url, tmp_path)
+    desk.directory(at=ny(2026, 11, 2, 8, 0))
+    with transaction(desk.engine) as conn:
+        set_standing(conn, "ACME", "hold", ny(2026, 11, 3, 8, 0), "test")
+        set_standing(conn, "ACME", "good", ny(2026, 11, 5, 8, 0), "test")
+        ids = [int(r.id) for r in conn.execute(sa.select(ACCOUNT.c.id))] + [99999]
+    for at in (ny(2026, 11, 1, 8, 0), ny(2026, 11, 4, 8, 0), ny(2026, 11, 6, 8, 0)):
+        with desk.engine.connect() as conn:
+            alone = DbDirectory(conn, at, desk.config.staff)
+            together = DbDirectory(conn, at, desk.config.staff)
+            together.prefetch_accounts(ids)
+            assert [together.account(i) for i in ids] == [alone.account(i) for i in ids]
+    with desk.engine.connect() as conn:
+        held = DbDirectory(conn, ny(2026, 11, 4, 8, 0), desk.config.staff)
+        held.prefetch_accounts(ids)
+        assert [a.standing for i in ids if (a := held.account(i)) and a.code == "ACME"] == ["hold"]

@@ -146,6 +146,8 @@ class Mail:
     #: what the content-only rules worked out from this mail alone, in JSON form
     #: (content.py): read from the classification at a cutoff, filled as they run
     facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: what a pass worked out about this mail and may ask again (the key of its facts), never stored
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def whole_raw(self) -> bytes:
         """All the bytes of the mail (the bounce rule reads the report parts)."""

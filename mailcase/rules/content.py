@@ -67,7 +67,15 @@ def code_digest() -> str:
 
 
 def _key(mail: Mail) -> str:
-    """What the results were computed from: the code and every part of the mail they read."""
+    """What the results were computed from: the code and every part of the mail they read
+    (worked out once per pass: the pass reads the stored results and stores them again)."""
+    key = mail.memo.get("content-key")
+    if key is None:
+        key = mail.memo["content-key"] = _work_out_key(mail)
+    return str(key)
+
+
+def _work_out_key(mail: Mail) -> str:
     h = hashlib.sha256(code_digest().encode())
     info = mail.info
     for part in (mail.subject, mail.sender or "", info.from_name or "", "1" if info.in_reply_to else "0",
