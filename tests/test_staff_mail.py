@@ -36,6 +36,7 @@ from mailcase.domain.cases import add_specialist, escalate
 from mailcase.domain.db import transaction
 from mailcase.domain.tables import CASE, CASE_EVENT, CASE_MESSAGE, MESSAGE, VERDICT
 from mailcase.ops.promise import watch
+from mailcase.outbound import staffnews
 from mailcase.outbound.staffnews import News, notify_escalated, notify_staff
 from mailcase.rules.base import Disposition, Mail, Outcome
 from mailcase.rules.effects import CustomerWrote, ReopenCase, StaffReply
@@ -424,3 +425,52 @@ def test_the_owner_hears_of_the_promise_once_per_state(db_url: str, tmp_path: Pa
     assert subjects == [f"{h}: Invoices do not print"
                         for h in ("Assigned to you", "Due soon", "Overdue", "Breached")]
     assert "Due " in body_text(_parsed(desk.outbox()[-1].raw))
+
+
+def _digest_desk(db_url: str, tmp_path: Path, n: int) -> Desk:
+    desk = Desk(db_url, tmp_path, staff={**STAFF, "digest_over": 3})
+    desk.directory()
+    with transaction(desk.engine) as conn:
+        add_specialist(conn, "olga", OWNER, "SSI", datetime(2025, 1, 1, tzinfo=UTC))
+    subjects = ["Printer {{ 7*7 }} offline", "Invoices <b>late</b>", "Login fails", "Export empty", "Slow reports"]
+    for i in range(n):
+        desk.mail(ny(2026, 11, 25, 8, i), subject=subjects[i % len(subjects)] + f" #{i}",
+                  body=f"Hello,\nproblem number {i} started today{' {% raw %}' if i == 0 else ''}.\n")
+    return desk
+
+
+def test_an_owner_given_many_cases_at_one_cutoff_gets_one_digest(db_url: str, tmp_path: Path) -> None:
+    desk = _digest_desk(db_url, tmp_path, 5)
+    desk.process(ny(2026, 11, 25, 9, 31))
+    kinds = _kinds(desk)
+    assert Counter(kinds) == Counter({("ack", "alice@acme.example"): 5, ("staff", OWNER): 1})
+    digest = _parsed(next(r for r in desk.outbox() if r.kind == "staff").raw)
+    assert digest["Subject"] == "Assigned to you: 5 new cases" and digest["To"] == OWNER
+    assert digest["Auto-Submitted"] == "auto-generated"
+    text = body_text(digest)
+    assert [f"[Case #00000{n}]" in text for n in range(1, 6)] == [True] * 5
+    assert "Printer {{ 7*7 }} offline #0" in text and "49" not in text  # a subject is text, never template code
+    assert "problem number 3 started today" in text and "{% raw %}" in text
+    html = digest.get_body(("html",))
+    assert html is not None and "&lt;b&gt;late&lt;/b&gt;" in html.get_content()
+    desk.process(ny(2026, 11, 25, 9, 45))  # again: nothing twice
+    assert Counter(_kinds(desk)) == Counter(kinds)
+
+
+def test_a_long_digest_is_split(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(staffnews, "DIGEST_CASES", 2)
+    desk = _digest_desk(db_url, tmp_path, 5)
+    desk.process(ny(2026, 11, 25, 9, 31))
+    subjects = sorted(_parsed(r.raw)["Subject"] for r in desk.outbox() if r.kind == "staff")
+    assert subjects == [f"Assigned to you: 5 new cases ({k} of 3)" for k in (1, 2, 3)]
+    digest = body_text(_parsed(next(r.raw for r in desk.outbox() if r.kind == "staff")))
+    assert "5 new cases were assigned to you at this cutoff; this mail lists 2 of them (1 of 3)" in " ".join(digest.split())
+
+
+def test_an_owner_given_a_few_cases_gets_a_mail_each(db_url: str, tmp_path: Path) -> None:
+    desk = _digest_desk(db_url, tmp_path, 3)  # digest_over = 3: three cases are still mailed one by one
+    desk.process(ny(2026, 11, 25, 9, 31))
+    subjects = sorted(_parsed(r.raw)["Subject"] for r in desk.outbox() if r.kind == "staff")
+    assert len(subjects) == 3 and all(s.startswith("[Case #00000") and "Assigned to you: " in s for s in subjects)

@@ -88,6 +88,10 @@ class StaffConfig(Frozen):
     #: mail the owner of a case about it (assigned, the customer wrote again,
     #: reopened, due soon / overdue / breached); escalation mails the new tier
     notify: bool = True
+    #: an owner given more than this many new cases at one cutoff gets one mail
+    #: listing them all (each with its token, requester, subject and the start
+    #: of its text) instead of a mail per case
+    digest_over: int = Field(default=10, ge=1)
     #: staff mail whose subject starts with this, or with a line of only this,
     #: is a reply to the customer (the line is removed); otherwise a private note
     reply_marker: str = Field(default="#reply", min_length=1)

@@ -133,7 +133,9 @@ def lookup(conn: Connection, config: Config, directory: DbDirectory, mails: Iter
     directory.prefetch(addresses)
     accounts = {a: frozenset(p.account_id for p in directory.people(a)) for a in addresses}
     codes: dict[int, str] = {}
-    for account_id in {*account_ids, *(i for ids in accounts.values() for i in ids)}:
+    wanted = {*account_ids, *(i for ids in accounts.values() for i in ids)}
+    directory.prefetch_accounts(sorted(wanted))
+    for account_id in wanted:
         account = directory.account(account_id)
         codes[account_id] = account.code if account is not None else str(account_id)
     own, domains = own_addresses(config)

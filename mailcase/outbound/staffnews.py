@@ -229,7 +229,12 @@ def notify_assigned(conn: Connection, config: Config, case_id: int, now: datetim
 
 
 def notify_batch_assigned(conn: Connection, config: Config, batch_id: int, now: datetime) -> int:
-    """The owners of a cutoff's new cases hear of them; how many were queued.
+    """The owners of a cutoff's new cases hear of them; how many mails were queued.
+
+    An owner given at most ``[staff] digest_over`` cases gets a mail per case;
+    one given more gets one digest listing them (:func:`_digest_mail`): after
+    a long weekend, a few hundred mails at 09:30 would bury the cases in the
+    owner's inbox, and each costs the cutoff a render and a MIME mail.
 
     A cutoff makes thousands of cases: their rows, first requests and texts are
     read in a few queries and the mails go into one outbox queue (an insert per
@@ -253,15 +258,39 @@ def notify_batch_assigned(conn: Connection, config: Config, batch_id: int, now: 
         texts.update((r.message_pk, _text_of(r)) for r in conn.execute(
             sa.select(*_TEXT_COLUMNS).where(PARSED_MAIL.c.message_pk.in_(pks[i : i + 500]))))
     specialists = staff_addresses(conn)
+    by_owner: dict[str, list[Any]] = {}
+    for case in cases:
+        recipient = _recipient(conn, config, case, News.ASSIGNED, None, specialists)
+        if recipient is not None:
+            by_owner.setdefault(recipient, []).append(case)
     queue = OutboxQueue(conn, config, config.hmac_key(), now, size=_CHUNK + 1)  # flushed below, per chunk
+    # each unit: one owner's digest, or up to _CHUNK (recipient, case) mailed one by one
+    units: list[tuple[bool, list[tuple[str, Any]]]] = []
+    single: list[tuple[str, Any]] = []
+    for recipient, group in by_owner.items():
+        if len(group) > config.staff.digest_over:  # most severe first, at most DIGEST_CASES a mail
+            group.sort(key=lambda c: (c.severity, c.number))
+            units.extend((True, [(recipient, case) for case in group[i : i + DIGEST_CASES]])
+                         for i in range(0, len(group), DIGEST_CASES))
+        else:
+            single.extend((recipient, case) for case in group)
+    single.sort(key=lambda rc: rc[1].id)
+    units.extend((False, single[i : i + _CHUNK]) for i in range(0, len(single), _CHUNK))
     queued = 0
-    for i in range(0, len(cases), _CHUNK):
-        chunk = cases[i : i + _CHUNK]
+    for digest, unit in units:
         rows: list[dict[str, Any]] = []
-        for case in chunk:
-            recipient = _recipient(conn, config, case, News.ASSIGNED, None, specialists)
-            if recipient is None:
+        if digest:
+            recipient = unit[0][0]
+            total = len(by_owner[recipient])
+            part = (by_owner[recipient].index(unit[0][1]) // DIGEST_CASES + 1, -(-total // DIGEST_CASES), total)
+            try:
+                rows.append(queue.prepare(_digest_mail(config, batch_id, recipient, [c for _, c in unit], texts,
+                                                       part)))
+            except Exception as exc:  # the digest cannot be rendered: each case on its own
+                _failed(unit[0][1], News.ASSIGNED, recipient, exc)
+                queued += sum(notify_assigned(conn, config, case.id, now) for _, case in unit)
                 continue
+        for recipient, case in unit if not digest else ():
             text, attachments = texts.get(case.first_pk, ("", []))
             try:
                 rows.append(queue.prepare(_news_mail(config, case, News.ASSIGNED, recipient, text, attachments,
@@ -279,8 +308,42 @@ def notify_batch_assigned(conn: Connection, config: Config, batch_id: int, now: 
             queue.discard()
             log.warning("event=staff-news-chunk-refused batch=%s error=%s", batch_id,
                         kv(f"{type(exc).__name__}: {exc}"))
-            queued += sum(notify_assigned(conn, config, case.id, now) for case in chunk)
+            queued += sum(notify_assigned(conn, config, case.id, now) for _, case in unit)
     return queued
+
+
+#: the most of each case's text a digest quotes
+DIGEST_TEXT = 400
+#: the most cases one digest lists (more go into a second, ...)
+DIGEST_CASES = 200
+
+
+def _digest_mail(config: Config, batch_id: int, recipient: str, cases: list[Any],
+                 texts: dict[int, tuple[str, list[str]]], part: tuple[int, int, int]) -> OutgoingMail:
+    """One mail telling an owner of the cases a cutoff gave them (``part``: this mail's number,
+    how many mails and how many cases in all; a template that cannot be rendered raises here)."""
+    entries = []
+    for case in cases:
+        text, attachments = texts.get(case.first_pk, ("", []))
+        text = " ".join(text.split())
+        entries.append({
+            "number": case.number, "subject": case.subject, "requester": case.requester,
+            "account": case.account_code or "", "tier": case.tier,
+            "severity_name": SEVERITY_NAMES.get(case.severity, str(case.severity)),
+            "text": text if len(text) <= DIGEST_TEXT else text[: DIGEST_TEXT - 1] + "…",
+            "attachments": attachments,
+        })
+    variables: dict[str, Any] = {
+        "count": len(entries), "cases": entries, "part": part[0], "parts": part[1], "total": part[2],
+        "marker": config.staff.reply_marker, "reply_address": config.staff.reply_address or "",
+    }
+    owner = cases[0]
+    return OutgoingMail(
+        key=f"staff:assigned-digest:batch:{batch_id}:owner:{owner.owner_id}:part:{part[0]}", kind=MailKind.STAFF,
+        notice_kind=None, to_addr=recipient, to_name="",
+        rendered=render(templates(config.outgoing.templates_dir), "staff-digest", variables),
+        case_ids=tuple(c.id for c in cases), batch_id=batch_id,
+    )
 
 
 def notify_escalated(conn: Connection, config: Config, number: int, tier: str, now: datetime) -> bool:
