@@ -76,6 +76,8 @@ GOAL_RSS_MB = 250.0    # peak RSS at 100k
 GOAL_BATCH_S = 10.0    # 10,000 pending mails -> cases + acknowledgements queued
 GOAL_OUTBOX_RATIO = 0.8  # issue 17: outbox deliver and the daemon vs the smtplib loop, into the same sink
 GOAL_CUTOFF_RATIO = 3.0  # issue 17: the cutoff at 10,000 pending within 3x its floor (measured in the same run)
+GOAL_READY_SQLITE = 1.5  # issue 17: mail ready for its cutoff (classified) vs the ingest floor, 2 workers, SQLite
+GOAL_READY_PG = 1.0      # ... and on PostgreSQL
 #: bump when the prepared batch database changes meaning
 BATCH_PREP_VERSION = 1
 HMAC_KEY = "bench-key-0123456789abcdef0123456789"
@@ -193,7 +195,7 @@ def _desk_config(spec: dict[str, Any]) -> Any:
     work = Path(spec["workdir"])
     return parse_config({
         "data_dir": str(work / "data"),
-        "database": {"url": f"sqlite:///{spec['db']}"},
+        "database": {"url": spec.get("db_url") or f"sqlite:///{spec['db']}"},
         "ingest": {"parse_workers": spec["workers"]},
         "rules": {"sender_authentication": "authserv-id", "authserv_id": AUTHSERV_ID},
         # the desk's cutoffs begin before its mail (else the first run starts the desk "now",
@@ -203,7 +205,7 @@ def _desk_config(spec: dict[str, Any]) -> Any:
         "outgoing": {"from_address": "support@support.example", "from_name": "Example Support",
                      "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": spec["smtp_port"],
                      "smtp_security": "plain"},
-        "mailboxes": [],
+        "mailboxes": [spec["mailbox"]] if spec.get("mailbox") else [],
     }, "bench")
 
 
@@ -635,10 +637,70 @@ def phase_outbox_daemon(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
                      f" statuses {statuses}; daemon exit {proc.returncode}"}
 
 
+#: states a mail rests in once the classify stage is done with it (states.py)
+READY_STATES = ("pending", "classified", "held", "historical")
+
+
+def phase_ready(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
+    """ready: ``mailcase.ops.daemon.run_pass`` (fetch and store, the parse pool with
+    ``ingest.parse_workers`` = --workers, the classify stage) from an empty store until
+    every mail is classified.  The desk's directory (300 accounts, 12 specialists) is
+    imported before the clock starts; the clock is fixed at 09:29:40 on the Tuesday, the
+    mails arrived since Monday's 15:30 cutoff.  The stages after classify (the cutoff,
+    delivery) are not run: the figure is the time until the classify stage is done."""
+    import sqlalchemy as sa
+
+    import mailcase.ops.daemon as daemon
+    from mailcase.cutoff.batch import BatchRun
+    from mailcase.domain.cases import add_specialist
+    from mailcase.domain.db import open_engine, transaction
+    from mailcase.domain.directory import import_csv
+    from mailcase.domain.tables import QUARANTINE
+    from mailcase.outbound.deliver import DeliveryResult
+
+    t = _times()
+    cfg = _desk_config(spec)
+    engine = open_engine(cfg.database_url)
+    key = cfg.hmac_key()
+    with transaction(engine) as conn:
+        report = import_csv(conn, directory_csv(), t["directory_at"], key, actor="bench")
+        for s in range(SPECIALISTS):
+            add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
+                           t["directory_at"])
+    assert not report.bad_rows, report.bad_rows
+    marks: dict[str, Any] = {}
+    attrs = vars(daemon)  # instrumentation: module attributes of mailcase.ops.daemon replaced, not changed
+
+    def classified(*_a: Any, **_kw: Any) -> Any:  # run_pass calls run_due once the classify stage is done
+        marks["ready_at"] = time.perf_counter()
+        marks["cpu_split"] = ib._cpu_split()
+        return BatchRun()
+
+    attrs["run_due"] = classified
+    attrs["deliver_due"] = lambda *a, **kw: DeliveryResult()
+    clock = FixedClock(t["classify_at"])
+    start = time.perf_counter()
+    result = timed(lambda: daemon.run_pass(engine, cfg, clock))
+    with engine.connect() as conn:
+        states = _states(conn)
+        quarantined = {f"{st}/{et}": int(c) for st, et, c in conn.execute(
+            sa.select(QUARANTINE.c.stage, QUARANTINE.c.error_type, sa.func.count())
+            .group_by(QUARANTINE.c.stage, QUARANTINE.c.error_type)).all()}
+    engine.dispose()
+    n = spec["n"]
+    ready = sum(states.get(s, 0) for s in READY_STATES)
+    new = result.syncs[0].tally.new if result.syncs else 0
+    ok = not result.failures and new == n and ready == n and "ready_at" in marks
+    return {"count": ready, "ok": ok, "ready_s": marks.get("ready_at", start) - start,
+            "cpu_split": marks.get("cpu_split", ""), "states": states,
+            "check": f"new {new}; failures {result.failures}; states {states}; quarantined {quarantined}"}
+
+
 CHILD_PHASES = {
     "batch-prep": phase_batch_prep, "batch-floor": phase_batch_floor, "batch": phase_batch,
     "outbox-prep": phase_outbox_prep, "outbox-floor": phase_outbox_floor, "outbox": phase_outbox,
-    "outbox-daemon": phase_outbox_daemon,
+    "outbox-daemon": phase_outbox_daemon, "a": ib.phase_floor, "ready": phase_ready,
+    "ready-pg": phase_ready,
 }
 
 
@@ -851,6 +913,91 @@ def run_ingest(args: Any, src: Path, work: Path, seed: int, sizes: list[int], se
     return results
 
 
+def load_desk_mailbox(server: Any, work: Path, seed: int, paths: list[Path]) -> Any:
+    """A fresh Dovecot user with the desk's mails (desk_mail: senders on the directory),
+    each with its arrival in the Monday-to-Tuesday window as INTERNALDATE."""
+    from helpers import ImapAccount
+
+    _DOMAIN_INDEX.update(_domain_index())
+    user, password = server.take_user()
+    folder = work / user
+    folder.mkdir()
+    account = ImapAccount(server, user, password, folder)
+    client = account.client
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for i, p in enumerate(paths):
+        raw, _ = desk_mail(seed, i, p.read_bytes())
+        batch.append({"msg": raw, "date": received_at(seed, i)})
+        size += len(raw)
+        if len(batch) >= 200 or size > 16 * 1024 * 1024 or i == len(paths) - 1:
+            client.multiappend("INBOX", batch)
+            batch, size = [], 0
+    status = client.folder_status("INBOX", [b"MESSAGES"])
+    account.close()
+    if int(status[b"MESSAGES"]) != len(paths):
+        raise RuntimeError(f"loaded {status[b'MESSAGES']} mails into {user}, expected {len(paths)}")
+    return account
+
+
+def run_ready(args: Any, src: Path, work: Path, seed: int, sizes: list[int], server: Any) -> dict[int, list[dict[str, Any]]]:
+    """Per size, --ready-runs rounds of: the floor (ingest.py's phase a), then run_pass until every
+    mail is classified on SQLite and on PostgreSQL, each on a fresh mailbox with the desk's mails."""
+    import corpus
+    from servers import postgres
+
+    key_file = work / "hmac-key"
+    key_file.write_text(HMAC_KEY)
+    runner = Runner(args, src, work, server)
+    pg_why = postgres.available() if "pg" in args.ready_dbs else "not asked for"
+    results: dict[int, list[dict[str, Any]]] = {}
+    all_paths = corpus.ensure(max(sizes), seed)
+    for n in sizes:
+        paths = all_paths[:n]
+        print(f"\n== ready N={n}: the desk's mails, from an empty store until every mail is classified"
+              f" (parse_workers {args.workers}){'' if pg_why is None else f'; PostgreSQL skipped: {pg_why}'}",
+              flush=True)
+        results[n] = []
+        for k in range(1, args.ready_runs + 1):
+            print(f"   -- round {k} of {args.ready_runs}", flush=True)
+            rnd: dict[str, Any] = {}
+            todo: list[tuple[str, str | None, str]] = [("a", None, "floor: imapclient + mail-parser + sqlite3")]
+            if "sqlite" in args.ready_dbs:
+                todo.append(("sqlite", None, "run_pass until classified, SQLite"))
+            if "pg" in args.ready_dbs and pg_why is None:
+                todo.append(("pg", "pg", "run_pass until classified, PostgreSQL"))
+            for name, db, label in todo:
+                phase_dir = work / f"ready-{n}-{k}-{name}"
+                phase_dir.mkdir()
+                account = load_desk_mailbox(server, phase_dir, seed, paths)
+                url = postgres.create_database() if db == "pg" else f"sqlite:///{phase_dir}/mailcase.db"
+                try:
+                    spec = {"phase": {"a": "a", "sqlite": "ready", "pg": "ready-pg"}[name], "n": n, "port": server.port,
+                            "user": account.user, "password_file": str(account.password_file),
+                            "workdir": str(phase_dir), "workers": args.workers, "mailbox": account.mailbox_config(),
+                            "db_url": url, "key_file": str(key_file), "smtp_port": 25, "seed": seed,
+                            "result": str(phase_dir / "result.json")}
+                    res = runner.run_once(spec, label)
+                finally:
+                    if db == "pg":
+                        postgres.drop_database(url)
+                    shutil.rmtree(server.maildir(account.user), ignore_errors=True)
+                    shutil.rmtree(phase_dir, ignore_errors=True)
+                res["figure_s"] = res.get("ready_s", res["elapsed"])
+                if res.get("cpu_split"):
+                    print(f"      CPU s until classified: {res['cpu_split']}", flush=True)
+                rnd[name] = res
+            fl = n / rnd["a"]["figure_s"]
+            line = f"      round {k}: floor {fl:.0f} msgs/s"
+            for name, goal in (("sqlite", GOAL_READY_SQLITE), ("pg", GOAL_READY_PG)):
+                if name in rnd:
+                    r = n / rnd[name]["figure_s"]
+                    line += f"; {name} {r:.0f} msgs/s, ratio {r / fl:.2f} (goal >= {goal})"
+            print(line, flush=True)
+            results[n].append(rnd)
+    return results
+
+
 # -- report ------------------------------------------------------------------------------
 
 
@@ -890,7 +1037,8 @@ def _pf(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any]) -> None:
+def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any],
+            ready: dict[int, list[dict[str, Any]]] | None = None) -> None:
     rows: list[list[str]] = []
     goals_failed = 0
 
@@ -920,6 +1068,18 @@ def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any]) ->
         f100 = 100_000 / ingest[100_000]["a"]["elapsed"]
         row("ingest msgs/s 100k / 10k", f"{r100 / r10:.2f}", f"{f100 / f10:.2f}", "-", f">= {GOAL_SCALE}",
             _pf(r100 / r10 >= GOAL_SCALE))
+    for n, rounds in sorted((ready or {}).items()):
+        for name, db, goal in (("sqlite", "SQLite", GOAL_READY_SQLITE), ("pg", "PostgreSQL", GOAL_READY_PG)):
+            pairs = [(n / r[name]["figure_s"], n / r["a"]["figure_s"]) for r in rounds if name in r]
+            if not pairs:
+                continue
+            ratios = sorted(mc / fl for mc, fl in pairs)
+            mid = ratios[len(ratios) // 2]
+            spread = f" (min {ratios[0]:.2f}, max {ratios[-1]:.2f}, {len(ratios)} runs)" if len(ratios) > 1 else ""
+            row(f"ready {n:,} ({db}, w={args.workers}; until classified)",
+                f"{sorted(mc for mc, _ in pairs)[len(pairs) // 2]:.0f} msgs/s",
+                f"{sorted(fl for _, fl in pairs)[len(pairs) // 2]:.0f} msgs/s", f"{mid:.2f}{spread}",
+                f">= {goal} (median)", _pf(mid >= goal))
     if bo.get("batch"):
         b, f = bo["batch"], bo["batch_floor"]
         ratio = b["elapsed"] / f["elapsed"]
@@ -953,7 +1113,10 @@ def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any]) ->
           " process of the phase; main+workers = peak of the summed PSS\n   (shared pages counted once) of the"
           " phase's processes (main, pool workers, forkserver), sampled every 0.25 s, with the summed RSS\n"
           "   (shared pages counted in every process) beside it.  batch: floor ="
-          " one Core transaction per the brief (a case, its links and an outbox row per requester).")
+          " one Core transaction per the brief (a case, its links and an outbox row per requester).\n"
+          "   ready: floor = (a) on the same mailbox (the desk's mails); mailcase = run_pass from an empty store until"
+          " every mail is classified\n   (pending, classified, held or historical), the desk's directory imported"
+          " beforehand; the cutoff and delivery not run.")
     print(f"   goals: {goals_failed} failed" if goals_failed else "   goals: all met")
 
 
@@ -962,7 +1125,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000", help="ingest sizes (default 1000,10000,100000)")
     ap.add_argument("--skip-100k", action="store_true", help="leave 100000 out of --sizes")
     ap.add_argument("--workers", type=int, default=2, help="ingest.parse_workers (default 2)")
-    ap.add_argument("--parts", default="ingest,batch,outbox", help="which parts to run (default all)")
+    ap.add_argument("--parts", default="ingest,batch,outbox,ready", help="which parts to run (default all)")
+    ap.add_argument("--ready-sizes", default="10000", help="mailbox sizes of the ready part (default 10000)")
+    ap.add_argument("--ready-runs", type=int, default=3,
+                    help="rounds of floor, SQLite and PostgreSQL in the ready part (default 3; median, min, max)")
+    ap.add_argument("--ready-dbs", default="sqlite,pg",
+                    help="databases of the ready part (default sqlite,pg; PostgreSQL at $MAILCASE_TEST_PG)")
     ap.add_argument("--pending", type=int, default=10_000, help="pending mails for the batch (default 10000)")
     ap.add_argument("--outbox-rows", type=int, default=5_000, help="rows to deliver, at least (default 5000)")
     ap.add_argument("--outbox-runs", type=int, default=3,
@@ -1012,20 +1180,27 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     ingest: dict[int, dict[str, Any]] = {}
     bo: dict[str, Any] = {}
+    ready: dict[int, list[dict[str, Any]]] = {}
     try:
         if "batch" in parts:
             desk = work / "desk"
             desk.mkdir()
             bo = run_batch_and_outbox(args, ROOT, desk, seed)
-        if "ingest" in parts and sizes:
+        if ("ingest" in parts and sizes) or "ready" in parts:
             from servers.dovecot import Dovecot, dovecot_binary
 
             if not dovecot_binary():
                 print("dovecot is not installed", file=sys.stderr)
                 return 2
             server = Dovecot().start()
+        if "ingest" in parts and sizes:
             ingest = run_ingest(args, ROOT, work, seed, sizes, server)
-        summary(args, ingest, bo)
+        if "ready" in parts:
+            ready_dir = work / "ready"
+            ready_dir.mkdir()
+            ready = run_ready(args, ROOT, ready_dir, seed, [int(x) for x in args.ready_sizes.split(",") if x.strip()],
+                              server)
+        summary(args, ingest, bo, ready)
         print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
         return 0
     except KeyboardInterrupt:
