@@ -97,7 +97,7 @@ def _classify(engine: Engine, config: Config, effects: EffectHandlers, now: date
     settings = RuleSettings.from_config(config)
     key = config.hmac_key()
     with transaction(engine) as conn:
-        mails = load_mails(conn, pks)
+        mails = load_mails(conn, pks, reread_headers=False, head_only=False)
         directory = DbDirectory(conn, now, config.staff, staff_addresses(conn))
         cache = PassCache()
         cache.prefetch(conn, list(mails.values()), directory)

@@ -71,6 +71,7 @@ def _whole_blob(conn: Connection, sha: str) -> Callable[[], bytes]:
 
 def load_mails(
     conn: Connection, pks: Sequence[int], reread_headers: bool = True, settings: RuleSettings | None = None,
+    head_only: bool | None = None,
 ) -> dict[int, Mail]:
     """The rules' view of stored mails; ``reread_headers=False`` trusts the stored
     header fields (a cutoff re-runs the chain on mail classified before) and
@@ -79,7 +80,9 @@ def load_mails(
     attachments would otherwise read and hold every attachment."""
     if not pks:
         return {}
-    data = BLOB.c.data if reread_headers else sa.func.substr(BLOB.c.data, 1, HEAD_BYTES).label("data")
+    if head_only is None:
+        head_only = not reread_headers
+    data = sa.func.substr(BLOB.c.data, 1, HEAD_BYTES).label("data") if head_only else BLOB.c.data
     rows = conn.execute(
         sa.select(
             MESSAGE.c.id, MESSAGE.c.received_at, MESSAGE.c.stored_at, MESSAGE.c.historical,
