@@ -832,16 +832,22 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
             src_db = str(prepared)
             out["prep"] = None
         db = str(work / "batch.db")
-        floor = runner.phase({**base, "phase": "batch-floor", "db": db},
-                             setup=lambda: _fresh_copy(src_db, db),
-                             label="floor: one SQLAlchemy Core transaction")
-        out["batch_floor"] = floor
-        mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: _fresh_copy(src_db, db),
-                          label="mailcase.cutoff.batch.run_due")
-        out["batch"] = mc
-        ratio = mc["elapsed"] / floor["elapsed"]
-        print(f"   cutoff: {mc['elapsed']:.2f} s; floor {floor['elapsed']:.2f} s (this run); ratio {ratio:.1f}x;"
-              f" goal <= {GOAL_CUTOFF_RATIO:.0f}x: {_pf(ratio <= GOAL_CUTOFF_RATIO)}", flush=True)
+        # floor and cutoff in turn, --batch-runs times: each ratio against its own round's floor
+        out["batch_runs"] = []
+        for k in range(1, args.batch_runs + 1):
+            if args.batch_runs > 1:
+                print(f"   -- round {k} of {args.batch_runs}", flush=True)
+            floor = runner.phase({**base, "phase": "batch-floor", "db": db},
+                                 setup=lambda: _fresh_copy(src_db, db),
+                                 label="floor: one SQLAlchemy Core transaction")
+            out["batch_floor"] = floor
+            mc = runner.phase({**base, "phase": "batch", "db": db}, setup=lambda: _fresh_copy(src_db, db),
+                              label="mailcase.cutoff.batch.run_due")
+            out["batch"] = mc
+            out["batch_runs"].append({"floor": floor, "batch": mc})
+            ratio = mc["elapsed"] / floor["elapsed"]
+            print(f"   cutoff: {mc['elapsed']:.2f} s; floor {floor['elapsed']:.2f} s (this run); ratio {ratio:.1f}x;"
+                  f" goal <= {GOAL_CUTOFF_RATIO:.0f}x: {_pf(ratio <= GOAL_CUTOFF_RATIO)}", flush=True)
         if args.skip_outbox:
             return out
 
@@ -1082,9 +1088,16 @@ def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any],
                 f">= {goal} (median)", _pf(mid >= goal))
     if bo.get("batch"):
         b, f = bo["batch"], bo["batch_floor"]
-        ratio = b["elapsed"] / f["elapsed"]
-        row(f"cutoff {args.pending:,} pending -> cases", f"{b['elapsed']:.2f} s", f"{f['elapsed']:.2f} s",
-            f"{ratio:.1f}x floor", f"<= {GOAL_CUTOFF_RATIO:.0f}x floor", _pf(ratio <= GOAL_CUTOFF_RATIO))
+        rounds = sorted(bo.get("batch_runs") or [{"floor": f, "batch": b}],
+                        key=lambda r: r["batch"]["elapsed"] / r["floor"]["elapsed"])
+        mid = rounds[len(rounds) // 2]
+        ratio = mid["batch"]["elapsed"] / mid["floor"]["elapsed"]
+        spread = (f" (min {rounds[0]['batch']['elapsed'] / rounds[0]['floor']['elapsed']:.1f}, "
+                  f"max {rounds[-1]['batch']['elapsed'] / rounds[-1]['floor']['elapsed']:.1f}, {len(rounds)} runs)"
+                  if len(rounds) > 1 else "")
+        row(f"cutoff {args.pending:,} pending -> cases", f"{mid['batch']['elapsed']:.2f} s",
+            f"{mid['floor']['elapsed']:.2f} s", f"{ratio:.1f}x floor{spread}", f"<= {GOAL_CUTOFF_RATIO:.0f}x floor",
+            _pf(ratio <= GOAL_CUTOFF_RATIO))
         row(f"batch {args.pending:,} pending -> cases", f"{b['elapsed']:.2f} s", f"{f['elapsed']:.2f} s",
             f"{ratio:.1f}x floor", f"< {GOAL_BATCH_S:.0f} s", _pf(b["elapsed"] < GOAL_BATCH_S))
         row("peak RSS batch (main)", f"{b['main_peak_mb']:.0f} MB", f"{f['main_peak_mb']:.0f} MB", "-", "-", "-")
@@ -1132,6 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-dbs", default="sqlite,pg",
                     help="databases of the ready part (default sqlite,pg; PostgreSQL at $MAILCASE_TEST_PG)")
     ap.add_argument("--pending", type=int, default=10_000, help="pending mails for the batch (default 10000)")
+    ap.add_argument("--batch-runs", type=int, default=3, help="rounds of floor and cutoff (default 3)")
     ap.add_argument("--outbox-rows", type=int, default=5_000, help="rows to deliver, at least (default 5000)")
     ap.add_argument("--outbox-runs", type=int, default=3,
                     help="rounds of floor, outbox deliver and daemon (default 3; median, min and max ratio)")
