@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import subprocess
@@ -65,10 +64,10 @@ for _p in (str(TESTS), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import ingest as ib  # noqa: E402  (light at import time)
+import desk  # noqa: E402  (light at import time)
+import ingest as ib  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
-AUTHSERV_ID = ib.AUTHSERV_ID
 #: goals: issue 8 ("All cores", "Scale benchmark") and issue 5 (the batch)
 GOAL_CA = 1.3          # store + full parse vs the single-process floor, at every size
 GOAL_SCALE = 0.8       # msgs/s at 100k vs 10k ("within 20%")
@@ -80,100 +79,7 @@ GOAL_READY_SQLITE = 1.5  # issue 17: mail ready for its cutoff (classified) vs t
 GOAL_READY_PG = 1.0      # ... and on PostgreSQL
 #: bump when the prepared batch database changes meaning
 BATCH_PREP_VERSION = 1
-HMAC_KEY = "bench-key-0123456789abcdef0123456789"
-ACCOUNTS = 300           # one per corpus company domain
-SLOTS = ("representative",) * 5 + ("administrator", "user", None)  # None: not in the directory
 SPECIALISTS = 12
-
-
-# ==================================================================================
-# the desk: directory, sender remapping, times (pure; children and parent)
-# ==================================================================================
-
-
-def _times() -> dict[str, Any]:
-    from datetime import UTC, datetime, timedelta
-    from zoneinfo import ZoneInfo
-
-    ny = ZoneInfo("America/New_York")
-    prev = datetime(2026, 11, 23, 15, 30, tzinfo=ny).astimezone(UTC)   # Monday's 15:30 cutoff
-    cutoff = datetime(2026, 11, 24, 9, 30, tzinfo=ny).astimezone(UTC)  # Tuesday's 09:30 cutoff
-    return {
-        "window": (prev + timedelta(minutes=1), cutoff - timedelta(minutes=1)),
-        "cutoff": cutoff,
-        "directory_at": datetime(2026, 1, 5, tzinfo=UTC),
-        "stored_at": cutoff - timedelta(seconds=40),
-        "classify_at": cutoff - timedelta(seconds=20),
-        "batch_at": cutoff + timedelta(minutes=5),
-        "deliver_at": cutoff + timedelta(minutes=6),
-    }
-
-
-def _slot(addr: str) -> int:
-    return int(hashlib.sha256(addr.encode()).hexdigest()[:8], 16) % len(SLOTS)
-
-
-def _person(k: int, s: int) -> tuple[str, str]:
-    """(address local part, name) of slot ``s`` of account ``k``."""
-    import corpus
-
-    r = random.Random(f"desk:{k}:{s}")
-    first, last = r.choice(corpus.FIRST_ASCII), r.choice(corpus.LAST_ASCII)
-    return f"{first}.{last}{s}".lower(), f"{first} {last}"
-
-
-def directory_csv() -> str:
-    """300 accounts (the corpus's company domains): 5 representatives, an
-    administrator and a user each; a few on hold, a few requiring a PIN."""
-    import corpus
-
-    lines = ["account,account_name,standing,pin_required,address,name,role,pin"]
-    for k, domain in enumerate(corpus.DOMAINS):
-        standing = "hold" if k % 40 == 7 else "good"
-        pin_required = "yes" if k % 30 == 11 else "no"
-        company = domain.split(".")[0].replace("-", " ").title()
-        for s, role in enumerate(SLOTS):
-            if role is None:
-                continue
-            local, name = _person(k, s)
-            pin = f"{1000 + (k * 8 + s) % 9000}" if pin_required == "yes" else ""
-            lines.append(f"C{k:03d},{company},{standing},{pin_required},{local}@{domain},{name},{role},{pin}")
-    return "\n".join(lines) + "\n"
-
-
-def desk_mail(seed: int, i: int, raw: bytes) -> tuple[bytes, str]:
-    """Corpus mail ``i`` with its sender moved onto the desk's people: a sender at a
-    company domain becomes one of that account's eight slots (five representatives,
-    an administrator, a user, one not in the directory); free-mail senders stay
-    (unknown).  Only the header block changes (From, Return-Path,
-    Authentication-Results' smtp.mailfrom): DMARC stays aligned."""
-    import corpus
-
-    b = corpus._base(seed, i)
-    addr, domain = str(b["addr"]), str(b["domain"])
-    if domain not in _DOMAIN_INDEX:
-        return raw, addr
-    local, _ = _person(_DOMAIN_INDEX[domain], _slot(addr))
-    new = f"{local}@{domain}"
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    return head.replace(addr.encode(), new.encode()) + sep + body, new
-
-
-def _domain_index() -> dict[str, int]:
-    import corpus
-
-    return {d: k for k, d in enumerate(corpus.DOMAINS)}
-
-
-_DOMAIN_INDEX: dict[str, int] = {}
-
-
-def received_at(seed: int, i: int) -> Any:
-    """Mail i's arrival: uniform in the window between Monday's 15:30 and Tuesday's 09:30 cutoff."""
-    t = _times()
-    start, end = t["window"]
-    frac = random.Random(f"{seed}:{i}:desk-arrival").random()
-    return start + (end - start) * frac
 
 
 # ==================================================================================
@@ -192,16 +98,9 @@ class FixedClock:
 def _desk_config(spec: dict[str, Any]) -> Any:
     from mailcase.config.loader import parse_config
 
-    work = Path(spec["workdir"])
     return parse_config({
-        "data_dir": str(work / "data"),
-        "database": {"url": spec.get("db_url") or f"sqlite:///{spec['db']}"},
-        "ingest": {"parse_workers": spec["workers"]},
-        "rules": {"sender_authentication": "authserv-id", "authserv_id": AUTHSERV_ID},
-        # the desk's cutoffs begin before its mail (else the first run starts the desk "now",
-        # after the cutoff the pending mail waits for, and closes nothing)
-        "batch": {"start_at": _times()["directory_at"].isoformat()},
-        "secrets": {"hmac_key": {"file": spec["key_file"]}},
+        **desk.desk_settings(spec["workdir"], spec.get("db_url") or f"sqlite:///{spec['db']}", spec["key_file"],
+                             spec["workers"]),
         "outgoing": {"from_address": "support@support.example", "from_name": "Example Support",
                      "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": spec["smtp_port"],
                      "smtp_security": "plain"},
@@ -252,16 +151,15 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.outbound.effects import EFFECTS
     from mailcase.rules.classify import run_classify_stage
 
-    _DOMAIN_INDEX.update(_domain_index())
     seed, target = spec["seed"], spec["pending"]
-    t = _times()
+    t = desk.times()
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     key = cfg.hmac_key()
 
     def run() -> dict[str, Any]:
         with transaction(engine) as conn:
-            report = import_csv(conn, directory_csv(), t["directory_at"], key, actor="bench")
+            report = import_csv(conn, desk.directory_csv(), t["directory_at"], key, actor="bench")
             for s in range(SPECIALISTS):
                 add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
                                t["directory_at"])
@@ -280,9 +178,9 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
             for lo in range(i, i + need, 200):
                 items = []
                 for j in range(lo, min(i + need, lo + 200)):
-                    raw, _ = desk_mail(seed, j, paths[j].read_bytes())
+                    raw, _ = desk.desk_mail(seed, j, paths[j].read_bytes())
                     raw_bytes += len(raw)
-                    items.append(Incoming("eml:/bench-desk", f"{j:06d}", raw, received_at(seed, j),
+                    items.append(Incoming("eml:/bench-desk", f"{j:06d}", raw, desk.received_at(seed, j),
                                           ReceivedSource.INTERNALDATE, False))
                 with transaction(engine) as conn:
                     store(conn, items, t["stored_at"])
@@ -335,7 +233,7 @@ def phase_batch_floor(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
     from mailcase.domain.tables import BATCH, CASE, CASE_MESSAGE, MESSAGE, OUTBOX
 
-    t = _times()
+    t = desk.times()
     cutoff, now = t["cutoff"], t["batch_at"]
     engine = _floor_engine(spec["db"])
 
@@ -400,7 +298,7 @@ def phase_batch(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.domain.db import open_engine
     from mailcase.domain.tables import CASE, CASE_MESSAGE, OUTBOX
 
-    t = _times()
+    t = desk.times()
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     with engine.connect() as conn:
@@ -442,7 +340,7 @@ def phase_outbox_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.outbound.outbox import enqueue
     from mailcase.outbound.render import Rendered
 
-    t = _times()
+    t = desk.times()
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     key = cfg.hmac_key()
@@ -526,7 +424,7 @@ def phase_outbox(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.outbound.deliver import deliver_due
     from mailcase.outbound.transport import transport_for
 
-    t = _times()
+    t = desk.times()
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     queued, nbytes = _queued_outbox(engine)
@@ -581,7 +479,7 @@ def phase_outbox_daemon(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.domain.db import open_engine
     from mailcase.domain.tables import OUTBOX
 
-    t = _times()
+    t = desk.times()
     work = Path(spec["workdir"])
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
@@ -658,12 +556,12 @@ def phase_ready(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     from mailcase.domain.tables import QUARANTINE
     from mailcase.outbound.deliver import DeliveryResult
 
-    t = _times()
+    t = desk.times()
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     key = cfg.hmac_key()
     with transaction(engine) as conn:
-        report = import_csv(conn, directory_csv(), t["directory_at"], key, actor="bench")
+        report = import_csv(conn, desk.directory_csv(), t["directory_at"], key, actor="bench")
         for s in range(SPECIALISTS):
             add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
                            t["directory_at"])
@@ -790,9 +688,10 @@ def batch_cache_key(args: Any) -> str:
             if p.is_file() and p.suffix in (".py", ".j2", ".ini", ".mako", ".txt", ".html"):
                 h.update(str(p.relative_to(ROOT)).encode())
                 h.update(p.read_bytes())
-    h.update(json.dumps([BATCH_PREP_VERSION, corpus.VERSION, args.seed, args.pending, directory_csv(),
+    h.update(json.dumps([BATCH_PREP_VERSION, corpus.VERSION, args.seed, args.pending, desk.directory_csv(),
                          SPECIALISTS]).encode())
     h.update(Path(__file__).read_bytes())
+    h.update(Path(desk.__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -801,7 +700,7 @@ def run_batch_and_outbox(args: Any, src: Path, work: Path, seed: int) -> dict[st
 
     out: dict[str, Any] = {}
     key_file = work / "hmac-key"
-    key_file.write_text(HMAC_KEY)
+    key_file.write_text(desk.HMAC_KEY)
     sink = SmtpSink().start()
     runner = Runner(args, src, work)
     base = {"seed": seed, "pending": args.pending, "workers": args.workers, "key_file": str(key_file),
@@ -924,7 +823,6 @@ def load_desk_mailbox(server: Any, work: Path, seed: int, paths: list[Path]) -> 
     each with its arrival in the Monday-to-Tuesday window as INTERNALDATE."""
     from helpers import ImapAccount
 
-    _DOMAIN_INDEX.update(_domain_index())
     user, password = server.take_user()
     folder = work / user
     folder.mkdir()
@@ -933,8 +831,8 @@ def load_desk_mailbox(server: Any, work: Path, seed: int, paths: list[Path]) -> 
     batch: list[dict[str, Any]] = []
     size = 0
     for i, p in enumerate(paths):
-        raw, _ = desk_mail(seed, i, p.read_bytes())
-        batch.append({"msg": raw, "date": received_at(seed, i)})
+        raw, _ = desk.desk_mail(seed, i, p.read_bytes())
+        batch.append({"msg": raw, "date": desk.received_at(seed, i)})
         size += len(raw)
         if len(batch) >= 200 or size > 16 * 1024 * 1024 or i == len(paths) - 1:
             client.multiappend("INBOX", batch)
@@ -953,7 +851,7 @@ def run_ready(args: Any, src: Path, work: Path, seed: int, sizes: list[int], ser
     from servers import postgres
 
     key_file = work / "hmac-key"
-    key_file.write_text(HMAC_KEY)
+    key_file.write_text(desk.HMAC_KEY)
     runner = Runner(args, src, work, server)
     pg_why = postgres.available() if "pg" in args.ready_dbs else "not asked for"
     results: dict[int, list[dict[str, Any]]] = {}
@@ -1197,9 +1095,9 @@ def main(argv: list[str] | None = None) -> int:
     ready: dict[int, list[dict[str, Any]]] = {}
     try:
         if "batch" in parts:
-            desk = work / "desk"
-            desk.mkdir()
-            bo = run_batch_and_outbox(args, ROOT, desk, seed)
+            desk_dir = work / "desk"
+            desk_dir.mkdir()
+            bo = run_batch_and_outbox(args, ROOT, desk_dir, seed)
         if ("ingest" in parts and sizes) or "ready" in parts:
             from servers.dovecot import Dovecot, dovecot_binary
 
