@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -510,11 +511,12 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def run_child(spec: dict[str, Any], timeout: float, py_spy: Path | None, src: Path,
-              script: Path | None = None) -> tuple[dict[str, Any], float, float]:
+              script: Path | None = None, python: str | None = None) -> tuple[dict[str, Any], float, float]:
     """Run one phase in a fresh process (own session); returns (result, wait4 maxrss MB,
     CPU seconds of the child and its reaped descendants).  ``script``: whose --child
-    runs it (default this one)."""
-    cmd = [sys.executable, str(script or Path(__file__).resolve()), "--child", json.dumps(spec)]
+    runs it (default this one); ``python``: the interpreter (default this one's; peer.py
+    runs django-helpdesk under its own virtualenv's)."""
+    cmd = [python or sys.executable, str(script or Path(__file__).resolve()), "--child", json.dumps(spec)]
     if py_spy is not None:
         py_spy.mkdir(parents=True, exist_ok=True)
         exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -599,15 +601,18 @@ def wait_for_quiet(threshold: float, max_wait: float) -> float:
             said = True
 
 
-def load_mailbox(account: Any, seed: int, paths: list[Path]) -> float:
-    """MULTIAPPEND the mails (with their arrival time as INTERNALDATE); seconds taken."""
+def load_mailbox(account: Any, seed: int, paths: list[Path],
+                 mail: Callable[[int, bytes], tuple[bytes, Any]] | None = None) -> float:
+    """MULTIAPPEND the mails, each with its arrival time as INTERNALDATE (``mail``, given
+    i and mail i's bytes, returns other bytes and time); seconds taken."""
     import corpus
 
     t0 = time.perf_counter()
     client = account.client
     i = 0
     for batch in corpus.iter_batches(paths, max_count=200, max_bytes=16 * 1024 * 1024):
-        client.multiappend("INBOX", [{"msg": raw, "date": corpus.mail_date(seed, i + k)} for k, raw in enumerate(batch)])
+        pairs = [mail(i + k, raw) if mail else (raw, corpus.mail_date(seed, i + k)) for k, raw in enumerate(batch)]
+        client.multiappend("INBOX", [{"msg": raw, "date": date} for raw, date in pairs])
         i += len(batch)
     status = client.folder_status("INBOX", [b"MESSAGES"])
     account.close()
@@ -621,12 +626,13 @@ def fmt_row(cols: list[str], widths: list[int]) -> str:
 
 
 def least_disturbed_run(server: Any, work: Path, src: Path, args: Any, seed: int, paths: list[Path], n: int,
-                        phase: str) -> dict[str, Any]:
+                        phase: str, **how: Any) -> dict[str, Any]:
     """Run a phase, again (up to --retries times) while other processes took
-    more than --disturbed of the machine; the least disturbed run counts."""
+    more than --disturbed of the machine; the least disturbed run counts.
+    ``how``: run_phase's keyword arguments."""
     best: dict[str, Any] | None = None
     for attempt in range(1, args.retries + 2):
-        res = run_phase(server, work, src, args, seed, paths, n, phase, attempt)
+        res = run_phase(server, work, src, args, seed, paths, n, phase, attempt, **how)
         disturbed = res["machine"]["others_cpu"] / (res["machine"]["wall"] * (os.cpu_count() or 1))
         res["machine"]["disturbed"] = disturbed
         if best is None or disturbed < best["machine"]["disturbed"]:
@@ -735,8 +741,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_phase(server: Any, work: Path, src: Path, args: Any, seed: int, paths: list[Path], n: int,
-              phase: str, attempt: int) -> dict[str, Any]:
-    """Load a fresh user with the N mails, run one phase in a fresh process, check it."""
+              phase: str, attempt: int, *, script: Path | None = None, python: str | None = None,
+              mail: Callable[[int, bytes], tuple[bytes, Any]] | None = None,
+              spec_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a fresh user with the N mails, run one phase in a fresh process, check it.
+
+    For another benchmark's phases: ``script`` and ``python`` run the child (see
+    run_child), ``mail`` rewrites mail i and its INTERNALDATE (see load_mailbox),
+    ``spec_extra`` goes into the phase's spec."""
     from helpers import ImapAccount
 
     raw_bytes = sum(p.stat().st_size for p in paths)
@@ -744,21 +756,22 @@ def run_phase(server: Any, work: Path, src: Path, args: Any, seed: int, paths: l
     phase_dir = work / f"{n}-{phase}-{attempt}"
     phase_dir.mkdir()
     account = ImapAccount(server, user, password, phase_dir)
-    load_s = load_mailbox(account, seed, paths)
+    load_s = load_mailbox(account, seed, paths, mail)
     print(f"   {phase}: loaded {n} mails into {user} in {load_s:.1f} s "
           f"({raw_bytes / 1e6 / load_s:.0f} MB/s); running...", flush=True)
     spec = {
         "phase": phase, "n": n, "port": server.port, "user": user,
         "password_file": str(account.password_file), "workdir": str(phase_dir),
-        "workers": args.workers, "result": str(phase_dir / "result.json"),
+        "workers": args.workers, "result": str(phase_dir / "result.json"), "db": str(phase_dir / "mailcase.db"),
         "mailbox": account.mailbox_config(),
         "profile": str(args.profile / f"{phase}-{n}.prof") if args.profile else None,
         "after_parse": getattr(args, "after_parse", "run"),
+        **(spec_extra or {}),
     }
     before = wait_for_quiet(args.quiet, args.max_wait) if args.max_wait > 0 else float("nan")
     assert server.proc is not None
     busy0, t_child0, dove0 = cpu_busy_seconds(), time.perf_counter(), tree_cpu_seconds(server.proc.pid)
-    res, wait4_mb, child_cpu = run_child(spec, args.timeout, args.py_spy, src)
+    res, wait4_mb, child_cpu = run_child(spec, args.timeout, args.py_spy, src, script, python)
     busy1, t_child1, dove1 = cpu_busy_seconds(), time.perf_counter(), tree_cpu_seconds(server.proc.pid)
     cores = os.cpu_count() or 1
     dovecot_cpu = dove1 - dove0
@@ -783,7 +796,7 @@ def run_phase(server: Any, work: Path, src: Path, args: Any, seed: int, paths: l
           f" {cores} cores): its processes {child_cpu:.1f} CPU s, Dovecot {dovecot_cpu:.1f},"
           f" other processes on the machine {others:.1f}", flush=True)
     if res.get("cpu_split"):
-        print(f"      CPU s until parsed: {res['cpu_split']}", flush=True)
+        print(f"      CPU s until {res.get('cpu_split_at', 'parsed')}: {res['cpu_split']}", flush=True)
     print(f"      {res['elapsed']:.2f} s, {n / res['elapsed']:.0f} msg/s{extra}; "
           f"{'OK' if res['ok'] else 'FAILED'}: {res['check']}", flush=True)
     if not res["ok"]:

@@ -1,4 +1,4 @@
-"""The scale benchmark (issue 8): ingest at 1k/10k/100k, a 10k batch, the outbox into a sink.
+"""The scale benchmark (issue 8): ingest at 1k/10k/100k, a 10k batch, the outbox into a sink, a peer.
 
     .venv/bin/python tests/bench/scale.py [--sizes 1000,10000,100000] [--workers 2] [--skip-100k]
 
@@ -29,6 +29,12 @@ One run, every figure next to a floor measured in the same run:
    Floor: smtplib ``SMTP.sendmail`` of the same bytes over one connection in
    a loop.  --outbox-runs rounds of the three in turn; each ratio is against
    its round's floor; median, min and max against the goal of 0.8.
+4. **Peer** (tests/bench/peer.py, issue 17): django-helpdesk's ``get_email``
+   importing --peer-n (2,000) of the desk's mails over IMAP into its own
+   database (installed by the benchmark into its own virtualenv), beside
+   mailcase's store only (ingest.py's phase b) and store + parse + classify
+   (the ready phase) of the same mails; --peer-runs rounds; the ratio is the
+   peer's time over mailcase's, the goal 20x.
 
 Every phase runs in a fresh subprocess (ingest.py's machinery: its own
 session, RSS sampling of it and its workers, CPU of other processes
@@ -66,6 +72,8 @@ for _p in (str(TESTS), str(HERE)):
 
 import desk  # noqa: E402  (light at import time)
 import ingest as ib  # noqa: E402
+import peer  # noqa: E402
+import peer_helpdesk  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 #: goals: issue 8 ("All cores", "Scale benchmark") and issue 5 (the batch)
@@ -590,7 +598,7 @@ def phase_ready(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     new = result.syncs[0].tally.new if result.syncs else 0
     ok = not result.failures and new == n and ready == n and "ready_at" in marks
     return {"count": ready, "ok": ok, "ready_s": marks.get("ready_at", start) - start,
-            "cpu_split": marks.get("cpu_split", ""), "states": states,
+            "cpu_split": marks.get("cpu_split", ""), "cpu_split_at": "classified", "states": states,
             "check": f"new {new}; failures {result.failures}; states {states}; quarantined {quarantined}"}
 
 
@@ -942,7 +950,7 @@ def _pf(ok: bool) -> str:
 
 
 def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any],
-            ready: dict[int, list[dict[str, Any]]] | None = None) -> None:
+            ready: dict[int, list[dict[str, Any]]] | None = None, peers: dict[str, Any] | None = None) -> None:
     rows: list[list[str]] = []
     goals_failed = 0
 
@@ -1013,10 +1021,12 @@ def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any],
         row(f"{label}: {runs[0][path]['total' if path == 'daemon' else 'count']:,} rows into the sink",
             f"{mc_mid:.0f} msgs/s", f"{fl_mid:.0f} msgs/s", f"{mid:.2f}{spread}", f">= {GOAL_OUTBOX_RATIO} (median)",
             _pf(mid >= GOAL_OUTBOX_RATIO))
-    widths = [max(len(r[k]) for r in rows + [["what", "mailcase", "floor", "ratio", "goal", "result"]])
-              for k in range(6)]
+    for r in peer.summary_rows(peers) if peers else []:
+        row(*r)
+    head = ["what", "mailcase", "floor / peer", "ratio", "goal", "result"]
+    widths = [max(len(r[k]) for r in rows + [head]) for k in range(6)]
     print("\n== summary")
-    print(ib.fmt_row(["what", "mailcase", "floor", "ratio", "goal", "result"], widths))
+    print(ib.fmt_row(head, widths))
     for r in rows:
         print(ib.fmt_row(r, widths))
     print("   ingest: floor = (a) imapclient + mail-parser + sqlite3 in one process; mailcase = (c) run_pass until"
@@ -1027,7 +1037,9 @@ def summary(args: Any, ingest: dict[int, dict[str, Any]], bo: dict[str, Any],
           " one Core transaction per the brief (a case, its links and an outbox row per requester).\n"
           "   ready: floor = (a) on the same mailbox (the desk's mails); mailcase = run_pass from an empty store until"
           " every mail is classified\n   (pending, classified, held or historical), the desk's directory imported"
-          " beforehand; the cutoff and delivery not run.")
+          " beforehand; the cutoff and delivery not run.\n"
+          "   peer: django-helpdesk's get_email on the same mails; ratio = its time over mailcase's (store only;"
+          " store + parse + classify, the ready phase), medians.")
     print(f"   goals: {goals_failed} failed" if goals_failed else "   goals: all met")
 
 
@@ -1036,7 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000", help="ingest sizes (default 1000,10000,100000)")
     ap.add_argument("--skip-100k", action="store_true", help="leave 100000 out of --sizes")
     ap.add_argument("--workers", type=int, default=2, help="ingest.parse_workers (default 2)")
-    ap.add_argument("--parts", default="ingest,batch,outbox,ready", help="which parts to run (default all)")
+    ap.add_argument("--parts", default="ingest,batch,outbox,ready,peer",
+                    help="which parts to run, of ingest, batch, outbox, ready and peer (default all)")
     ap.add_argument("--ready-sizes", default="10000", help="mailbox sizes of the ready part (default 10000)")
     ap.add_argument("--ready-runs", type=int, default=3,
                     help="rounds of floor, SQLite and PostgreSQL in the ready part (default 3; median, min, max)")
@@ -1051,6 +1064,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the prepared batch database is cached (keyed by mailcase's code)")
     ap.add_argument("--no-cache", dest="batch_cache", action="store_const", const=None,
                     help="prepare the batch database afresh")
+    ap.add_argument("--peer-n", type=int, default=2_000, help="mails for the peer comparison (default 2000)")
+    ap.add_argument("--peer-runs", type=int, default=3,
+                    help="rounds of django-helpdesk and the two mailcase phases (default 3; median, min and max)")
+    ap.add_argument("--peer-cache", type=Path, default=peer_helpdesk.cache_root(), metavar="DIR",
+                    help="where django-helpdesk's virtualenv is kept (default $MAILCASE_BENCH_CACHE/peer"
+                         " or /tmp/mailcase-bench-peer)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per phase")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR", help="cProfile each phase's main process")
@@ -1093,12 +1112,13 @@ def main(argv: list[str] | None = None) -> int:
     ingest: dict[int, dict[str, Any]] = {}
     bo: dict[str, Any] = {}
     ready: dict[int, list[dict[str, Any]]] = {}
+    peers: dict[str, Any] = {}
     try:
         if "batch" in parts:
             desk_dir = work / "desk"
             desk_dir.mkdir()
             bo = run_batch_and_outbox(args, ROOT, desk_dir, seed)
-        if ("ingest" in parts and sizes) or "ready" in parts:
+        if ("ingest" in parts and sizes) or "ready" in parts or "peer" in parts:
             from servers.dovecot import Dovecot, dovecot_binary
 
             if not dovecot_binary():
@@ -1112,7 +1132,11 @@ def main(argv: list[str] | None = None) -> int:
             ready_dir.mkdir()
             ready = run_ready(args, ROOT, ready_dir, seed, [int(x) for x in args.ready_sizes.split(",") if x.strip()],
                               server)
-        summary(args, ingest, bo, ready)
+        if "peer" in parts:
+            peer_dir = work / "peer"
+            peer_dir.mkdir()
+            peers = peer.run_peer(args, ROOT, peer_dir, seed, server)
+        summary(args, ingest, bo, ready, peers)
         print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
         return 0
     except KeyboardInterrupt:
