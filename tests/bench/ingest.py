@@ -42,7 +42,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -646,6 +647,25 @@ def least_disturbed_run(server: Any, work: Path, src: Path, args: Any, seed: int
     return best
 
 
+
+@contextmanager
+def work_folder(prefix: str, keep: bool = False) -> Iterator[tuple[Path, list[Any]]]:
+    """A throwaway folder under /tmp for one run of a benchmark script, and a list for the
+    servers it starts: on the way out every server is stopped and the folder removed
+    (kept with ``keep``), also on Ctrl-C."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    servers: list[Any] = []
+    try:
+        yield work, servers
+    finally:
+        for server in servers:
+            server.cleanup()
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="2000,10000", help="comma-separated mailbox sizes (default 2000,10000)")
@@ -700,44 +720,41 @@ def main(argv: list[str] | None = None) -> int:
     all_paths = corpus.ensure(max(sizes), seed)
     print(f"corpus: {max(sizes)} mails ready in {corpus.cache_dir(seed)} ({time.perf_counter() - t0:.1f} s)")
 
-    work = Path(tempfile.mkdtemp(prefix="mcbench", dir="/tmp"))
-    server: Dovecot | None = None
     results: dict[int, dict[str, dict[str, Any]]] = {}
     try:
-        src = ROOT
-        if args.rev:
-            src = work / "src"
-            src.mkdir()
-            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.rev],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            tops = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", sha],
-                                  capture_output=True, text=True, check=True).stdout.split()
-            # the package, and its templates where that revision has them (found next to it)
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "mailcase",
-                                      *(["templates"] if "templates" in tops else [])],
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-            # byte-compile now, or the first phase pays for it
-            subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True)
-            print(f"code: mailcase/ at {args.rev} = {sha} (git archive into {src})")
-        server = Dovecot().start()
-        for n in sizes:
-            paths = all_paths[:n]
-            raw_bytes = sum(p.stat().st_size for p in paths)
-            print(f"\n== N={n}: {raw_bytes / 1e6:.1f} MB of raw mail (mean {raw_bytes / n / 1024:.1f} KiB/mail, CRLF)")
-            results[n] = {}
-            for phase in phases:
-                results[n][phase] = least_disturbed_run(server, work, src, args, seed, paths, n, phase)
-            report(n, results[n], args.workers)
-        summary(results, args.workers)
-        return 0
+        with work_folder("mcbench") as (work, servers):
+            src = ROOT
+            if args.rev:
+                src = work / "src"
+                src.mkdir()
+                sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.rev],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+                tops = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", sha],
+                                      capture_output=True, text=True, check=True).stdout.split()
+                # the package, and its templates where that revision has them (found next to it)
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "mailcase",
+                                          *(["templates"] if "templates" in tops else [])],
+                                         capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+                # byte-compile now, or the first phase pays for it
+                subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True)
+                print(f"code: mailcase/ at {args.rev} = {sha} (git archive into {src})")
+            server = Dovecot().start()
+            servers.append(server)
+            for n in sizes:
+                paths = all_paths[:n]
+                raw_bytes = sum(p.stat().st_size for p in paths)
+                print(f"\n== N={n}: {raw_bytes / 1e6:.1f} MB of raw mail"
+                      f" (mean {raw_bytes / n / 1024:.1f} KiB/mail, CRLF)")
+                results[n] = {}
+                for phase in phases:
+                    results[n][phase] = least_disturbed_run(server, work, src, args, seed, paths, n, phase)
+                report(n, results[n], args.workers)
+            summary(results, args.workers)
+            return 0
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_phase(server: Any, work: Path, src: Path, args: Any, seed: int, paths: list[Path], n: int,

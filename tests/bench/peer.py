@@ -50,7 +50,6 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -244,24 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         print("dovecot is not installed", file=sys.stderr)
         return 2
     t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="mcpeer", dir="/tmp"))
-    server = None
     try:
-        server = Dovecot().start()
-        res = run_peer(args, ROOT, work, args.seed, server)
-        print_summary(res)
-        print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
-        return 0
+        with ib.work_folder("mcpeer", args.keep) as (work, servers):
+            server = Dovecot().start()
+            servers.append(server)
+            res = run_peer(args, ROOT, work, args.seed, server)
+            print_summary(res)
+            print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+            return 0
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
-    finally:
-        if server is not None:
-            server.cleanup()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +142,20 @@ def _checkpoint(db: str) -> None:
     conn.close()
 
 
+def _import_desk(engine: Any, key: bytes, at: Any) -> int:
+    """The desk's directory (300 accounts) and its specialists, as of ``at``; the people added."""
+    from mailcase.domain.cases import add_specialist
+    from mailcase.domain.db import transaction
+    from mailcase.domain.directory import import_csv
+
+    with transaction(engine) as conn:
+        report = import_csv(conn, desk.directory_csv(), at, key, actor="bench")
+        for s in range(SPECIALISTS):
+            add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI", at)
+    assert not report.bad_rows, report.bad_rows
+    return report.people_added
+
+
 def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     """Store, parse and classify corpus mails (senders on the desk) until exactly
     spec["pending"] mails are pending for the cutoff.  Not a benchmark figure."""
@@ -150,9 +163,7 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from mailcase.core.states import ReceivedSource
-    from mailcase.domain.cases import add_specialist
     from mailcase.domain.db import open_engine, transaction
-    from mailcase.domain.directory import import_csv
     from mailcase.domain.tables import CLASSIFICATION
     from mailcase.ingest.ledger import Incoming, store
     from mailcase.ingest.stages import BackgroundParser
@@ -166,12 +177,7 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     key = cfg.hmac_key()
 
     def run() -> dict[str, Any]:
-        with transaction(engine) as conn:
-            report = import_csv(conn, desk.directory_csv(), t["directory_at"], key, actor="bench")
-            for s in range(SPECIALISTS):
-                add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
-                               t["directory_at"])
-        assert not report.bad_rows, report.bad_rows
+        people = _import_desk(engine, key, t["directory_at"])
         i, rounds, raw_bytes = 0, 0, 0
         while True:
             with engine.connect() as conn:
@@ -205,7 +211,7 @@ def phase_batch_prep(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
             senders = int(conn.execute(sa.select(sa.func.count(sa.distinct(CLASSIFICATION.c.sender)))).scalar_one())
             pending = _pending_count(conn, t["cutoff"])
         return {"stored": i, "raw_bytes": raw_bytes, "states": states, "dispositions": dispositions,
-                "senders": senders, "pending": pending, "people": report.people_added}
+                "senders": senders, "pending": pending, "people": people}
 
     out = timed(run)
     engine.dispose()
@@ -558,9 +564,7 @@ def phase_ready(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
 
     import mailcase.ops.daemon as daemon
     from mailcase.cutoff.batch import BatchRun
-    from mailcase.domain.cases import add_specialist
-    from mailcase.domain.db import open_engine, transaction
-    from mailcase.domain.directory import import_csv
+    from mailcase.domain.db import open_engine
     from mailcase.domain.tables import QUARANTINE
     from mailcase.outbound.deliver import DeliveryResult
 
@@ -568,12 +572,7 @@ def phase_ready(spec: dict[str, Any], timed: Any) -> dict[str, Any]:
     cfg = _desk_config(spec)
     engine = open_engine(cfg.database_url)
     key = cfg.hmac_key()
-    with transaction(engine) as conn:
-        report = import_csv(conn, desk.directory_csv(), t["directory_at"], key, actor="bench")
-        for s in range(SPECIALISTS):
-            add_specialist(conn, f"Specialist {s:02d}", f"specialist{s:02d}@support.example", "SSI",
-                           t["directory_at"])
-    assert not report.bad_rows, report.bad_rows
+    _import_desk(engine, key, t["directory_at"])
     marks: dict[str, Any] = {}
     attrs = vars(daemon)  # instrumentation: module attributes of mailcase.ops.daemon replaced, not changed
 
@@ -1107,48 +1106,42 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     corpus.ensure(need, seed)
     print(f"corpus: {need} mails ready in {corpus.cache_dir(seed)} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="mcscale", dir="/tmp"))
-    server = None
     ingest: dict[int, dict[str, Any]] = {}
     bo: dict[str, Any] = {}
     ready: dict[int, list[dict[str, Any]]] = {}
     peers: dict[str, Any] = {}
+    server: Any = None
     try:
-        if "batch" in parts:
-            desk_dir = work / "desk"
-            desk_dir.mkdir()
-            bo = run_batch_and_outbox(args, ROOT, desk_dir, seed)
-        if ("ingest" in parts and sizes) or "ready" in parts or "peer" in parts:
-            from servers.dovecot import Dovecot, dovecot_binary
+        with ib.work_folder("mcscale", args.keep) as (work, servers):
+            if "batch" in parts:
+                desk_dir = work / "desk"
+                desk_dir.mkdir()
+                bo = run_batch_and_outbox(args, ROOT, desk_dir, seed)
+            if ("ingest" in parts and sizes) or "ready" in parts or "peer" in parts:
+                from servers.dovecot import Dovecot, dovecot_binary
 
-            if not dovecot_binary():
-                print("dovecot is not installed", file=sys.stderr)
-                return 2
-            server = Dovecot().start()
-        if "ingest" in parts and sizes:
-            ingest = run_ingest(args, ROOT, work, seed, sizes, server)
-        if "ready" in parts:
-            ready_dir = work / "ready"
-            ready_dir.mkdir()
-            ready = run_ready(args, ROOT, ready_dir, seed, [int(x) for x in args.ready_sizes.split(",") if x.strip()],
-                              server)
-        if "peer" in parts:
-            peer_dir = work / "peer"
-            peer_dir.mkdir()
-            peers = peer.run_peer(args, ROOT, peer_dir, seed, server)
-        summary(args, ingest, bo, ready, peers)
-        print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
-        return 0
+                if not dovecot_binary():
+                    print("dovecot is not installed", file=sys.stderr)
+                    return 2
+                server = Dovecot().start()
+                servers.append(server)
+            if "ingest" in parts and sizes:
+                ingest = run_ingest(args, ROOT, work, seed, sizes, server)
+            if "ready" in parts:
+                ready_dir = work / "ready"
+                ready_dir.mkdir()
+                ready_sizes = [int(x) for x in args.ready_sizes.split(",") if x.strip()]
+                ready = run_ready(args, ROOT, ready_dir, seed, ready_sizes, server)
+            if "peer" in parts:
+                peer_dir = work / "peer"
+                peer_dir.mkdir()
+                peers = peer.run_peer(args, ROOT, peer_dir, seed, server)
+            summary(args, ingest, bo, ready, peers)
+            print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+            return 0
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
-    finally:
-        if server is not None:
-            server.cleanup()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
