@@ -65,9 +65,6 @@ class Judge:
             chunk = claimed[start : start + CHUNK]
             mails = load_mails(self.conn, list(chunk), reread_headers=False, settings=self.settings)
             self.cache.prefetch(self.conn, list(mails.values()), self.directory)
-            # the senders' accounts in three queries, not three per account at its first mail
-            self.directory.prefetch_accounts(
-                [p.account_id for m in mails.values() if m.sender for p in self.directory.people(m.sender)])
             yield ((pk, mails.pop(pk)) for pk in chunk)
 
     def judge(self, pk: int, mail: Mail) -> Outcome:

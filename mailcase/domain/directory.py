@@ -110,7 +110,9 @@ class DbDirectory:
                 .order_by(PERSON.c.id)
             ):
                 admins.setdefault(a.account_id, []).append(a.name or a.address)
-            standings = standings_as_of(self.conn, part, self.as_of)
+            # one account (asked for alone): the plain query; SQLAlchemy compiles the windowed one dearly
+            standings = (standings_as_of(self.conn, part, self.as_of) if len(part) > 1
+                         else {part[0]: standing_as_of(self.conn, part[0], self.as_of)})
             for account_id in part:
                 row = rows.get(account_id)
                 if row is None or row.created_at > self.as_of:

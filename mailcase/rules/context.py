@@ -111,7 +111,11 @@ class PassCache:
         for i in range(0, len(addresses), 500):
             self._load_notices(conn, addresses[i : i + 500])
         if directory is not None:
-            directory.prefetch([m.sender for m in mails if m.sender])
+            senders = [m.sender for m in mails if m.sender]
+            directory.prefetch(senders)
+            # their accounts too, in three queries: the rules ask for each sender's account, and
+            # a lock or standing change within the pass comes from a mail that read it first
+            directory.prefetch_accounts([p.account_id for a in senders for p in directory.people(a)])
 
     def sender_mails(self, conn: Connection, sender: str) -> list[tuple[datetime, int, str, str, str]]:
         if sender not in self._sender:
